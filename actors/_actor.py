@@ -1,0 +1,285 @@
+"""Actors, their references, and the loop that runs one incarnation of an actor.
+
+An actor handles one message at a time from its mailbox. ``receive`` returns the answer
+to an ask; an exception it raises goes back to the asker (the actor lives on) or, for a
+tell, crashes the incarnation so that its supervisor decides what happens next.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import Any, Generic, TypeVar, overload
+
+import trio
+
+from ._mailbox import Mailbox, MailboxClosed, MailboxStatistics
+from ._reply import Reply, ReplySlot
+from ._spec import ActorSpec, StopPolicy
+from .errors import ActorCrashed, ActorStopped, AskTimeout
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+DEFAULT_ASK_TIMEOUT = 5.0
+
+
+class Request(Generic[R]):
+    """Base for messages that are asked: ``R`` is the type of the answer.
+
+    ``await ref.ask(GetCount())`` is then typed as ``R`` for a ``GetCount(Request[int])``.
+    """
+
+    __slots__ = ()
+
+
+class Ask:
+    """The envelope of an asked message. Internal."""
+
+    __slots__ = ("message", "slot")
+
+    def __init__(self, message: Any, slot: ReplySlot) -> None:
+        self.message = message
+        self.slot = slot
+
+
+class Stop:
+    """Control message: end this incarnation now, keep the mailbox. Internal."""
+
+    __slots__ = ()
+
+
+STOP = Stop()
+
+
+class ActorRef(Generic[M]):
+    """The address of an actor. It outlives incarnations: after a restart, messages sent
+    to the same ref reach the new incarnation, and nobody has to look the actor up again.
+    """
+
+    __slots__ = ("_mailbox", "key", "name")
+
+    def __init__(self, key: Hashable, name: str, mailbox: Mailbox) -> None:
+        self.key = key
+        self.name = name
+        self._mailbox = mailbox
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name}>"
+
+    @property
+    def stopped(self) -> bool:
+        """True once the actor is stopped for good: nothing sent to it is delivered."""
+        return self._mailbox.closed
+
+    def tell_nowait(self, message: M) -> None:
+        """Queue ``message``; `MailboxFull` if there is no room, `ActorStopped` if stopped."""
+        self._mailbox.put_nowait(message)
+
+    async def send(self, message: M) -> None:
+        """Queue ``message``, waiting while the mailbox is full (backpressure)."""
+        await self._mailbox.put(message)
+
+    @overload
+    async def ask(self, message: Request[R], *, timeout: float | None = ...) -> R: ...
+    @overload
+    async def ask(self, message: M, *, timeout: float | None = ...) -> Any: ...
+
+    async def ask(self, message: Any, *, timeout: float | None = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Send ``message`` and wait for the answer.
+
+        The time spent waiting for mailbox room counts against ``timeout`` (seconds on
+        trio's clock; ``None`` waits forever). Raises what the actor raised, `AskTimeout`,
+        `ActorStopped` if the actor is or becomes stopped, or `ActorCrashed`.
+        """
+        slot = ReplySlot()
+        envelope = Ask(message, slot)
+        if timeout is None:
+            await self._mailbox.put(envelope)
+            return await slot.wait()
+        with trio.move_on_after(timeout):
+            await self._mailbox.put(envelope)
+            return await slot.wait()
+        raise AskTimeout(self.name, timeout)
+
+    def statistics(self) -> MailboxStatistics:
+        return self._mailbox.statistics()
+
+
+class Context(Generic[M]):
+    """What an actor incarnation knows about itself: its ref, its nursery, its number."""
+
+    __slots__ = ("_current", "_deferred", "_stop_requested", "incarnation", "nursery", "ref")
+
+    def __init__(self, ref: ActorRef[M], incarnation: int, nursery: trio.Nursery) -> None:
+        self.ref = ref
+        self.incarnation = incarnation
+        """0 for the first start, then one more for each restart."""
+        self.nursery = nursery
+        """For the incarnation's own background tasks; cancelled when it ends. A task that
+        raises crashes the incarnation."""
+        self._current: ReplySlot | None = None
+        self._deferred: dict[ReplySlot, Reply] = {}
+        self._stop_requested = False
+
+    def defer(self) -> Reply:
+        """Take over the reply to the ask being handled; answer it later with the `Reply`.
+
+        What ``receive`` then returns is ignored. If the incarnation ends before the reply
+        is given, the asker gets `ActorStopped` (or `ActorCrashed` after a crash).
+        """
+        slot, self._current = self._current, None
+        if slot is None:
+            return Reply(None, None)
+        reply = Reply(slot, self._deferred)
+        self._deferred[slot] = reply
+        return reply
+
+    def stop(self) -> None:
+        """End this incarnation normally once the current message is handled."""
+        self._stop_requested = True
+
+
+class Actor(Generic[M]):
+    """Subclass and implement `receive`. The hooks run inside the incarnation's nursery.
+
+    ``context`` is set before `started` runs.
+    """
+
+    context: Context[M]
+
+    async def started(self) -> None:
+        """Load state. The actor's ref is handed out only after this returns; if it raises,
+        the start fails."""
+
+    async def receive(self, message: M) -> object:
+        """Handle one message; for an ask, the return value is the answer."""
+        raise NotImplementedError
+
+    async def stopped(self) -> None:
+        """Runs when the incarnation ends normally or by a crash (not when cancelled)."""
+
+    def wakeup_at(self) -> float:
+        """The trio time at which `wakeup` should run if no message comes first.
+
+        Read before waiting for each message: one timer per actor, however many deadlines
+        it tracks. ``math.inf`` (the default) waits for messages only.
+        """
+        return math.inf
+
+    async def wakeup(self) -> None:
+        """Called once the time returned by `wakeup_at` has come."""
+
+
+class _Nothing:
+    __slots__ = ()
+
+
+_NOTHING = _Nothing()
+
+
+async def _serve(actor: Actor[M], mailbox: Mailbox, context: Context[M]) -> None:
+    """Hand messages to ``actor`` one at a time until stopped, closed and drained."""
+    receive = actor.receive
+    while not context._stop_requested:
+        deadline = actor.wakeup_at()
+        if deadline == math.inf:
+            try:
+                item = await mailbox.get()
+            except MailboxClosed:
+                return
+        else:
+            if trio.current_time() >= deadline:
+                await trio.lowlevel.checkpoint()
+                await actor.wakeup()
+                continue
+            item = _NOTHING
+            with trio.move_on_at(deadline):
+                try:
+                    item = await mailbox.get()
+                except MailboxClosed:
+                    return
+            if item is _NOTHING:
+                await actor.wakeup()
+                continue
+        if type(item) is Ask:
+            slot = item.slot
+            context._current = slot
+            try:
+                answer = await receive(item.message)
+            except Exception as exc:
+                # Also when the reply was deferred: the handler failed, so it never will.
+                slot.fail(exc)
+                context._deferred.pop(slot, None)
+            else:
+                if context._current is slot:
+                    slot.set(answer)
+            context._current = None
+        elif type(item) is Stop:
+            return
+        else:
+            await receive(item)  # type: ignore[arg-type]  # a tell: the sender typed it M
+        mailbox.processed += 1
+
+
+async def run_actor(
+    spec: ActorSpec[M],
+    ref: ActorRef[M],
+    mailbox: Mailbox,
+    incarnation: int,
+    task_status: trio.TaskStatus[ActorRef[M]],
+) -> None:
+    """Run one incarnation: ``started``, report the ref, serve, ``stopped``.
+
+    Raises what ``started`` raised before reporting, or the crash after it. Pending asks
+    this incarnation held are failed as it ends, so no asker waits forever.
+    """
+    actor = spec.factory()
+    crash: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        context = Context(ref, incarnation, nursery)
+        actor.context = context
+        try:
+            try:
+                await actor.started()
+            except Exception as exc:
+                crash = exc
+            else:
+                task_status.started(ref)
+                try:
+                    await _serve(actor, mailbox, context)
+                except Exception as exc:
+                    crash = exc
+                await actor.stopped()
+        finally:
+            _fail_pending(context, ref.name, crash)
+            nursery.cancel_scope.cancel()
+    if crash is not None:
+        raise crash
+
+
+def _fail_pending(context: Context[Any], name: str, crash: Exception | None) -> None:
+    if context._current is not None:
+        context._current.fail(ActorStopped(name))
+        context._current = None
+    for reply in list(context._deferred.values()):
+        if crash is None:
+            reply.fail(ActorStopped(name))
+        else:
+            error = ActorCrashed(name)
+            error.__cause__ = crash
+            reply.fail(error)
+
+
+def reject_queued(mailbox: Mailbox) -> None:
+    """Fail every queued ask with `ActorStopped` and drop queued tells."""
+    for item in mailbox.take_all():
+        if type(item) is Ask:
+            item.slot.fail(ActorStopped(mailbox.name))
+
+
+def stop_for_good(mailbox: Mailbox, policy: StopPolicy) -> None:
+    """Close ``mailbox``; reject what is queued unless the actor is to drain it."""
+    mailbox.close()
+    if policy is StopPolicy.REJECT:
+        reject_queued(mailbox)

@@ -1,0 +1,155 @@
+"""The bounded mailbox behind every actor reference.
+
+A mailbox outlives the actor incarnations that read it: when a supervisor restarts an
+actor, the new incarnation reads the same mailbox, so the references that senders hold
+keep working. User messages are bounded by ``capacity``; the runtime's own control
+messages (stop requests, child exit notices) go in a separate lane that is never full
+and is always read first.
+
+Invariant: once closed, a mailbox accepts no user message again; what was queued before
+the close can still be read (drained) or taken back (rejected) by the runtime.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+
+from .errors import ActorStopped, MailboxFull
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatistics:
+    """A snapshot of one mailbox."""
+
+    queued: int
+    """User messages waiting to be processed."""
+    capacity: int
+    """The most user messages the mailbox holds before senders must wait."""
+    processed: int
+    """Messages handled so far, across every incarnation of the actor."""
+    waiting_senders: int
+    """Tasks parked in ``send``/``ask`` waiting for room."""
+    closed: bool
+
+
+class MailboxClosed(Exception):
+    """Raised by `Mailbox.get` once the mailbox is closed and empty. Internal."""
+
+
+class Mailbox:
+    """A bounded FIFO of user messages plus an unbounded lane for control messages."""
+
+    __slots__ = (
+        "_closed",
+        "_getters",
+        "_putters",
+        "_queue",
+        "_system",
+        "capacity",
+        "name",
+        "processed",
+    )
+
+    def __init__(self, name: str, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"mailbox capacity must be at least 1, not {capacity}")
+        self.name = name
+        self.capacity = capacity
+        self.processed = 0
+        self._queue: deque[object] = deque()
+        self._system: deque[object] = deque()
+        self._closed = False
+        self._getters = trio.lowlevel.ParkingLot()
+        self._putters = trio.lowlevel.ParkingLot()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put_nowait(self, item: object) -> None:
+        if self._closed:
+            raise ActorStopped(self.name)
+        if len(self._queue) >= self.capacity:
+            raise MailboxFull(self.name, self.capacity)
+        self._queue.append(item)
+        if self._getters:
+            self._getters.unpark()
+
+    async def put(self, item: object) -> None:
+        """Queue ``item``, waiting for room while the mailbox is full (backpressure)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        while True:
+            if self._closed:
+                raise ActorStopped(self.name)
+            if len(self._queue) < self.capacity:
+                self._queue.append(item)
+                if self._getters:
+                    self._getters.unpark()
+                if not parked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            await self._putters.park()
+            parked = True
+
+    def put_system(self, item: object) -> None:
+        """Queue a control message: never full, accepted even when closed, read first."""
+        self._system.append(item)
+        if self._getters:
+            self._getters.unpark()
+
+    def get_nowait(self) -> object:
+        if self._system:
+            return self._system.popleft()
+        if self._queue:
+            item = self._queue.popleft()
+            if self._putters:
+                self._putters.unpark()
+            return item
+        if self._closed:
+            raise MailboxClosed
+        raise trio.WouldBlock
+
+    async def get(self) -> object:
+        """The next message, control messages first; `MailboxClosed` once closed and empty."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            item = self.get_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+        while True:
+            await self._getters.park()
+            try:
+                return self.get_nowait()
+            except trio.WouldBlock:
+                continue
+
+    def close(self) -> None:
+        """Refuse new user messages; wake every parked sender so it sees `ActorStopped`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._putters.unpark_all()
+        self._getters.unpark_all()
+
+    def take_all(self) -> list[object]:
+        """Remove and return every queued user message (for rejecting them)."""
+        items = list(self._queue)
+        self._queue.clear()
+        self._putters.unpark_all()
+        return items
+
+    def statistics(self) -> MailboxStatistics:
+        return MailboxStatistics(
+            queued=len(self._queue),
+            capacity=self.capacity,
+            processed=self.processed,
+            waiting_senders=self._putters.statistics().tasks_waiting,
+            closed=self._closed,
+        )

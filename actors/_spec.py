@@ -1,0 +1,144 @@
+"""Child specifications: how a supervisor starts, restarts and stops each child.
+
+Specs are frozen values. A supervisor reads them; nothing here runs anything. Bad values
+are rejected when the spec is made, never clamped.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from ._actor import Actor
+
+M = TypeVar("M")
+
+DEFAULT_CAPACITY = 1024
+DEFAULT_SHUTDOWN = 5.0
+
+
+class Restart(enum.Enum):
+    """When a child that ended is started again."""
+
+    PERMANENT = "permanent"
+    """Always: after a crash and after a normal exit."""
+    TRANSIENT = "transient"
+    """Only after a crash; a normal exit removes the child."""
+    TEMPORARY = "temporary"
+    """Never; the child is removed when it ends, however it ends."""
+
+
+class Strategy(enum.Enum):
+    """Which children a supervisor restarts when one of them must be restarted."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the child that ended."""
+    ONE_FOR_ALL = "one_for_all"
+    """Every child: the others are stopped in reverse order, then all start in order."""
+    REST_FOR_ONE = "rest_for_one"
+    """The child that ended and every child started after it."""
+
+
+class StopPolicy(enum.Enum):
+    """What happens to the messages still queued when an actor stops for good."""
+
+    DRAIN = "drain"
+    """Process them (within the shutdown grace period) before stopping."""
+    REJECT = "reject"
+    """Drop them; each queued ask fails with `ActorStopped`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestartBackoff:
+    """The wait before a restart: ``initial * factor ** (n - 1)``, capped at ``maximum``.
+
+    ``n`` counts the restarts inside the current intensity window, so a child that crashes
+    in a loop waits longer each time, and one that crashes once a day restarts at once-ish.
+
+    >>> RestartBackoff(initial=0.1, factor=2.0, maximum=1.0).delay(3)
+    0.4
+    """
+
+    initial: float = 0.1
+    factor: float = 2.0
+    maximum: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.initial < math.inf):
+            raise ValueError(f"backoff initial must be a finite number >= 0, not {self.initial}")
+        if not (self.factor >= 1):
+            raise ValueError(f"backoff factor must be >= 1, not {self.factor}")
+        if not (self.maximum >= self.initial):
+            raise ValueError(f"backoff maximum must be >= initial, not {self.maximum}")
+
+    def delay(self, n: int) -> float:
+        if n < 1:
+            raise ValueError(f"restart number starts at 1, not {n}")
+        return min(self.maximum, self.initial * self.factor ** (n - 1))
+
+
+def _check_shutdown(shutdown: float | None) -> None:
+    if shutdown is not None and not shutdown >= 0:
+        raise ValueError(f"shutdown grace must be >= 0 seconds or None, not {shutdown}")
+
+
+@dataclass(frozen=True, slots=True)
+class ActorSpec(Generic[M]):
+    """How to run one actor under a supervisor.
+
+    ``factory`` makes a fresh `Actor` for every incarnation (first start and each restart).
+    ``shutdown`` is the grace period, in seconds, that a stopping actor gets before it is
+    cancelled; ``None`` waits as long as it takes.
+    """
+
+    key: Hashable
+    factory: Callable[[], Actor[M]]
+    restart: Restart = Restart.PERMANENT
+    capacity: int = DEFAULT_CAPACITY
+    on_stop: StopPolicy = StopPolicy.DRAIN
+    shutdown: float | None = DEFAULT_SHUTDOWN
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1:
+            raise ValueError(f"mailbox capacity must be at least 1, not {self.capacity}")
+        _check_shutdown(self.shutdown)
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSpec:
+    """A supervisor and its static children, which start in order and stop in reverse.
+
+    Restart intensity: more than ``max_restarts`` restarts within ``within`` seconds (on
+    trio's clock) and the supervisor stops its children and fails with `SupervisorGaveUp`,
+    leaving the decision to its own supervisor. A supervisor's ``shutdown`` defaults to
+    ``None``: it gets as long as its children's own grace periods take.
+    """
+
+    key: Hashable
+    children: Sequence[ChildSpec] = ()
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_restarts: int = 3
+    within: float = 5.0
+    backoff: RestartBackoff = field(default_factory=RestartBackoff)
+    restart: Restart = Restart.PERMANENT
+    capacity: int = DEFAULT_CAPACITY
+    shutdown: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, not {self.max_restarts}")
+        if not self.within > 0:
+            raise ValueError(f"within must be > 0 seconds, not {self.within}")
+        if self.capacity < 1:
+            raise ValueError(f"mailbox capacity must be at least 1, not {self.capacity}")
+        _check_shutdown(self.shutdown)
+        keys = [child.key for child in self.children]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"child keys must be unique, got {keys!r}")
+
+
+ChildSpec = ActorSpec[Any] | SupervisorSpec

@@ -1,0 +1,225 @@
+"""Supervisors: crash isolation by strategy, restart kinds, restart intensity and backoff,
+and a supervisor that gives up handing the decision to its own supervisor.
+
+Every test runs on trio's MockClock with autojump: backoff delays are measured exactly.
+"""
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+import actors
+from actors import Restart, RestartBackoff, Strategy, SupervisorSpec
+
+from .kit import Crash, Journal, spec
+
+NO_BACKOFF = RestartBackoff(initial=0, factor=1, maximum=0)
+
+
+def three(journal: Journal, **options: object) -> list[actors.ActorSpec[object]]:
+    return [spec(name, journal, **options) for name in ("a", "b", "c")]
+
+
+async def crash_and_settle(ref: actors.ActorRef[object]) -> None:
+    ref.tell_nowait("crash")
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def start_tree(
+    system: actors.ActorSystem, journal: Journal, strategy: Strategy
+) -> list[actors.ActorRef[object]]:
+    sup = await system.start(
+        SupervisorSpec("sup", three(journal), strategy=strategy, backoff=NO_BACKOFF)
+    )
+    refs = [sup.whereis(name) for name in ("a", "b", "c")]
+    assert all(isinstance(ref, actors.ActorRef) for ref in refs)
+    for ref in refs:
+        await ref.send("x")  # type: ignore[union-attr]
+    return refs  # type: ignore[return-value]
+
+
+async def counts(refs: list[actors.ActorRef[object]]) -> list[int]:
+    return [await ref.ask("count") for ref in refs]
+
+
+async def test_one_for_one_restarts_only_the_crashed_child(autojump_clock: MockClock) -> None:
+    journal = Journal()
+    async with actors.open_system() as system:
+        a, b, c = await start_tree(system, journal, Strategy.ONE_FOR_ONE)
+        await crash_and_settle(b)
+        assert await counts([a, b, c]) == [1, 0, 1]
+    assert journal.of("start") == ["a", "b", "c", "b"]
+    assert journal.of("stop")[:1] == ["b"]  # stopped() runs after the crash too
+
+
+async def test_one_for_all_restarts_every_child_in_order(autojump_clock: MockClock) -> None:
+    journal = Journal()
+    async with actors.open_system() as system:
+        a, b, c = await start_tree(system, journal, Strategy.ONE_FOR_ALL)
+        await crash_and_settle(b)
+        assert await counts([a, b, c]) == [0, 0, 0]
+        # b crashed; the others stopped in reverse order; then all started in order.
+        assert journal.of("stop") == ["b", "c", "a"]
+        assert journal.of("start") == ["a", "b", "c", "a", "b", "c"]
+
+
+async def test_rest_for_one_restarts_the_child_and_those_after_it(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    async with actors.open_system() as system:
+        a, b, c = await start_tree(system, journal, Strategy.REST_FOR_ONE)
+        await crash_and_settle(b)
+        assert await counts([a, b, c]) == [1, 0, 0]
+        assert journal.of("stop") == ["b", "c"]
+        assert journal.of("start") == ["a", "b", "c", "b", "c"]
+
+
+async def test_group_restart_keeps_queued_messages_for_the_new_incarnation(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    async with actors.open_system() as system:
+        _a, b, c = await start_tree(system, journal, Strategy.ONE_FOR_ALL)
+        b.tell_nowait("crash")
+        c.tell_nowait("queued behind the restart")
+        await trio.testing.wait_all_tasks_blocked()
+        assert await c.ask("count") in (0, 1)  # delivered to c, before or after its restart
+        got = [e[2] for e in journal.entries if e[:2] == ("got", "c")]
+        assert "'queued behind the restart'" in got
+
+
+@pytest.mark.parametrize(
+    ("restart", "message", "restarted"),
+    [
+        (Restart.PERMANENT, "crash", True),
+        (Restart.PERMANENT, "stop", True),
+        (Restart.TRANSIENT, "crash", True),
+        (Restart.TRANSIENT, "stop", False),
+        (Restart.TEMPORARY, "crash", False),
+        (Restart.TEMPORARY, "stop", False),
+    ],
+)
+async def test_restart_kinds(
+    autojump_clock: MockClock, restart: Restart, message: str, restarted: bool
+) -> None:
+    journal = Journal()
+    async with actors.open_system(backoff=NO_BACKOFF) as system:
+        ref = await system.start(spec("w", journal, restart=restart))
+        ref.tell_nowait(message)
+        await trio.testing.wait_all_tasks_blocked()
+        assert journal.of("start") == (["w", "w"] if restarted else ["w"])
+        assert ref.stopped is not restarted
+        assert (system.whereis("w") is ref) is restarted
+
+
+async def test_restart_backoff_grows_within_the_window(autojump_clock: MockClock) -> None:
+    journal = Journal()
+    backoff = RestartBackoff(initial=0.5, factor=2, maximum=1.5)
+    async with actors.open_system(max_restarts=10, within=100, backoff=backoff) as system:
+        ref = await system.start(spec("w", journal))
+        start_times = []
+        for _ in range(4):
+            before = trio.current_time()
+            await ref.send("crash")
+            assert await ref.ask("count", timeout=None) == 0  # answered by the new incarnation
+            start_times.append(trio.current_time() - before)
+        assert start_times == pytest.approx([0.5, 1.0, 1.5, 1.5])
+
+
+async def test_restart_intensity_exceeded_makes_the_supervisor_give_up(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(actors.SupervisorGaveUp, match="more than 2 restarts in 10 s")
+    ) as caught:
+        async with actors.open_system(max_restarts=2, within=10, backoff=NO_BACKOFF) as system:
+            ref = await system.start(spec("w", journal))
+            for _ in range(3):
+                ref.tell_nowait("crash")
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep_forever()  # the give-up cancels the block
+    gave_up = caught.value.exceptions[0]
+    assert isinstance(gave_up.__cause__, Crash)
+    assert journal.of("start") == ["w", "w", "w"]
+
+
+async def test_restarts_outside_the_window_do_not_count(autojump_clock: MockClock) -> None:
+    journal = Journal()
+    async with actors.open_system(max_restarts=2, within=10, backoff=NO_BACKOFF) as system:
+        ref = await system.start(spec("w", journal))
+        for _ in range(6):
+            await ref.send("crash")
+            await trio.sleep(6)  # two restarts are never within 10 s of a third
+        assert await ref.ask("incarnation") == 6
+
+
+async def test_a_supervisor_that_gives_up_is_restarted_by_its_own_supervisor(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    inner = SupervisorSpec("inner", [spec("w", journal)], max_restarts=1, backoff=NO_BACKOFF)
+    outer = SupervisorSpec("outer", [inner, spec("peer", journal)], backoff=NO_BACKOFF)
+    async with actors.open_system() as system:
+        outer_ref = await system.start(outer)
+        inner_ref = outer_ref.whereis("inner")
+        assert isinstance(inner_ref, actors.SupervisorRef)
+        w = inner_ref.whereis("w")
+        assert isinstance(w, actors.ActorRef)
+        await crash_and_settle(w)  # inner restarts w once
+        await crash_and_settle(w)  # second crash: inner gives up, outer restarts inner
+        assert journal.of("start") == ["w", "peer", "w", "w"]
+        # The grandchild's ref still works: the restarted inner reuses its cell.
+        assert await w.ask("count") == 0
+        assert outer_ref.whereis("inner") is inner_ref
+        assert inner_ref.whereis("w") is w
+        # one-for-one at the outer level: the peer was never touched.
+        assert journal.of("start").count("peer") == 1
+
+
+async def test_a_failing_restart_counts_toward_intensity(autojump_clock: MockClock) -> None:
+    journal = Journal()
+    attempts = 0
+
+    class FailsAfterFirstStart(actors.Actor[object]):
+        async def started(self) -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                raise Crash("cannot start again")
+
+        async def receive(self, message: object) -> object:
+            raise Crash("crash")
+
+    with pytest.RaisesGroup(actors.SupervisorGaveUp):
+        async with actors.open_system(max_restarts=3, backoff=NO_BACKOFF) as system:
+            ref = await system.spawn(FailsAfterFirstStart)
+            ref.tell_nowait("go")
+            await trio.sleep_forever()
+    assert attempts == 4  # the first start, then three failed restarts before giving up
+    assert journal.entries == []
+
+
+async def test_cancellation_is_never_swallowed(autojump_clock: MockClock) -> None:
+    journal = Journal()
+    with trio.move_on_after(5) as scope:
+        async with actors.open_system() as system:
+            await system.start(spec("w", journal, stop_delay=100))
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert trio.current_time() == pytest.approx(5)
+
+
+async def test_keyboard_interrupt_in_an_actor_is_never_swallowed(
+    autojump_clock: MockClock,
+) -> None:
+    class Interrupted(actors.Actor[object]):
+        async def receive(self, message: object) -> object:
+            raise KeyboardInterrupt
+
+    with pytest.RaisesGroup(KeyboardInterrupt, flatten_subgroups=True):
+        async with actors.open_system() as system:
+            ref = await system.spawn(Interrupted)
+            ref.tell_nowait("go")
+            await trio.sleep_forever()
