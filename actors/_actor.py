@@ -200,8 +200,7 @@ async def _serve(actor: Actor[M], mailbox: Mailbox, context: Context[M]) -> None
                 except MailboxClosed:
                     return
             if item is _NOTHING:
-                await actor.wakeup()
-                continue
+                continue  # the deadline came first: the loop's top calls wakeup()
         if type(item) is Ask:
             slot = item.slot
             context._current = slot
