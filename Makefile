@@ -30,7 +30,7 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/actors.py
+	$(BIN)/python -m bench.actors
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

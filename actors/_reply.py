@@ -6,21 +6,26 @@ its slot, and a late answer is dropped silently: the actor never blocks on a rep
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
+
+if TYPE_CHECKING:
+    from ._timer import AskTimer
 
 
 class ReplySlot:
     """Where one ask waits for its answer; the runtime's side of a `Reply`."""
 
-    __slots__ = ("_abandoned", "_outcome", "_task")
+    __slots__ = ("_abandoned", "_outcome", "_task", "timer")
 
     def __init__(self) -> None:
         self._outcome: outcome.Outcome[Any] | None = None
         self._task: trio.lowlevel.Task | None = None
         self._abandoned = False
+        self.timer: AskTimer | None = None
+        """The timer watching this slot's deadline, told when the slot is done."""
 
     @property
     def done(self) -> bool:
@@ -37,6 +42,7 @@ class ReplySlot:
         if self._outcome is not None or self._abandoned:
             return
         self._outcome = result
+        self._release_timer()
         task = self._task
         if task is not None:
             self._task = None
@@ -52,9 +58,16 @@ class ReplySlot:
         def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
             self._task = None
             self._abandoned = True
+            self._release_timer()
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _release_timer(self) -> None:
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.forget()
 
 
 class Reply:

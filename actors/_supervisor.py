@@ -24,6 +24,7 @@ import trio
 from ._actor import STOP, ActorRef, Ask, Request, Stop, reject_queued, run_actor, stop_for_good
 from ._mailbox import Mailbox, MailboxClosed, MailboxStatistics
 from ._spec import ActorSpec, ChildSpec, Restart, StopPolicy, Strategy, SupervisorSpec
+from ._timer import AskTimer
 from .errors import ChildNotFound, ChildStartFailed, DuplicateChild, SupervisorGaveUp
 
 M = TypeVar("M")
@@ -34,19 +35,20 @@ class ActorCell:
 
     __slots__ = ("mailbox", "name", "ref")
 
-    def __init__(self, spec: ActorSpec[Any], name: str) -> None:
+    def __init__(self, spec: ActorSpec[Any], name: str, timer: AskTimer) -> None:
         self.name = name
         self.mailbox = Mailbox(name, spec.capacity)
-        self.ref: ActorRef[Any] = ActorRef(spec.key, name, self.mailbox)
+        self.ref: ActorRef[Any] = ActorRef(spec.key, name, self.mailbox, timer)
 
 
 class SupervisorCell:
     """A supervisor's mailbox and ref, its static children's cells, and who runs now."""
 
-    __slots__ = ("children", "mailbox", "name", "ref", "static_cells")
+    __slots__ = ("children", "mailbox", "name", "ref", "static_cells", "timer")
 
-    def __init__(self, spec: SupervisorSpec, name: str) -> None:
+    def __init__(self, spec: SupervisorSpec, name: str, timer: AskTimer) -> None:
         self.name = name
+        self.timer = timer
         self.mailbox = Mailbox(name, spec.capacity)
         self.ref = SupervisorRef(spec.key, self)
         self.static_cells: dict[Hashable, Cell] = {}
@@ -56,10 +58,10 @@ class SupervisorCell:
 Cell = ActorCell | SupervisorCell
 
 
-def make_cell(spec: ChildSpec, name: str) -> Cell:
+def make_cell(spec: ChildSpec, name: str, timer: AskTimer) -> Cell:
     if isinstance(spec, SupervisorSpec):
-        return SupervisorCell(spec, name)
-    return ActorCell(spec, name)
+        return SupervisorCell(spec, name, timer)
+    return ActorCell(spec, name, timer)
 
 
 def _stop_policy(spec: ChildSpec) -> StopPolicy:
@@ -133,7 +135,7 @@ class SupervisorRef:
     def __init__(self, key: Hashable, cell: SupervisorCell) -> None:
         self.key = key
         self._cell = cell
-        self._requests: ActorRef[Any] = ActorRef(key, cell.name, cell.mailbox)
+        self._requests: ActorRef[Any] = ActorRef(key, cell.name, cell.mailbox, cell.timer)
 
     def __repr__(self) -> str:
         return f"<SupervisorRef {self.name}>"
@@ -211,7 +213,7 @@ class _Supervision:
             raise DuplicateChild(key)
         cell = None if dynamic else self.cell.static_cells.get(key)
         if cell is None:
-            cell = make_cell(spec, f"{self.cell.name}/{key}")
+            cell = make_cell(spec, f"{self.cell.name}/{key}", self.cell.timer)
             if not dynamic:
                 self.cell.static_cells[key] = cell
         child = _Child(spec, cell, dynamic)

@@ -26,6 +26,7 @@ from ._spec import (
     SupervisorSpec,
 )
 from ._supervisor import SupervisorCell, SupervisorRef, run_supervisor
+from ._timer import AskTimer
 
 M = TypeVar("M")
 
@@ -102,7 +103,8 @@ async def open_system(
         within=within,
         backoff=backoff if backoff is not None else RestartBackoff(),
     )
-    cell = SupervisorCell(spec, name)
+    timer = AskTimer()
+    cell = SupervisorCell(spec, name, timer)
     done = trio.Event()
 
     async def run_root(task_status: trio.TaskStatus[SupervisorRef]) -> None:
@@ -112,6 +114,8 @@ async def open_system(
             done.set()
 
     async with trio.open_nursery() as nursery:
+        # The timer outlives the tree: children may still ask one another while stopping.
+        timer_scope: trio.CancelScope = await nursery.start(timer.run)
         root: SupervisorRef = await nursery.start(run_root)
         system = ActorSystem(root, cell, done)
         try:
@@ -120,3 +124,4 @@ async def open_system(
             nursery.cancel_scope.cancel()
             raise
         await system.stop()
+        timer_scope.cancel()

@@ -184,3 +184,24 @@ async def test_a_tell_that_raises_crashes_the_actor_and_it_is_restarted(
         assert await ref.ask("count") == 0
         assert await ref.ask("incarnation") == 1
     assert journal.of("start") == ["w", "w"]
+
+
+async def test_answered_asks_do_not_pile_up_in_the_timeout_heap(
+    autojump_clock: MockClock,
+) -> None:
+    async with actors.open_system() as system:
+        ref = await system.spawn(Deferring)
+        for n in range(10_000):
+            await ref.ask(Add(1), timeout=60)
+        # Internal check: stale entries are compacted once they are the majority.
+        assert len(ref._timer) <= 2048
+
+
+async def test_a_cancelled_ask_abandons_its_reply(autojump_clock: MockClock) -> None:
+    async with actors.open_system() as system:
+        ref = await system.spawn(Deferring)
+        with trio.move_on_after(1) as scope:
+            await ref.ask(Later("never released"), timeout=30)
+        assert scope.cancelled_caught
+        await trio.sleep(60)  # the ask's own deadline passes with nobody waiting
+        assert await ref.ask(Add(1)) == 1

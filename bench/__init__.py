@@ -1,0 +1,1 @@
+"""Benchmarks, run by hand from the project root as modules: python -m bench.NAME."""
