@@ -191,7 +191,7 @@ async def test_answered_asks_do_not_pile_up_in_the_timeout_heap(
 ) -> None:
     async with actors.open_system() as system:
         ref = await system.spawn(Deferring)
-        for n in range(10_000):
+        for _ in range(10_000):
             await ref.ask(Add(1), timeout=60)
         # Internal check: stale entries are compacted once they are the majority.
         assert len(ref._timer) <= 2048
