@@ -1,0 +1,417 @@
+"""The job, its status and events, and the validation of everything a caller sends.
+
+Field names in error messages are the wire's (camelCase), because that is what the
+caller wrote; the embedding API uses the same validators.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..clock import iso, parse_iso
+from ..codec import JSON, dumps
+from ..errors import InvalidRequest
+
+
+class JobStatus(enum.StrEnum):
+    """A job's status; compares equal to the wire string."""
+
+    SCHEDULED = "scheduled"
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DEAD = "dead"
+    KILLED = "killed"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL
+
+
+FINAL = frozenset({JobStatus.COMPLETED, JobStatus.DEAD, JobStatus.KILLED})
+LIVE = frozenset(JobStatus) - FINAL
+
+
+class EventType(enum.StrEnum):
+    CREATED = "created"
+    DELIVERED = "delivered"
+    STARTED = "started"
+    PROGRESS = "progress"
+    CHECKPOINT = "checkpoint"
+    EVENT = "event"
+    RETRIED = "retried"
+    DELIVERY_TIMEOUT = "delivery_timeout"
+    COMPLETED = "completed"
+    DEAD = "dead"
+    KILLED = "killed"
+
+
+class LogLevel(enum.IntEnum):
+    TRACE = 0
+    DEBUG = 1
+    INFO = 2
+    WARN = 3
+    ERROR = 4
+    FATAL = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBackoff:
+    """Wait before retry n (n >= 1): ``initial * factor ** (n - 1)``, at most ``maximum``."""
+
+    initial_seconds: float
+    factor: float
+    max_seconds: float
+
+    def delay(self, retry: int) -> float:
+        return min(self.max_seconds, self.initial_seconds * self.factor ** (retry - 1))
+
+    def to_wire(self) -> dict[str, float]:
+        return {
+            "initialSeconds": self.initial_seconds,
+            "factor": self.factor,
+            "maxSeconds": self.max_seconds,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    type: EventType
+    attempt_number: int
+    data: JSON
+    created_at: float
+
+
+class Job:
+    """One job's live state. The space actor owns it; the store keeps its log."""
+
+    __slots__ = (
+        "attempt_number",
+        "callback_headers",
+        "callback_url",
+        "checkpoint",
+        "completed_at",
+        "created_at",
+        "deadline",
+        "delivered_at",
+        "event_seq",
+        "id",
+        "idempotency_key",
+        "lease_id",
+        "log_seq",
+        "max_retries",
+        "name",
+        "payload",
+        "priority",
+        "progress",
+        "queue_token",
+        "result",
+        "retry_backoff",
+        "scheduled_for",
+        "seq",
+        "space_id",
+        "started_at",
+        "status",
+        "timer_at",
+        "timeout_seconds",
+        "updated_at",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        space_id: str,
+        seq: int,
+        name: str,
+        payload: str,
+        status: JobStatus,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: int,
+        created_at: float,
+        attempt_number: int = 0,
+        scheduled_for: float | None = None,
+        callback_url: str | None = None,
+        callback_headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        retry_backoff: RetryBackoff | None = None,
+        progress: JSON = None,
+        result: str | None = None,
+        checkpoint: str | None = None,
+        lease_id: str | None = None,
+        deadline: float | None = None,
+        updated_at: float | None = None,
+        delivered_at: float | None = None,
+        started_at: float | None = None,
+        completed_at: float | None = None,
+        event_seq: int = 0,
+        log_seq: int = 0,
+    ) -> None:
+        self.id = id
+        self.space_id = space_id
+        self.seq = seq
+        """Creation order within the space: ties in priority go to the oldest."""
+        self.name = name
+        self.payload = payload
+        """Encoded JSON text."""
+        self.status = status
+        self.priority = priority
+        self.max_retries = max_retries
+        self.attempt_number = attempt_number
+        self.timeout_seconds = timeout_seconds
+        self.scheduled_for = scheduled_for
+        self.callback_url = callback_url
+        self.callback_headers = callback_headers
+        self.idempotency_key = idempotency_key
+        self.retry_backoff = retry_backoff
+        self.progress = progress
+        self.result = result
+        """Encoded JSON text, set when the job ends."""
+        self.checkpoint = checkpoint
+        """Encoded JSON text handed to later attempts."""
+        self.lease_id = lease_id
+        self.deadline = deadline
+        """When the job must next move: scheduled → due; delivered → ack deadline;
+        running → run deadline. None in other states."""
+        self.created_at = created_at
+        self.updated_at = created_at if updated_at is None else updated_at
+        self.delivered_at = delivered_at
+        self.started_at = started_at
+        self.completed_at = completed_at
+        self.event_seq = event_seq
+        self.log_seq = log_seq
+        self.queue_token = 0
+        """Bumped whenever the job is queued, so stale queue entries can be told apart."""
+        self.timer_at: float | None = None
+        """The time of this job's live entry in the timer heap, if any."""
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name} {self.status}>"
+
+
+# ---------------------------------------------------------------------------- validation
+
+MAX_NAME = 200
+_CREATE_FIELDS = frozenset(
+    {
+        "name",
+        "payload",
+        "priority",
+        "maxRetries",
+        "timeoutSeconds",
+        "scheduledFor",
+        "callbackUrl",
+        "callbackHeaders",
+        "idempotencyKey",
+        "retryBackoff",
+    }
+)
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated create request."""
+
+    name: str
+    payload: str
+    priority: int
+    max_retries: int
+    timeout_seconds: int
+    scheduled_for: float | None
+    callback_url: str | None
+    callback_headers: dict[str, str] | None
+    idempotency_key: str | None
+    retry_backoff: RetryBackoff | None
+
+
+def _int(raw: Mapping[str, Any], field: str, low: int, high: int, default: int) -> int:
+    value = raw.get(field, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{field} must be an integer from {low} to {high}", field=field)
+    return value
+
+
+def _number(value: object, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRequest(f"{field} must be a number from {low:g} to {high:g}", field=field)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{field} must be a number from {low:g} to {high:g}", field=field)
+    return float(value)
+
+
+def _optional_str(raw: Mapping[str, Any], field: str, max_length: int) -> str | None:
+    value = raw.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= max_length:
+        raise InvalidRequest(
+            f"{field} must be a string of 1 to {max_length} characters", field=field
+        )
+    return value
+
+
+def encode_json(value: object, field: str) -> str:
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{field} must be JSON: {exc}", field=field) from None
+
+
+def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
+    unknown = sorted(set(raw) - _CREATE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+    name = raw.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+        raise InvalidRequest(
+            f"name is required: a string of 1 to {MAX_NAME} characters", field="name"
+        )
+    scheduled_for = None
+    if raw.get("scheduledFor") is not None:
+        value = raw["scheduledFor"]
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            scheduled_for = parse_iso(value)
+        except ValueError:
+            raise InvalidRequest(
+                "scheduledFor must be an ISO 8601 time", field="scheduledFor"
+            ) from None
+        if scheduled_for <= now:
+            raise InvalidRequest(
+                f"scheduledFor must be in the future (it is now {iso(now)})",
+                field="scheduledFor",
+            )
+    callback_url = _optional_str(raw, "callbackUrl", 2048)
+    if callback_url is not None and not _URL.match(callback_url):
+        raise InvalidRequest("callbackUrl must be an http(s) URL", field="callbackUrl")
+    headers = raw.get("callbackHeaders")
+    if headers is not None and (
+        not isinstance(headers, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise InvalidRequest(
+            "callbackHeaders must be an object of strings", field="callbackHeaders"
+        )
+    return NewJob(
+        name=name,
+        payload=encode_json(raw.get("payload"), "payload"),
+        priority=_int(raw, "priority", -1000, 1000, 0),
+        max_retries=_int(raw, "maxRetries", 0, 25, 3),
+        timeout_seconds=_int(raw, "timeoutSeconds", 1, 86400, 300),
+        scheduled_for=scheduled_for,
+        callback_url=callback_url,
+        callback_headers=dict(headers) if headers else None,
+        idempotency_key=_optional_str(raw, "idempotencyKey", 200),
+        retry_backoff=validate_backoff(raw.get("retryBackoff"), "retryBackoff"),
+    )
+
+
+def validate_backoff(value: object, field: str) -> RetryBackoff | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"initialSeconds", "factor", "maxSeconds"}:
+        raise InvalidRequest(
+            f"{field} must be an object with initialSeconds, factor, maxSeconds", field=field
+        )
+    initial = _number(value.get("initialSeconds", 1), f"{field}.initialSeconds", 0, 86400)
+    factor = _number(value.get("factor", 2), f"{field}.factor", 1, 100)
+    maximum = _number(value.get("maxSeconds", 3600), f"{field}.maxSeconds", 0, 86400 * 7)
+    if maximum < initial:
+        raise InvalidRequest(f"{field}.maxSeconds must be >= initialSeconds", field=field)
+    return RetryBackoff(initial, factor, maximum)
+
+
+@dataclass(frozen=True, slots=True)
+class PollRequest:
+    count: int
+    names: frozenset[str] | None
+    wait: float
+    ack: bool
+
+
+_POLL_FIELDS = frozenset({"count", "types", "type", "names", "name", "wait", "ack"})
+
+
+def validate_poll(raw: Mapping[str, Any]) -> PollRequest:
+    unknown = sorted(set(raw) - _POLL_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+    count = _int(raw, "count", 1, 50, 1)
+    names: frozenset[str] | None = None
+    for field in ("types", "type", "names", "name"):  # the first present wins
+        if raw.get(field) is None:
+            continue
+        value = raw[field]
+        items = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(items, list)
+            or not items
+            or not all(isinstance(item, str) and 1 <= len(item) <= MAX_NAME for item in items)
+        ):
+            raise InvalidRequest(
+                f"{field} must be a job name or a non-empty list of job names", field=field
+            )
+        names = frozenset(items)
+        break
+    wait = raw.get("wait", 0)
+    wait = 0.0 if wait is None else _number(wait, "wait", 0, 60)
+    ack = raw.get("ack", False)
+    if not isinstance(ack, bool):
+        raise InvalidRequest("ack must be true or false", field="ack")
+    return PollRequest(count=count, names=names, wait=wait, ack=ack)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    percent: float
+    message: str
+    sub_progress: JSON
+
+    def to_wire(self) -> JSON:
+        return {"percent": self.percent, "message": self.message, "subProgress": self.sub_progress}
+
+
+def validate_progress(percent: object, message: object, sub_progress: object) -> Progress:
+    value = _number(percent, "percent", 0, 100) if percent is not None else None
+    if value is None:
+        raise InvalidRequest("percent is required: a number from 0 to 100", field="percent")
+    if not isinstance(message, str):
+        raise InvalidRequest("message is required: a string", field="message")
+    if sub_progress is not None:
+        if not isinstance(sub_progress, dict):
+            raise InvalidRequest(
+                "subProgress must be an object of {stage: {percent, message?}}",
+                field="subProgress",
+            )
+        for stage, entry in sub_progress.items():
+            where = f"subProgress.{stage}"
+            if not isinstance(entry, dict) or set(entry) - {"percent", "message"}:
+                raise InvalidRequest(f"{where} must be {{percent, message?}}", field=where)
+            _number(entry.get("percent"), f"{where}.percent", 0, 100)
+            if entry.get("message") is not None and not isinstance(entry["message"], str):
+                raise InvalidRequest(f"{where}.message must be a string", field=where)
+    # Keep an integer an integer, so 50 is echoed as 50, not 50.0.
+    return Progress(percent if isinstance(percent, int) else value, message, sub_progress)
+
+
+def validate_log_level(value: object, field: str = "level") -> LogLevel:
+    if isinstance(value, str):
+        try:
+            return LogLevel[value.upper()]
+        except KeyError:
+            pass
+    raise InvalidRequest(
+        f"{field} must be one of trace debug info warn error fatal", field=field
+    )
