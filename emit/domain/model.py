@@ -119,8 +119,8 @@ class Job:
         "space_id",
         "started_at",
         "status",
-        "timer_at",
         "timeout_seconds",
+        "timer_at",
         "updated_at",
     )
 
@@ -412,6 +412,4 @@ def validate_log_level(value: object, field: str = "level") -> LogLevel:
             return LogLevel[value.upper()]
         except KeyError:
             pass
-    raise InvalidRequest(
-        f"{field} must be one of trace debug info warn error fatal", field=field
-    )
+    raise InvalidRequest(f"{field} must be one of trace debug info warn error fatal", field=field)
