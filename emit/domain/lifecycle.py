@@ -87,10 +87,12 @@ def custom_event(job: Job, now: float, kind: str, data: JSON, lease_id: str | No
     return [_event(job, EventType.EVENT, {"type": kind, "data": data}, now)]
 
 
-def keepalive(job: Job, now: float, seconds: int | None, lease_id: str | None) -> None:
+def keepalive(job: Job, now: float, seconds: int | None, lease_id: str | None) -> list[Event]:
+    """Push the current deadline (ack or run) out; no event, nothing happened but life."""
     check(job, _WORKING, "keep alive", lease_id)
     job.deadline = now + (job.timeout_seconds if seconds is None else seconds)
     job.updated_at = now
+    return []
 
 
 def check_logs(job: Job, lease_id: str | None) -> None:

@@ -104,6 +104,7 @@ class Job:
         "event_seq",
         "id",
         "idempotency_key",
+        "in_queue",
         "lease_id",
         "log_seq",
         "max_retries",
@@ -190,6 +191,7 @@ class Job:
         self.log_seq = log_seq
         self.queue_token = 0
         """Bumped whenever the job is queued, so stale queue entries can be told apart."""
+        self.in_queue = False
         self.timer_at: float | None = None
         """The time of this job's live entry in the timer heap, if any."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from .model import Job, JobStatus
+from .model import Job
 
 _Entry = tuple[int, int, int, Job]  # (-priority, seq, queue_token, job)
 
@@ -29,6 +29,9 @@ class ReadyQueue:
         return self._size
 
     def push(self, job: Job) -> None:
+        if job.in_queue:
+            return
+        job.in_queue = True
         job.queue_token += 1
         heap = self._heaps.get(job.name)
         if heap is None:
@@ -37,7 +40,10 @@ class ReadyQueue:
         self._size += 1
 
     def discard(self, job: Job) -> None:
-        """The job left the pending state some other way than `pop`."""
+        """Take the job out (it left the pending state some other way than `pop`)."""
+        if not job.in_queue:
+            return
+        job.in_queue = False
         job.queue_token += 1
         self._size -= 1
 
@@ -46,7 +52,7 @@ class ReadyQueue:
         while heap:
             entry = heap[0]
             job = entry[3]
-            if job.queue_token == entry[2] and job.status is JobStatus.PENDING:
+            if job.queue_token == entry[2] and job.in_queue:
                 return entry
             heapq.heappop(heap)
         if heap is not None:
@@ -66,6 +72,7 @@ class ReadyQueue:
         job = self.peek(names)
         if job is not None:
             heapq.heappop(self._heaps[job.name])
+            job.in_queue = False
             job.queue_token += 1
             self._size -= 1
         return job

@@ -1,0 +1,596 @@
+"""The embedding API: run all of emit inside a Trio program, no HTTP needed.
+
+    async with emit.open_runtime("emit-data") as rt:   # None: an in-memory store
+        space = await rt.create_space("email-jobs")
+        jobs = rt.space(space.id)
+        job = await jobs.create("send-email", payload={"to": "a@b.c"})
+
+The runtime is an actor system: the store writer first, then a supervisor with one
+actor per space (rest-for-one: if the writer fails, the spaces restart from the store).
+The HTTP layer calls the same methods. Keyword names are the snake_case of the wire's.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import actors
+
+from .clock import Clock, iso
+from .codec import JSON
+from .domain import scopes as scope_rules
+from .domain.model import (
+    JobStatus,
+    LogLevel,
+    PollRequest,
+    encode_json,
+    validate_backoff,
+    validate_log_level,
+    validate_new_job,
+    validate_poll,
+    validate_progress,
+)
+from .errors import EmitError, InvalidRequest, NotFound, Unavailable
+from .ids import KEY_PREFIX, PUBLIC_PREFIX, hash_key, key_display_prefix, new_id, new_key
+from .space.actor import SpaceActor
+from .space.messages import (
+    AckJob,
+    AppendLogs,
+    ClaimJob,
+    CompleteJobs,
+    CountJobs,
+    CreateJobs,
+    FailJobs,
+    KeepAlive,
+    KillJob,
+    LogEntry,
+    PollJobs,
+    RecordEvent,
+    ReportProgress,
+    RetryJob,
+    SaveCheckpoint,
+    SetDefaultBackoff,
+    SpaceMessage,
+)
+from .store.base import Store
+from .store.memory import MemoryStore
+from .store.records import Changes, LogLine, Space, Token
+from .store.sqlite import SQLiteStore
+from .store.writer import Commit, StoreWriter
+from .views import Delivery, JobView
+
+ASK_TIMEOUT = 30.0
+"""How long a caller waits on a space or the writer before `Unavailable` (on top of a
+long poll's own wait)."""
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """A token as made: ``key`` is shown this once and never stored."""
+
+    id: str
+    space_id: str
+    name: str
+    scopes: frozenset[str]
+    key: str
+    created_at: float
+
+
+def _ulid_or_404(job_id: str) -> str:
+    if not isinstance(job_id, str) or len(job_id) != 26:
+        raise NotFound(f"no job {job_id!r}")
+    return job_id
+
+
+class SpaceJobs:
+    """The jobs of one space. Cheap to make; it looks the space actor up on each call,
+    so it keeps working across restarts of the space."""
+
+    def __init__(self, runtime: Runtime, space_id: str) -> None:
+        self._runtime = runtime
+        self.space_id = space_id
+
+    async def _ask(self, message: SpaceMessage, wait: float = 0) -> Any:
+        ref = await self._runtime._space_ref(self.space_id)
+        try:
+            return await ref.ask(message, timeout=ASK_TIMEOUT + wait)
+        except actors.AskTimeout:
+            raise Unavailable(f"space {self.space_id} did not answer in time") from None
+        except (actors.ActorStopped, actors.ActorCrashed):
+            raise Unavailable(f"space {self.space_id} is restarting; retry") from None
+
+    # ------------------------------------------------------------------- producers
+
+    async def create(
+        self,
+        name: str,
+        payload: JSON = None,
+        *,
+        priority: int = 0,
+        max_retries: int = 3,
+        timeout_seconds: int = 300,
+        scheduled_for: str | None = None,
+        callback_url: str | None = None,
+        callback_headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        retry_backoff: dict[str, float] | None = None,
+    ) -> JobView:
+        """Create one job (or return the one its idempotency key already made)."""
+        wire: dict[str, Any] = {
+            "name": name,
+            "payload": payload,
+            "priority": priority,
+            "maxRetries": max_retries,
+            "timeoutSeconds": timeout_seconds,
+            "scheduledFor": scheduled_for,
+            "callbackUrl": callback_url,
+            "callbackHeaders": callback_headers,
+            "idempotencyKey": idempotency_key,
+            "retryBackoff": retry_backoff,
+        }
+        [(job, _)] = await self.submit([wire], batch=False)
+        return job
+
+    async def create_many(self, items: Sequence[Mapping[str, Any]]) -> list[JobView]:
+        """Create a batch from wire-form objects, all or nothing."""
+        return [job for job, _ in await self.submit(items)]
+
+    async def submit(
+        self, items: Sequence[Mapping[str, Any]], *, batch: bool = True
+    ) -> list[tuple[JobView, bool]]:
+        """Create from wire-form objects; each job with False where an idempotency key
+        returned an existing job. A bad item refuses the whole batch, naming its index."""
+        if batch and not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidRequest(f"a batch holds 1 to {MAX_BATCH} jobs", field="jobs")
+        now = self._runtime.clock.now()
+        validated = []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, Mapping):
+                    raise InvalidRequest("each job must be an object")
+                validated.append(validate_new_job(item, now=now))
+            except InvalidRequest as exc:
+                if not batch:
+                    raise
+                raise InvalidRequest(f"jobs[{index}]: {exc.message}", field=exc.field) from None
+        answer: list[tuple[JobView, bool]] = await self._ask(CreateJobs(validated))
+        return answer
+
+    # --------------------------------------------------------------------- workers
+
+    async def poll(
+        self,
+        count: int = 1,
+        *,
+        names: str | Sequence[str] | None = None,
+        wait: float = 0,
+        ack: bool = False,
+    ) -> list[Delivery]:
+        """Take up to ``count`` ready jobs (of ``names``, if given); with ``wait``, park
+        until at least one is ready or ``wait`` seconds pass."""
+        raw: dict[str, Any] = {"count": count, "wait": wait, "ack": ack}
+        if names is not None:
+            raw["names"] = names if isinstance(names, str) else list(names)
+        return await self.poll_request(validate_poll(raw))
+
+    async def poll_request(self, request: PollRequest) -> list[Delivery]:
+        answer: list[Delivery] = await self._ask(PollJobs(request), wait=request.wait)
+        return answer
+
+    async def claim(self, job_id: str) -> Delivery:
+        answer: Delivery = await self._ask(ClaimJob(_ulid_or_404(job_id)))
+        return answer
+
+    async def ack(self, job_id: str, *, lease_id: str | None = None) -> JobView:
+        answer: JobView = await self._ask(AckJob(_ulid_or_404(job_id), lease_id))
+        return answer
+
+    async def progress(
+        self,
+        job_id: str,
+        percent: float,
+        message: str,
+        *,
+        sub_progress: Mapping[str, Any] | None = None,
+        lease_id: str | None = None,
+    ) -> JobView:
+        update = validate_progress(percent, message, sub_progress)
+        answer: JobView = await self._ask(ReportProgress(_ulid_or_404(job_id), update, lease_id))
+        return answer
+
+    async def checkpoint(
+        self, job_id: str, state: Mapping[str, Any], *, lease_id: str | None = None
+    ) -> JobView:
+        if not isinstance(state, Mapping):
+            raise InvalidRequest("a checkpoint must be a JSON object", field="checkpoint")
+        data = dict(state)
+        encoded = encode_json(data, "checkpoint")
+        message = SaveCheckpoint(_ulid_or_404(job_id), encoded, data, lease_id)
+        answer: JobView = await self._ask(message)
+        return answer
+
+    async def event(
+        self, job_id: str, type: str, data: JSON = None, *, lease_id: str | None = None
+    ) -> JobView:
+        if not isinstance(type, str) or not 1 <= len(type) <= 200:
+            raise InvalidRequest("type must be a string of 1 to 200 characters", field="type")
+        encode_json(data, "data")
+        answer: JobView = await self._ask(RecordEvent(_ulid_or_404(job_id), type, data, lease_id))
+        return answer
+
+    async def log(
+        self,
+        job_id: str,
+        level: str,
+        message: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        lease_id: str | None = None,
+    ) -> int:
+        line = {"level": level, "message": message, "fields": fields}
+        return await self.log_lines(job_id, [line], lease_id=lease_id)
+
+    async def log_lines(
+        self, job_id: str, lines: Sequence[Mapping[str, Any]], *, lease_id: str | None = None
+    ) -> int:
+        entries = []
+        for index, line in enumerate(lines):
+            where = f"lines[{index}]"
+            if not isinstance(line, Mapping):
+                raise InvalidRequest(f"{where} must be an object", field=where)
+            level = validate_log_level(line.get("level"), f"{where}.level")
+            message = line.get("message")
+            if not isinstance(message, str):
+                raise InvalidRequest(f"{where}.message must be a string", field=where)
+            ts = line.get("ts")
+            stamp: float | None = None
+            if ts is not None:
+                try:
+                    from .clock import parse_iso
+
+                    stamp = parse_iso(ts) if isinstance(ts, str) else None
+                except ValueError:
+                    stamp = None
+                if stamp is None:
+                    raise InvalidRequest(f"{where}.ts must be an ISO 8601 time", field=where)
+            fields = line.get("fields")
+            if fields is not None and not isinstance(fields, Mapping):
+                raise InvalidRequest(f"{where}.fields must be an object", field=where)
+            encode_json(fields, f"{where}.fields")
+            entries.append(
+                LogEntry(level, message, stamp, None if fields is None else dict(fields))
+            )
+        answer: int = await self._ask(AppendLogs(_ulid_or_404(job_id), entries, lease_id))
+        return answer
+
+    async def keepalive(
+        self, job_id: str, *, seconds: int | None = None, lease_id: str | None = None
+    ) -> JobView:
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= 86400
+        ):
+            raise InvalidRequest("seconds must be an integer from 1 to 86400", field="seconds")
+        answer: JobView = await self._ask(KeepAlive(_ulid_or_404(job_id), seconds, lease_id))
+        return answer
+
+    async def complete(
+        self, job_id: str, result: JSON = None, *, lease_id: str | None = None
+    ) -> JobView:
+        [outcome] = await self.complete_many(
+            [{"id": job_id, "result": result, "leaseId": lease_id}]
+        )
+        if isinstance(outcome, EmitError):
+            raise outcome
+        return outcome
+
+    async def complete_many(self, items: Sequence[Mapping[str, Any]]) -> list[JobView | EmitError]:
+        """Complete each ``{id, result, leaseId?}``; each item stands alone."""
+        parsed = []
+        for index, item in enumerate(self._batch(items)):
+            job_id, lease_id = self._item_id(item, index)
+            result = item.get("result")
+            parsed.append((job_id, encode_json(result, f"jobs[{index}].result"), result, lease_id))
+        answer: list[JobView | EmitError] = await self._ask(CompleteJobs(parsed))
+        return answer
+
+    async def fail(self, job_id: str, error: str, *, lease_id: str | None = None) -> JobView:
+        [outcome] = await self.fail_many([{"id": job_id, "error": error, "leaseId": lease_id}])
+        if isinstance(outcome, EmitError):
+            raise outcome
+        return outcome
+
+    async def fail_many(self, items: Sequence[Mapping[str, Any]]) -> list[JobView | EmitError]:
+        """Fail each ``{id, error, leaseId?}``; each item stands alone."""
+        parsed = []
+        for index, item in enumerate(self._batch(items)):
+            job_id, lease_id = self._item_id(item, index)
+            error = item.get("error")
+            if not isinstance(error, str):
+                raise InvalidRequest(f"jobs[{index}].error is required: a string", field="error")
+            parsed.append((job_id, error, lease_id))
+        answer: list[JobView | EmitError] = await self._ask(FailJobs(parsed))
+        return answer
+
+    @staticmethod
+    def _batch(items: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+        if not isinstance(items, Sequence) or not 1 <= len(items) <= 500:
+            raise InvalidRequest("jobs must be a list of 1 to 500 items", field="jobs")
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise InvalidRequest(f"jobs[{index}] must be an object", field="jobs")
+        return items
+
+    @staticmethod
+    def _item_id(item: Mapping[str, Any], index: int) -> tuple[str, str | None]:
+        job_id = item.get("id")
+        lease_id = item.get("leaseId")
+        if not isinstance(job_id, str):
+            raise InvalidRequest(f"jobs[{index}].id is required: a string", field="id")
+        if lease_id is not None and not isinstance(lease_id, str):
+            raise InvalidRequest(f"jobs[{index}].leaseId must be a string", field="leaseId")
+        return job_id, lease_id
+
+    async def kill(self, job_id: str, reason: str | None = None) -> JobView:
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidRequest("reason must be a string", field="reason")
+        answer: JobView = await self._ask(KillJob(_ulid_or_404(job_id), reason))
+        return answer
+
+    async def retry(self, job_id: str) -> JobView:
+        """A dead or killed job back to pending, with its attempts reset."""
+        answer: JobView = await self._ask(RetryJob(_ulid_or_404(job_id)))
+        return answer
+
+    # --------------------------------------------------------------------- queries
+
+    async def get(self, job_id: str) -> JobView:
+        """The job as last committed, with its events."""
+        store = self._runtime.store
+        job = await store.get_job(_ulid_or_404(job_id))
+        if job is None or job.space_id != self.space_id:
+            raise NotFound(f"no job {job_id} in this space")
+        return JobView.of(job, await store.get_events(job.id))
+
+    async def counts(self) -> dict[JobStatus, int]:
+        answer: dict[JobStatus, int] = await self._ask(CountJobs())
+        return answer
+
+    async def logs(
+        self,
+        job_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        level: str | None = None,
+        q: str | None = None,
+    ) -> list[LogLine]:
+        await self.get(job_id)  # 404 unless the job is in this space
+        minimum: LogLevel | None = None if level is None else validate_log_level(level)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
+        return await self._runtime.store.get_logs(
+            job_id, after=after, limit=limit, level=minimum, q=q
+        )
+
+    # Last in the class: below this line `list` would name the method, not the type.
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[JobView], int]:
+        """A page of jobs, newest first, and how many match in all."""
+        state = None
+        if status is not None:
+            try:
+                state = JobStatus(status)
+            except ValueError:
+                raise InvalidRequest(f"unknown status {status!r}", field="status") from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+            raise InvalidRequest("limit must be an integer from 1 to 100", field="limit")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidRequest("offset must be an integer >= 0", field="offset")
+        await self._runtime._space_ref(self.space_id)  # 404 for an unknown space
+        jobs, total = await self._runtime.store.list_jobs(
+            self.space_id, status=state, name=name, limit=limit, offset=offset
+        )
+        return [JobView.of(job) for job in jobs], total
+
+
+class Runtime:
+    """A running emit: spaces, tokens, and a `SpaceJobs` per space."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        system: actors.ActorSystem,
+        writer: actors.ActorRef[Any],
+        spaces: actors.SupervisorRef,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.system = system
+        self.writer = writer
+        self.spaces = spaces
+
+    def space(self, space_id: str) -> SpaceJobs:
+        return SpaceJobs(self, space_id)
+
+    async def _commit(self, changes: Changes) -> None:
+        try:
+            await self.writer.ask(Commit(changes), timeout=ASK_TIMEOUT)
+        except actors.ActorError as exc:
+            raise Unavailable(f"the store is not taking writes: {exc}") from None
+
+    def _spec(self, space_id: str) -> actors.ActorSpec[Any]:
+        return actors.ActorSpec(
+            space_id,
+            lambda: SpaceActor(space_id, self.store, self.writer, self.clock),
+            capacity=4096,
+            shutdown=30.0,
+        )
+
+    async def _space_ref(self, space_id: str) -> actors.ActorRef[Any]:
+        ref = self.spaces.whereis(space_id)
+        if isinstance(ref, actors.ActorRef) and not ref.stopped:
+            return ref
+        if not isinstance(space_id, str) or len(space_id) != 26:
+            raise NotFound(f"no space {space_id!r}")
+        try:
+            started = await self.spaces.start_child(self._spec(space_id), exist_ok=True)
+        except actors.ChildStartFailed as exc:
+            if isinstance(exc.__cause__, EmitError):
+                raise exc.__cause__ from None
+            raise Unavailable(f"space {space_id} failed to load: {exc.__cause__}") from None
+        except actors.ActorError as exc:
+            raise Unavailable(f"the runtime is stopping: {exc}") from None
+        return started
+
+    async def start_spaces(self) -> None:
+        """Load every space now (rather than on first use): recovery at start."""
+        for space in await self.store.list_spaces():
+            await self._space_ref(space.id)
+
+    # ----------------------------------------------------------------- spaces
+
+    async def create_space(self, name: str) -> Space:
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise InvalidRequest("name must be a string of 1 to 200 characters", field="name")
+        now = self.clock.now()
+        space = Space(new_id(now), name, new_key(PUBLIC_PREFIX), now, {})
+        public = Token(
+            new_id(now),
+            space.id,
+            "public",
+            key_display_prefix(space.public_token),
+            hash_key(space.public_token),
+            scope_rules.PUBLIC,
+            now,
+            public=True,
+        )
+        await self._commit(Changes(spaces=[space], tokens=[public]))
+        await self._space_ref(space.id)
+        return space
+
+    async def list_spaces(self) -> list[Space]:
+        return await self.store.list_spaces()
+
+    async def get_space(self, space_id: str) -> Space:
+        space = await self.store.get_space(space_id)
+        if space is None:
+            raise NotFound(f"no space {space_id!r}")
+        return space
+
+    async def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
+        """Change settings; only ``retryBackoff`` is understood by the engine so far."""
+        space = await self.get_space(space_id)
+        unknown = sorted(set(settings) - {"retryBackoff"})
+        if unknown:
+            raise InvalidRequest(f"unknown setting {unknown[0]!r}", field=unknown[0])
+        backoff = validate_backoff(settings.get("retryBackoff"), "retryBackoff")
+        merged = {**space.settings, **settings}
+        updated = Space(space.id, space.name, space.public_token, space.created_at, merged)
+        await self._commit(Changes(spaces=[updated]))
+        ref = await self._space_ref(space_id)
+        await ref.ask(SetDefaultBackoff(backoff), timeout=ASK_TIMEOUT)
+        return updated
+
+    async def delete_space(self, space_id: str) -> None:
+        await self.get_space(space_id)
+        if self.spaces.whereis(space_id) is not None:
+            await self.spaces.stop_child(space_id)
+        await self._commit(Changes(deleted_spaces=[space_id]))
+
+    # ----------------------------------------------------------------- tokens
+
+    async def create_token(
+        self,
+        space_id: str,
+        *,
+        name: str,
+        scopes: Sequence[str] | None = None,
+        preset: str | None = None,
+    ) -> NewToken:
+        await self.get_space(space_id)
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise InvalidRequest("name must be a string of 1 to 200 characters", field="name")
+        granted = scope_rules.for_token(scopes, preset)
+        now = self.clock.now()
+        key = new_key(KEY_PREFIX)
+        token = Token(
+            new_id(now), space_id, name, key_display_prefix(key), hash_key(key), granted, now
+        )
+        await self._commit(Changes(tokens=[token]))
+        return NewToken(token.id, space_id, name, granted, key, now)
+
+    async def list_tokens(self, space_id: str) -> list[Token]:
+        await self.get_space(space_id)
+        return await self.store.list_tokens(space_id)
+
+    async def revoke_token(self, space_id: str, token_id: str) -> None:
+        tokens = {token.id: token for token in await self.list_tokens(space_id)}
+        token = tokens.get(token_id)
+        if token is None:
+            raise NotFound(f"no token {token_id!r} in space {space_id}")
+        if token.revoked_at is None:
+            await self._commit(Changes(revoked_tokens=[(token_id, self.clock.now())]))
+
+    async def authenticate(self, key: str) -> Token | None:
+        """The live token a key stands for, or None (unknown or revoked)."""
+        token = await self.store.token_by_hash(hash_key(key))
+        if token is None or token.revoked_at is not None:
+            return None
+        return token
+
+    async def check_ready(self) -> None:
+        """Raise `Unavailable` unless the store takes writes."""
+        await self._commit(Changes())
+
+
+@asynccontextmanager
+async def open_runtime(
+    data: str | os.PathLike[str] | None = "emit-data",
+    *,
+    synchronous: str = "FULL",
+) -> AsyncIterator[Runtime]:
+    """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
+    ``emit.db`` lives in it) or None for an in-memory store. Every space in the store is
+    loaded before the block runs, with its deadlines: jobs whose deadline passed while
+    emit was down are handled at once."""
+    store: Store = (
+        MemoryStore()
+        if data is None
+        else SQLiteStore(Path(data) / "emit.db", synchronous=synchronous)
+    )
+    await store.open()
+    try:
+        clock = Clock()
+        writer_spec: actors.ActorSpec[Any] = actors.ActorSpec(
+            "store", lambda: StoreWriter(store), capacity=4096, shutdown=60.0
+        )
+        spaces_spec = actors.SupervisorSpec("spaces", max_restarts=20, within=10.0, capacity=4096)
+        async with actors.open_system(
+            "emit", children=[writer_spec, spaces_spec], strategy=actors.Strategy.REST_FOR_ONE
+        ) as system:
+            writer = system.whereis("store")
+            spaces = system.whereis("spaces")
+            assert isinstance(writer, actors.ActorRef)
+            assert isinstance(spaces, actors.SupervisorRef)
+            runtime = Runtime(store, clock, system, writer, spaces)
+            await runtime.start_spaces()
+            yield runtime
+    finally:
+        await store.close()
+
+
+__all__ = ["NewToken", "Runtime", "SpaceJobs", "iso", "open_runtime"]

@@ -1,0 +1,1 @@
+"""The space actor: one per space, owner of its queue, its deadlines and its jobs."""

@@ -1,0 +1,483 @@
+"""The space actor: one per space, the live truth of the space's jobs.
+
+It owns the ready queue, the timer heap (one timer for every deadline of the space) and
+the parked long polls. Each message is applied to memory through the pure rules of
+`emit.domain`, the resulting rows are handed to the store writer, and the answer is
+released only once that write is durable. Messages keep flowing while a write commits
+(pipelining); the writer commits in order, so answers go out in order too.
+
+Jobs that reach a final state leave memory once written; the store answers for them.
+If a write fails, the memory is ahead of the log, so the actor crashes on purpose and
+its supervisor restarts it from the store: the log is the truth after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+import actors
+
+from ..clock import Clock
+from ..codec import JSON, dumps
+from ..domain import lifecycle
+from ..domain.model import (
+    Event,
+    Job,
+    JobStatus,
+    NewJob,
+    PollRequest,
+    RetryBackoff,
+    validate_backoff,
+)
+from ..domain.queue import ReadyQueue
+from ..domain.timers import Timers
+from ..errors import Conflict, EmitError, NotFound, Unavailable
+from ..ids import MonotonicIds
+from ..store.base import Store
+from ..store.records import Changes, LogLine, event_row, job_row, log_row, state_row
+from ..store.writer import Commit, Write
+from ..views import Delivery, JobView
+from .messages import (
+    AckJob,
+    AppendLogs,
+    ClaimJob,
+    CompleteJobs,
+    CountJobs,
+    CreateJobs,
+    FailJobs,
+    KeepAlive,
+    KillJob,
+    PollJobs,
+    RecordEvent,
+    ReportProgress,
+    RetryJob,
+    SaveCheckpoint,
+    SetDefaultBackoff,
+    SpaceMessage,
+)
+
+EXPIRE_BATCH = 1000
+"""Deadlines handled per wakeup, so a backlog (after downtime) does not starve messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreFailed:
+    """Told to the actor by its own write callback: a write of this incarnation failed."""
+
+    error: BaseException
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """A long poll parked until a job is ready or its wait ends."""
+
+    request: PollRequest
+    reply: actors.Reply
+    deadline: float
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What one message (or one wakeup) changed, and the answers that wait on it."""
+
+    inserted: dict[str, Job] = field(default_factory=dict)
+    touched: dict[str, Job] = field(default_factory=dict)
+    changes: Changes = field(default_factory=Changes)
+    answers: list[tuple[actors.Reply, Any]] = field(default_factory=list)
+
+
+class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
+    def __init__(
+        self, space_id: str, store: Store, writer: actors.ActorRef[Any], clock: Clock
+    ) -> None:
+        self.space_id = space_id
+        self.store = store
+        self.writer = writer
+        self.clock = clock
+        self.jobs: dict[str, Job] = {}
+        self.queue = ReadyQueue()
+        self.timers = Timers()
+        self.counts: dict[JobStatus, int] = {status: 0 for status in JobStatus}
+        self.idempotency: dict[str, str] = {}
+        self.default_backoff: RetryBackoff | None = None
+        self.seq = 0
+        self.ids = MonotonicIds()
+        self.leases = MonotonicIds()
+        self.waiters: list[tuple[float, int, _Waiter]] = []  # heap by deadline
+        self.waiting: list[_Waiter] = []  # the same waiters, FIFO among pollers
+        self.waiter_seq = itertools.count()
+        self.source = object()  # this incarnation, to the writer
+        self.broken: BaseException | None = None
+        self.inflight = 0
+        self.last_inflight: list[tuple[actors.Reply, Any]] | None = None
+        self.settled = trio.Event()
+        self.settled.set()
+        self.pending = _Pending()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def started(self) -> None:
+        # Writes of an earlier incarnation may still sit in the writer: let them land
+        # (or be refused) first, so what we load is all there will ever be.
+        await self.writer.ask(Commit(Changes()), timeout=None)
+        state = await self.store.load_space(self.space_id)
+        if state is None:
+            raise NotFound(f"no space {self.space_id}")
+        self.default_backoff = validate_backoff(
+            state.space.settings.get("retryBackoff"), "retryBackoff"
+        )
+        self.counts.update(state.counts)
+        self.seq = state.max_seq
+        self.idempotency = dict(state.idempotency)
+        for job in state.live_jobs:
+            self.jobs[job.id] = job
+            if job.status is JobStatus.PENDING:
+                self.queue.push(job)
+            self.timers.track(job)
+
+    def wakeup_at(self) -> float:
+        next_at = self.timers.next_at()
+        if self.waiters:
+            next_at = min(next_at, self.waiters[0][0])
+        return math.inf if next_at == math.inf else self.clock.to_trio(next_at)
+
+    async def wakeup(self) -> None:
+        now = self.clock.now()
+        for job in self.timers.due(now, EXPIRE_BATCH):
+            old = job.status
+            self._change(job, old, lifecycle.expire(job, now, self._backoff_for(job), dumps))
+        while self.waiters and self.waiters[0][0] <= now:
+            _, _, waiter = heapq.heappop(self.waiters)
+            if not waiter.done:
+                waiter.done = True
+                self.pending.answers.append((waiter.reply, []))
+        self._serve_waiters(now)
+        await self._flush()
+
+    # -------------------------------------------------------------------- dispatch
+
+    async def receive(self, message: SpaceMessage | _StoreFailed) -> object:
+        if isinstance(message, _StoreFailed) or self.broken is not None:
+            # Memory is ahead of the log: end this incarnation; the supervisor starts a
+            # new one from the store. Queued messages wait for it in the mailbox.
+            self.context.stop()
+            raise Unavailable("storage failed; the space is reloading, nothing was accepted")
+        reply = self.context.defer()
+        try:
+            answer = await self._handle(message, reply)
+        except EmitError as exc:
+            # Refused before anything changed (the rules check first).
+            self.pending.answers.append((reply, exc))
+        except Exception:
+            # A bug: what this message half did must not be written. Start over.
+            self.pending = _Pending()
+            self.context.stop()
+            raise
+        else:
+            if answer is not _PARKED:
+                self.pending.answers.append((reply, answer))
+        self._serve_waiters(self.clock.now())
+        await self._flush()
+        return None
+
+    async def _handle(self, message: SpaceMessage, reply: actors.Reply) -> Any:
+        now = self.clock.now()
+        match message:
+            case CreateJobs(jobs):
+                return await self._create(jobs, now)
+            case PollJobs(request):
+                return self._poll(request, now, reply)
+            case ClaimJob(job_id):
+                job = await self._live(job_id, "claim")
+                if job.status is not JobStatus.PENDING:
+                    raise Conflict(f"cannot claim a job that is {job.status}")
+                return self._deliver(job, now, ack=False)
+            case AckJob(job_id, lease_id):
+                job = await self._live(job_id, "ack")
+                return self._apply(job, lambda: lifecycle.ack(job, now, lease_id))
+            case ReportProgress(job_id, progress, lease_id):
+                job = await self._live(job_id, "report progress on")
+                return self._apply(job, lambda: lifecycle.progress(job, now, progress, lease_id))
+            case SaveCheckpoint(job_id, state, data, lease_id):
+                job = await self._live(job_id, "checkpoint")
+                return self._apply(
+                    job, lambda: lifecycle.checkpoint(job, now, state, data, lease_id)
+                )
+            case RecordEvent(job_id, kind, data, lease_id):
+                job = await self._live(job_id, "record an event on")
+                return self._apply(
+                    job, lambda: lifecycle.custom_event(job, now, kind, data, lease_id)
+                )
+            case AppendLogs(job_id, lines, lease_id):
+                job = await self._live(job_id, "log to")
+                lifecycle.check_logs(job, lease_id)
+                for line in lines:
+                    job.log_seq += 1
+                    entry = LogLine(
+                        job.log_seq, line.level, line.message, line.ts or now, line.fields
+                    )
+                    self.pending.changes.logs.append(log_row(job.id, entry))
+                self._touch(job)
+                return len(lines)
+            case KeepAlive(job_id, seconds, lease_id):
+                job = await self._live(job_id, "keep alive")
+                return self._apply(job, lambda: lifecycle.keepalive(job, now, seconds, lease_id))
+            case CompleteJobs(items):
+                return [await self._complete_one(item, now) for item in items]
+            case FailJobs(items):
+                return [await self._fail_one(item, now) for item in items]
+            case KillJob(job_id, reason):
+                job = await self._live(job_id, "kill")
+                return self._apply(job, lambda: lifecycle.kill(job, now, reason, dumps))
+            case RetryJob(job_id):
+                return await self._retry(job_id, now)
+            case CountJobs():
+                return dict(self.counts)
+            case SetDefaultBackoff(backoff):
+                self.default_backoff = backoff
+                return None
+
+    # ------------------------------------------------------------------- commands
+
+    async def _create(self, new_jobs: list[NewJob], now: float) -> list[tuple[JobView, bool]]:
+        # Jobs that an idempotency key points at and that left memory are read first, so
+        # that nothing below can fail half way: the batch is all or nothing.
+        stored: dict[str, JobView] = {}
+        for new in new_jobs:
+            job_id = self.idempotency.get(new.idempotency_key or "")
+            if job_id is not None and job_id not in self.jobs and job_id not in stored:
+                stored[job_id] = JobView.of(await self._stored(job_id))
+        created: list[tuple[JobView, bool]] = []
+        for new in new_jobs:
+            key = new.idempotency_key
+            if key is not None and key in self.idempotency:
+                job_id = self.idempotency[key]
+                existing = self.jobs.get(job_id)
+                created.append((JobView.of(existing) if existing else stored[job_id], False))
+                continue
+            self.seq += 1
+            job = Job(
+                id=self.ids.next(now),
+                space_id=self.space_id,
+                seq=self.seq,
+                name=new.name,
+                payload=new.payload,
+                status=JobStatus.SCHEDULED if new.scheduled_for else JobStatus.PENDING,
+                priority=new.priority,
+                max_retries=new.max_retries,
+                timeout_seconds=new.timeout_seconds,
+                created_at=now,
+                scheduled_for=new.scheduled_for,
+                callback_url=new.callback_url,
+                callback_headers=new.callback_headers,
+                idempotency_key=key,
+                retry_backoff=new.retry_backoff,
+                deadline=new.scheduled_for,
+            )
+            if key is not None:
+                self.idempotency[key] = job.id
+            self.jobs[job.id] = job
+            self.counts[job.status] += 1
+            self.pending.inserted[job.id] = job
+            self._record(job, lifecycle.created(job, now))
+            self._file(job)
+            created.append((JobView.of(job), True))
+        return created
+
+    def _poll(self, request: PollRequest, now: float, reply: actors.Reply) -> Any:
+        deliveries = self._take(request, now)
+        if deliveries or request.wait <= 0:
+            return deliveries
+        waiter = _Waiter(request, reply, now + request.wait)
+        heapq.heappush(self.waiters, (waiter.deadline, next(self.waiter_seq), waiter))
+        self.waiting.append(waiter)
+        return _PARKED
+
+    def _take(self, request: PollRequest, now: float) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        while len(deliveries) < request.count:
+            job = self.queue.pop(request.names)
+            if job is None:
+                break
+            deliveries.append(self._deliver(job, now, ack=request.ack))
+        return deliveries
+
+    def _serve_waiters(self, now: float) -> None:
+        """Hand ready jobs to parked pollers, first come first served."""
+        if not self.waiting:
+            return
+        for waiter in self.waiting:
+            if not len(self.queue):
+                break
+            if waiter.done:
+                continue
+            if waiter.reply.done:  # the poller gave up: deliver nothing to nobody
+                waiter.done = True
+                continue
+            deliveries = self._take(waiter.request, now)
+            if deliveries:
+                waiter.done = True
+                self.pending.answers.append((waiter.reply, deliveries))
+        self.waiting = [waiter for waiter in self.waiting if not waiter.done]
+
+    def _deliver(self, job: Job, now: float, *, ack: bool) -> Delivery:
+        old = job.status
+        events = lifecycle.deliver(job, now, self.leases.next(now))
+        if ack:
+            events += lifecycle.ack(job, now, None)
+        self._change(job, old, events)
+        return Delivery.of(job)
+
+    async def _complete_one(
+        self, item: tuple[str, str, JSON, str | None], now: float
+    ) -> JobView | EmitError:
+        job_id, result, data, lease_id = item
+        try:
+            job = await self._live(job_id, "complete")
+            return self._apply(job, lambda: lifecycle.complete(job, now, result, data, lease_id))
+        except EmitError as exc:
+            return exc
+
+    async def _fail_one(self, item: tuple[str, str, str | None], now: float) -> JobView | EmitError:
+        job_id, error, lease_id = item
+        try:
+            job = await self._live(job_id, "fail")
+            backoff = self._backoff_for(job)
+            return self._apply(
+                job, lambda: lifecycle.fail(job, now, error, lease_id, backoff, dumps)
+            )
+        except EmitError as exc:
+            return exc
+
+    async def _retry(self, job_id: str, now: float) -> JobView:
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = await self._stored(job_id)  # final: only the store has it now
+            old = job.status
+            events = lifecycle.retry(job, now)  # refuses a completed job
+            self.jobs[job.id] = job
+            self._change(job, old, events)
+            return JobView.of(job)
+        return self._apply(job, lambda: lifecycle.retry(job, now))
+
+    # ------------------------------------------------------------ state bookkeeping
+
+    async def _live(self, job_id: str, action: str) -> Job:
+        """The live job, or the refusal a caller gets for a final or unknown one."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job
+        stored = await self._stored(job_id)
+        raise Conflict(f"cannot {action} a job that is {stored.status}")
+
+    async def _stored(self, job_id: str) -> Job:
+        """A job that is not in memory: final, or not ours. Read from the committed log."""
+        await self.settled.wait()  # so that the store has every change this space made
+        job = await self.store.get_job(job_id)
+        if job is None or job.space_id != self.space_id:
+            raise NotFound(f"no job {job_id} in this space")
+        return job
+
+    def _apply(self, job: Job, transition: Callable[[], list[Event]]) -> JobView:
+        old = job.status
+        self._change(job, old, transition())
+        return JobView.of(job)
+
+    def _change(self, job: Job, old: JobStatus, events: list[Event]) -> None:
+        """Account for a transition that just happened to ``job`` (from ``old``)."""
+        if job.status is not old:
+            self.counts[old] -= 1
+            self.counts[job.status] += 1
+            if old is JobStatus.PENDING:
+                self.queue.discard(job)
+        self._record(job, events)
+        self._file(job)
+
+    def _record(self, job: Job, events: list[Event]) -> None:
+        rows = self.pending.changes.events
+        for event in events:
+            rows.append(event_row(job.id, event))
+        self._touch(job)
+
+    def _touch(self, job: Job) -> None:
+        if job.id not in self.pending.inserted:
+            self.pending.touched[job.id] = job
+
+    def _file(self, job: Job) -> None:
+        """Put the job where its state says: the queue, the timer heap, or out of memory."""
+        if job.status is JobStatus.PENDING:
+            self.queue.push(job)
+        elif job.status.final:
+            self.jobs.pop(job.id, None)
+        self.timers.track(job)
+
+    def _backoff_for(self, job: Job) -> RetryBackoff | None:
+        return job.retry_backoff or self.default_backoff
+
+    # ------------------------------------------------------------- write, then answer
+
+    async def _flush(self) -> None:
+        """Hand what changed to the writer; answers go out when it is durable. Answers
+        that changed nothing still wait for what is already in flight, so no answer can
+        reveal a change before it is durable."""
+        pending, self.pending = self.pending, _Pending()
+        changes = pending.changes
+        changes.inserts.extend(job_row(job) for job in pending.inserted.values())
+        changes.updates.extend(state_row(job) for job in pending.touched.values())
+        if not changes:
+            if self.last_inflight is None:
+                for reply, answer in pending.answers:
+                    _resolve(reply, answer)
+            else:
+                self.last_inflight.extend(pending.answers)
+            return
+        answers = pending.answers
+        self.inflight += 1
+        self.last_inflight = answers
+        if self.settled.is_set():
+            self.settled = trio.Event()
+        write = Write(changes, lambda error: self._written(answers, error), self.source)
+        await self.writer.send(write)
+
+    def _written(
+        self, answers: list[tuple[actors.Reply, Any]], error: BaseException | None
+    ) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.last_inflight = None
+            self.settled.set()
+        if error is None:
+            for reply, answer in answers:
+                _resolve(reply, answer)
+            return
+        failure = Unavailable("storage failed; nothing was accepted")
+        for reply, _ in answers:
+            reply.fail(failure)
+        if self.broken is None:
+            self.broken = error
+            # If the mailbox is full or closing, the next message sees `broken` anyway.
+            with contextlib.suppress(actors.ActorError):
+                self.context.ref.tell_nowait(_StoreFailed(error))
+
+
+class _Parked:
+    """The answer of a poll that was parked: it is given later."""
+
+
+_PARKED = _Parked()
+
+
+def _resolve(reply: actors.Reply, answer: Any) -> None:
+    if isinstance(answer, BaseException):
+        reply.fail(answer)
+    else:
+        reply.set(answer)

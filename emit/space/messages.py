@@ -1,0 +1,137 @@
+"""The messages a space actor understands: commands in the imperative, each a
+`Request` whose type parameter is the answer. Inputs are validated before they are
+sent (see `emit.domain.model`), so the actor only applies rules that need its state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import actors
+
+from ..codec import JSON
+from ..domain.model import JobStatus, LogLevel, NewJob, PollRequest, Progress, RetryBackoff
+from ..errors import EmitError
+from ..views import Delivery, JobView
+
+
+@dataclass(frozen=True, slots=True)
+class CreateJobs(actors.Request[list[tuple[JobView, bool]]]):
+    """Answer: each job, and False where an idempotency key returned an existing one."""
+
+    jobs: list[NewJob]
+
+
+@dataclass(frozen=True, slots=True)
+class PollJobs(actors.Request[list[Delivery]]):
+    request: PollRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimJob(actors.Request[Delivery]):
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AckJob(actors.Request[JobView]):
+    job_id: str
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportProgress(actors.Request[JobView]):
+    job_id: str
+    progress: Progress
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveCheckpoint(actors.Request[JobView]):
+    job_id: str
+    state: str
+    data: JSON
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEvent(actors.Request[JobView]):
+    job_id: str
+    type: str
+    data: JSON
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    level: LogLevel
+    message: str
+    ts: float | None
+    fields: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class AppendLogs(actors.Request[int]):
+    job_id: str
+    lines: list[LogEntry]
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive(actors.Request[JobView]):
+    job_id: str
+    seconds: int | None
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteJobs(actors.Request[list[JobView | EmitError]]):
+    """Each item ``(job_id, result as JSON text, result decoded, lease_id)``, judged alone:
+    the job as it now is, or the error that refused that item."""
+
+    items: list[tuple[str, str, JSON, str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class FailJobs(actors.Request[list[JobView | EmitError]]):
+    """Each item ``(job_id, error, lease_id)``, judged alone."""
+
+    items: list[tuple[str, str, str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class KillJob(actors.Request[JobView]):
+    job_id: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryJob(actors.Request[JobView]):
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CountJobs(actors.Request[dict[JobStatus, int]]):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SetDefaultBackoff(actors.Request[None]):
+    backoff: RetryBackoff | None
+
+
+SpaceMessage = (
+    CreateJobs
+    | PollJobs
+    | ClaimJob
+    | AckJob
+    | ReportProgress
+    | SaveCheckpoint
+    | RecordEvent
+    | AppendLogs
+    | KeepAlive
+    | CompleteJobs
+    | FailJobs
+    | KillJob
+    | RetryJob
+    | CountJobs
+    | SetDefaultBackoff
+)

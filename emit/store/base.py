@@ -1,0 +1,75 @@
+"""The interface every store implements: one transaction per commit, reads of committed
+state only. `MemoryStore` (tests, embedding with ``None``) and `SQLiteStore` (real use)
+behave the same; the store tests run against both."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from ..domain.model import Event, Job, JobStatus, LogLevel
+from .records import Changes, LogLine, Space, Token
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceState:
+    """What a space actor rebuilds itself from on start."""
+
+    space: Space
+    live_jobs: list[Job]
+    """Every job not yet final, oldest first."""
+    counts: dict[JobStatus, int]
+    max_seq: int
+    idempotency: dict[str, str]
+    """idempotencyKey → job id, for every job of the space that has one."""
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create or migrate the schema; after this the store is ready."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self, batches: list[Changes]) -> None:
+        """Apply every batch in one transaction: all of them become durable, or none."""
+
+    @abc.abstractmethod
+    async def load_space(self, space_id: str) -> SpaceState | None: ...
+
+    @abc.abstractmethod
+    async def get_space(self, space_id: str) -> Space | None: ...
+
+    @abc.abstractmethod
+    async def list_spaces(self) -> list[Space]: ...
+
+    @abc.abstractmethod
+    async def token_by_hash(self, key_hash: str) -> Token | None: ...
+
+    @abc.abstractmethod
+    async def list_tokens(self, space_id: str) -> list[Token]: ...
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    async def get_events(self, job_id: str) -> list[Event]: ...
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self,
+        space_id: str,
+        *,
+        status: JobStatus | None,
+        name: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Job], int]:
+        """A page of the space's jobs, newest first, and how many match in all."""
+
+    @abc.abstractmethod
+    async def get_logs(
+        self, job_id: str, *, after: int, limit: int, level: LogLevel | None, q: str | None
+    ) -> list[LogLine]: ...

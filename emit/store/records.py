@@ -1,0 +1,220 @@
+"""What the store keeps: rows for jobs, events, logs, spaces and tokens, and `Changes`,
+one batch of writes. Rows are snapshots (tuples), taken when the change is made, so the
+job can move on in memory while its earlier state is being written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..codec import JSON, dumps, loads
+from ..domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
+
+JOB_COLUMNS = (
+    "id",
+    "space_id",
+    "seq",
+    "name",
+    "payload",
+    "status",
+    "priority",
+    "max_retries",
+    "attempt_number",
+    "timeout_seconds",
+    "scheduled_for",
+    "callback_url",
+    "callback_headers",
+    "idempotency_key",
+    "retry_backoff",
+    "progress",
+    "result",
+    "checkpoint",
+    "lease_id",
+    "deadline",
+    "event_seq",
+    "log_seq",
+    "created_at",
+    "updated_at",
+    "delivered_at",
+    "started_at",
+    "completed_at",
+)
+STATE_COLUMNS = (
+    "status",
+    "attempt_number",
+    "scheduled_for",
+    "progress",
+    "result",
+    "checkpoint",
+    "lease_id",
+    "deadline",
+    "event_seq",
+    "log_seq",
+    "updated_at",
+    "delivered_at",
+    "started_at",
+    "completed_at",
+)
+"""The columns a job's later changes touch; the payload is written once."""
+
+JobRow = tuple[Any, ...]
+StateRow = tuple[Any, ...]  # STATE_COLUMNS then the id
+EventRow = tuple[str, int, str, int, str | None, float]
+LogRow = tuple[str, int, int, str, float, str | None]
+
+
+def _json_or_none(value: JSON) -> str | None:
+    return None if value is None else dumps(value)
+
+
+def job_row(job: Job) -> JobRow:
+    return (
+        job.id,
+        job.space_id,
+        job.seq,
+        job.name,
+        job.payload,
+        job.status.value,
+        job.priority,
+        job.max_retries,
+        job.attempt_number,
+        job.timeout_seconds,
+        job.scheduled_for,
+        job.callback_url,
+        _json_or_none(job.callback_headers),  # type: ignore[arg-type]
+        job.idempotency_key,
+        None if job.retry_backoff is None else dumps(job.retry_backoff.to_wire()),
+        _json_or_none(job.progress),
+        job.result,
+        job.checkpoint,
+        job.lease_id,
+        job.deadline,
+        job.event_seq,
+        job.log_seq,
+        job.created_at,
+        job.updated_at,
+        job.delivered_at,
+        job.started_at,
+        job.completed_at,
+    )
+
+
+def state_row(job: Job) -> StateRow:
+    return (
+        job.status.value,
+        job.attempt_number,
+        job.scheduled_for,
+        _json_or_none(job.progress),
+        job.result,
+        job.checkpoint,
+        job.lease_id,
+        job.deadline,
+        job.event_seq,
+        job.log_seq,
+        job.updated_at,
+        job.delivered_at,
+        job.started_at,
+        job.completed_at,
+        job.id,
+    )
+
+
+def job_from_row(row: JobRow) -> Job:
+    values = dict(zip(JOB_COLUMNS, row, strict=True))
+    backoff = values.pop("retry_backoff")
+    headers = values.pop("callback_headers")
+    progress = values.pop("progress")
+    status = JobStatus(values.pop("status"))
+    retry_backoff = None
+    if backoff is not None:
+        spec = loads(backoff)
+        retry_backoff = RetryBackoff(spec["initialSeconds"], spec["factor"], spec["maxSeconds"])
+    return Job(
+        status=status,
+        retry_backoff=retry_backoff,
+        callback_headers=None if headers is None else loads(headers),
+        progress=None if progress is None else loads(progress),
+        **values,
+    )
+
+
+def event_row(job_id: str, event: Event) -> EventRow:
+    return (
+        job_id,
+        event.seq,
+        event.type.value,
+        event.attempt_number,
+        _json_or_none(event.data),
+        event.created_at,
+    )
+
+
+def event_from_row(row: EventRow) -> Event:
+    _, seq, kind, attempt, data, created_at = row
+    return Event(seq, EventType(kind), attempt, None if data is None else loads(data), created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    seq: int
+    level: LogLevel
+    message: str
+    ts: float
+    fields: JSON
+
+
+def log_row(job_id: str, line: LogLine) -> LogRow:
+    return (job_id, line.seq, int(line.level), line.message, line.ts, _json_or_none(line.fields))
+
+
+def log_from_row(row: LogRow) -> LogLine:
+    _, seq, level, message, ts, fields = row
+    return LogLine(seq, LogLevel(level), message, ts, None if fields is None else loads(fields))
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    id: str
+    name: str
+    public_token: str
+    created_at: float
+    settings: dict[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: str
+    space_id: str
+    name: str
+    prefix: str
+    key_hash: str
+    scopes: frozenset[str]
+    created_at: float
+    revoked_at: float | None = None
+    public: bool = False
+
+
+@dataclass(slots=True)
+class Changes:
+    """One batch of writes, applied in one transaction with the batches around it."""
+
+    inserts: list[JobRow] = field(default_factory=list)
+    updates: list[StateRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    logs: list[LogRow] = field(default_factory=list)
+    spaces: list[Space] = field(default_factory=list)
+    deleted_spaces: list[str] = field(default_factory=list)
+    tokens: list[Token] = field(default_factory=list)
+    revoked_tokens: list[tuple[str, float]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.inserts
+            or self.updates
+            or self.events
+            or self.logs
+            or self.spaces
+            or self.deleted_spaces
+            or self.tokens
+            or self.revoked_tokens
+        )

@@ -1,0 +1,114 @@
+"""The store writer: the one actor that writes, committing concurrent changes together.
+
+Writes arrive as messages; whatever has queued up while one transaction commits goes
+into the next one (group commit), so a burst of N changes costs a handful of fsyncs,
+not N. Each write's ``done`` callback runs once its transaction is durable (or failed),
+in commit order. Stopping drains: what was accepted is committed before the writer ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+import actors
+
+from ..errors import Unavailable
+from .base import Store
+from .records import Changes
+
+Done = Callable[[BaseException | None], None]
+
+MAX_PENDING = 4096
+"""Writes held before the writer stops taking more (its mailbox then fills: backpressure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Commit ``changes``, then call ``done(None)``, or ``done(error)`` if it failed.
+
+    ``source`` names the writer's client (one per space actor incarnation). Once a write
+    of a source fails, every later write of that source fails too without being tried:
+    they were built on the memory of the failed one, and must not reach the log.
+    """
+
+    changes: Changes
+    done: Done
+    source: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit(actors.Request[None]):
+    """Commit ``changes`` and answer once durable; `Unavailable` if the store failed.
+    An empty `Changes` checks that the store takes writes (readiness)."""
+
+    changes: Changes
+
+
+class StoreWriter(actors.Actor[Write | Commit]):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pending: list[tuple[Changes, Done, object]] = []
+        self.failed_sources: dict[object, BaseException] = {}
+        self.transactions = 0
+        self._wake = trio.Event()
+        self._room = trio.Event()
+        self._lock = trio.Lock()
+
+    async def started(self) -> None:
+        self.context.nursery.start_soon(self._commit_loop)
+
+    async def receive(self, message: Write | Commit) -> object:
+        while len(self.pending) >= MAX_PENDING:
+            self._room = trio.Event()
+            await self._room.wait()
+        match message:
+            case Write(changes, done, source):
+                self.pending.append((changes, done, source))
+            case Commit(changes):
+                reply = self.context.defer()
+
+                def answer(error: BaseException | None) -> None:
+                    if error is None:
+                        reply.set(None)
+                    else:
+                        reply.fail(Unavailable(f"storage failed: {error}"))
+
+                self.pending.append((changes, answer, None))
+        self._wake.set()
+        return None
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit everything pending, in as few transactions as it takes."""
+        async with self._lock:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                self._room.set()
+                refused = [item for item in batch if item[2] in self.failed_sources]
+                batch = [item for item in batch if item[2] not in self.failed_sources]
+                for _, done, source in refused:
+                    done(self.failed_sources[source])
+                if not batch:
+                    continue
+                error: BaseException | None = None
+                try:
+                    await self.store.commit([changes for changes, _, _ in batch])
+                except Exception as exc:
+                    error = exc
+                    for _, _, source in batch:
+                        if source is not None:
+                            self.failed_sources[source] = exc
+                self.transactions += 1
+                for _, done, _ in batch:
+                    done(error)
+
+    async def stopped(self) -> None:
+        await self.flush()

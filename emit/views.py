@@ -1,0 +1,195 @@
+"""What callers get back: frozen snapshots of a job, a delivery, a space, a token.
+
+Snapshots are taken inside the space actor when the answer is made, so they show the
+state the caller's own change produced, however the job moves on afterwards. Each view
+renders itself for the wire with camelCase names and ISO times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .clock import iso
+from .codec import JSON, loads
+from .domain.model import Event, Job, JobStatus
+from .store.records import LogLine
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else loads(text)
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    id: str
+    space_id: str
+    name: str
+    payload_json: str
+    status: JobStatus
+    priority: int
+    max_retries: int
+    attempt_number: int
+    timeout_seconds: int
+    scheduled_for: float | None
+    callback_url: str | None
+    callback_headers: dict[str, str] | None
+    idempotency_key: str | None
+    progress: JSON
+    result_json: str | None
+    created_at: float
+    updated_at: float
+    delivered_at: float | None
+    started_at: float | None
+    completed_at: float | None
+    events: tuple[Event, ...] | None = None
+
+    @classmethod
+    def of(cls, job: Job, events: list[Event] | None = None) -> JobView:
+        return cls(
+            id=job.id,
+            space_id=job.space_id,
+            name=job.name,
+            payload_json=job.payload,
+            status=job.status,
+            priority=job.priority,
+            max_retries=job.max_retries,
+            attempt_number=job.attempt_number,
+            timeout_seconds=job.timeout_seconds,
+            scheduled_for=job.scheduled_for,
+            callback_url=job.callback_url,
+            callback_headers=job.callback_headers,
+            idempotency_key=job.idempotency_key,
+            progress=job.progress,
+            result_json=job.result,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            delivered_at=job.delivered_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            events=None if events is None else tuple(events),
+        )
+
+    @property
+    def payload(self) -> Any:
+        return loads(self.payload_json)
+
+    @property
+    def result(self) -> Any:
+        return _loads(self.result_json)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "id": self.id,
+            "spaceId": self.space_id,
+            "name": self.name,
+            "payload": self.payload,
+            "status": self.status.value,
+            "priority": self.priority,
+            "maxRetries": self.max_retries,
+            "attemptNumber": self.attempt_number,
+            "timeoutSeconds": self.timeout_seconds,
+            "scheduledFor": iso(self.scheduled_for),
+            "callbackUrl": self.callback_url,
+            "callbackHeaders": self.callback_headers,
+            "idempotencyKey": self.idempotency_key,
+            "progress": self.progress,
+            "result": self.result,
+            "createdAt": iso(self.created_at),
+            "updatedAt": iso(self.updated_at),
+            "deliveredAt": iso(self.delivered_at),
+            "startedAt": iso(self.started_at),
+            "completedAt": iso(self.completed_at),
+        }
+        if self.events is not None:
+            wire["events"] = [event_to_wire(event) for event in self.events]
+        return wire
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "type": event.type.value,
+        "attemptNumber": event.attempt_number,
+        "data": event.data,
+        "createdAt": iso(event.created_at),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The poll descriptor: what a worker needs to run one attempt."""
+
+    id: str
+    name: str
+    payload_json: str
+    priority: int
+    timeout_seconds: int
+    max_retries: int
+    attempt_number: int
+    created_at: float
+    lease_id: str
+    checkpoint_json: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> Delivery:
+        assert job.lease_id is not None
+        return cls(
+            id=job.id,
+            name=job.name,
+            payload_json=job.payload,
+            priority=job.priority,
+            timeout_seconds=job.timeout_seconds,
+            max_retries=job.max_retries,
+            attempt_number=job.attempt_number,
+            created_at=job.created_at,
+            lease_id=job.lease_id,
+            checkpoint_json=job.checkpoint,
+        )
+
+    @property
+    def payload(self) -> Any:
+        return loads(self.payload_json)
+
+    @property
+    def checkpoint(self) -> Any:
+        return _loads(self.checkpoint_json)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "payload": self.payload,
+            "priority": self.priority,
+            "timeoutSeconds": self.timeout_seconds,
+            "maxRetries": self.max_retries,
+            "attemptNumber": self.attempt_number,
+            "createdAt": iso(self.created_at),
+            "leaseId": self.lease_id,
+            "checkpoint": self.checkpoint,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item of a batch complete or fail."""
+
+    id: str
+    status: int
+    error: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.error is not None:
+            wire["error"] = self.error
+        return wire
+
+
+def log_to_wire(line: LogLine) -> dict[str, Any]:
+    return {
+        "seq": line.seq,
+        "level": line.level.name.lower(),
+        "message": line.message,
+        "ts": iso(line.ts),
+        "fields": line.fields,
+    }
