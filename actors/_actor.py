@@ -94,6 +94,8 @@ class ActorRef(Generic[M]):
         trio's clock; ``None`` waits forever). Raises what the actor raised, `AskTimeout`,
         `ActorStopped` if the actor is or becomes stopped, or `ActorCrashed`.
         """
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"ask timeout must be a number >= 0 or None, not {timeout}")
         slot = ReplySlot()
         envelope = Ask(message, slot)
         mailbox = self._mailbox
@@ -135,7 +137,8 @@ class Context(Generic[M]):
         """Take over the reply to the ask being handled; answer it later with the `Reply`.
 
         What ``receive`` then returns is ignored. If the incarnation ends before the reply
-        is given, the asker gets `ActorStopped` (or `ActorCrashed` after a crash).
+        is given, the asker gets `ActorStopped` if the actor is gone for good, else
+        `ActorCrashed` (the actor was restarted; after a crash, that is its ``__cause__``).
         """
         slot, self._current = self._current, None
         if slot is None:
@@ -239,15 +242,16 @@ async def run_actor(
 ) -> None:
     """Run one incarnation: ``started``, report the ref, serve, ``stopped``.
 
-    Raises what ``started`` raised before reporting, or the crash after it. Pending asks
-    this incarnation held are failed as it ends, so no asker waits forever.
+    Raises what ``started`` raised before reporting, or the crash after it, unwrapped.
+    Pending asks this incarnation held are failed as it ends, so no asker waits forever.
     """
     actor = spec.factory()
     crash: Exception | None = None
-    async with trio.open_nursery() as nursery:
-        context = Context(ref, incarnation, nursery)
-        actor.context = context
-        try:
+    context: Context[M] | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            context = Context(ref, incarnation, nursery)
+            actor.context = context
             try:
                 await actor.started()
             except Exception as exc:
@@ -258,20 +262,45 @@ async def run_actor(
                     await _serve(actor, mailbox, context)
                 except Exception as exc:
                     crash = exc
-                await actor.stopped()
-        finally:
-            _fail_pending(context, ref.name, crash)
+                try:
+                    await actor.stopped()
+                except Exception as exc:
+                    crash = exc  # the crash it may have been cleaning up is its __context__
             nursery.cancel_scope.cancel()
+    except BaseException as exc:
+        # A background task failed (an exception group) or we were cancelled.
+        inner = unwrap(exc)
+        if context is not None:
+            _fail_pending(
+                context, mailbox, ref.name, inner if isinstance(inner, Exception) else None
+            )
+        if isinstance(inner, Exception) and inner is not exc:
+            raise inner from None  # one failure: report it as itself, not as a group
+        raise
+    assert context is not None
+    _fail_pending(context, mailbox, ref.name, crash)
     if crash is not None:
         raise crash
 
 
-def _fail_pending(context: Context[Any], name: str, crash: Exception | None) -> None:
+def unwrap(error: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups, else ``error``."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def _fail_pending(
+    context: Context[Any], mailbox: Mailbox, name: str, crash: Exception | None
+) -> None:
+    """Fail the asks this incarnation still held: `ActorStopped` if the actor is gone for
+    good, else `ActorCrashed` (its ``__cause__`` the crash, if it was one)."""
+    pending = list(context._deferred.values())
     if context._current is not None:
-        context._current.fail(ActorStopped(name))
+        pending.append(Reply(context._current, None))
         context._current = None
-    for reply in list(context._deferred.values()):
-        if crash is None:
+    for reply in pending:
+        if mailbox.closed:
             reply.fail(ActorStopped(name))
         else:
             error = ActorCrashed(name)

@@ -13,6 +13,7 @@ the close can still be read (drained) or taken back (rejected) by the runtime.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -50,6 +51,7 @@ class Mailbox:
         "_system",
         "capacity",
         "name",
+        "on_control",
         "processed",
     )
 
@@ -64,6 +66,9 @@ class Mailbox:
         self._closed = False
         self._getters = trio.lowlevel.ParkingLot()
         self._putters = trio.lowlevel.ParkingLot()
+        self.on_control: Callable[[object | None], None] | None = None
+        """Called with each control message as it arrives, and with None on close: lets
+        a reader that is busy elsewhere (a supervisor restarting a child) be interrupted."""
 
     @property
     def closed(self) -> bool:
@@ -100,6 +105,16 @@ class Mailbox:
         self._system.append(item)
         if self._getters:
             self._getters.unpark()
+        if self.on_control is not None:
+            self.on_control(item)
+
+    def control_pending(self, wanted: Callable[[object], bool]) -> bool:
+        """Whether a queued control message is ``wanted``."""
+        return any(wanted(item) for item in self._system)
+
+    def clear_control(self) -> None:
+        """Forget queued control messages: they were meant for an incarnation that ended."""
+        self._system.clear()
 
     def get_nowait(self) -> object:
         if self._system:
@@ -137,6 +152,8 @@ class Mailbox:
         self._closed = True
         self._putters.unpark_all()
         self._getters.unpark_all()
+        if self.on_control is not None:
+            self.on_control(None)
 
     def take_all(self) -> list[object]:
         """Remove and return every queued user message (for rejecting them)."""

@@ -72,8 +72,8 @@ class RestartBackoff:
             raise ValueError(f"backoff initial must be a finite number >= 0, not {self.initial}")
         if not (self.factor >= 1):
             raise ValueError(f"backoff factor must be >= 1, not {self.factor}")
-        if not (self.maximum >= self.initial):
-            raise ValueError(f"backoff maximum must be >= initial, not {self.maximum}")
+        if not (self.initial <= self.maximum < math.inf):
+            raise ValueError(f"backoff maximum must be finite and >= initial, not {self.maximum}")
 
     def delay(self, n: int) -> float:
         if n < 1:
@@ -131,7 +131,7 @@ class SupervisorSpec:
     def __post_init__(self) -> None:
         if self.max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, not {self.max_restarts}")
-        if not self.within > 0:
+        if not 0 < self.within < math.inf:
             raise ValueError(f"within must be > 0 seconds, not {self.within}")
         if self.capacity < 1:
             raise ValueError(f"mailbox capacity must be at least 1, not {self.capacity}")

@@ -13,6 +13,7 @@ never full and is read first), then requests to start or stop children.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Hashable
@@ -25,7 +26,15 @@ from ._actor import STOP, ActorRef, Ask, Request, Stop, reject_queued, run_actor
 from ._mailbox import Mailbox, MailboxClosed, MailboxStatistics
 from ._spec import ActorSpec, ChildSpec, Restart, StopPolicy, Strategy, SupervisorSpec
 from ._timer import AskTimer
-from .errors import ChildNotFound, ChildStartFailed, DuplicateChild, SupervisorGaveUp
+from .errors import (
+    ActorStopped,
+    ChildNotFound,
+    ChildStartFailed,
+    DuplicateChild,
+    SupervisorGaveUp,
+)
+
+log = logging.getLogger("actors")
 
 M = TypeVar("M")
 
@@ -73,6 +82,8 @@ def finalize(cell: Cell) -> None:
     cell.mailbox.close()
     reject_queued(cell.mailbox)
     if isinstance(cell, SupervisorCell):
+        for child in cell.children.values():
+            finalize(child.cell)
         for child_cell in cell.static_cells.values():
             finalize(child_cell)
         cell.static_cells.clear()
@@ -197,6 +208,7 @@ class _Supervision:
         self.children = cell.children
         self.children.clear()
         self.restarts: deque[float] = deque()
+        self.busy: trio.CancelScope | None = None
 
     async def start_static(self) -> None:
         for spec in self.spec.children:
@@ -217,20 +229,27 @@ class _Supervision:
             if not dynamic:
                 self.cell.static_cells[key] = cell
         child = _Child(spec, cell, dynamic)
-        self.children[key] = child
         try:
             await self.launch(child)
         except Exception as exc:
-            del self.children[key]
             if dynamic:
                 finalize(cell)
             raise ChildStartFailed(key) from exc
+        except BaseException:
+            if dynamic:
+                finalize(cell)
+            raise
+        # Reachable only now that its start-up has finished. (Requests are handled one at
+        # a time, so no second start of the same key can slip in meanwhile.)
+        self.children[key] = child
         return cell.ref
 
     async def launch(self, child: _Child) -> None:
         child.generation += 1
         child.done = trio.Event()
         child.stopping = False
+        # A stop meant for the last incarnation must not end this one at once.
+        child.cell.mailbox.clear_control()
         await self.nursery.start(self._child_task, child, child.generation, child.done)
         child.running = True
 
@@ -293,6 +312,7 @@ class _Supervision:
         while self.restarts and self.restarts[0] <= window_start:
             self.restarts.popleft()
         if len(self.restarts) >= self.spec.max_restarts:
+            log.error("%s gives up: %r restarts too often", self.cell.name, key)
             raise SupervisorGaveUp(
                 self.cell.name, key, self.spec.max_restarts, self.spec.within
             ) from cause
@@ -309,6 +329,8 @@ class _Supervision:
         ):
             return  # an incarnation we stopped on purpose, or one already replaced
         child.running = False
+        if notice.error is not None:
+            log.warning("%s crashed: %r", child.cell.name, notice.error, exc_info=notice.error)
         kind = child.spec.restart
         if kind is Restart.TEMPORARY or (kind is Restart.TRANSIENT and notice.error is None):
             await self.stop(child, final=True)
@@ -352,25 +374,61 @@ class _Supervision:
                 raise TypeError(f"supervisor {self.cell.name} does not understand {message!r}")
 
     async def serve(self) -> bool:
-        """Handle exits and requests until stopped; True when stopped for good."""
+        """Handle exits and requests until stopped; True when stopped for good.
+
+        Restarts and starts can take long (backoff, a slow ``started()``). A stop request
+        that arrives meanwhile interrupts them: the supervisor never makes its own
+        supervisor wait for a restart it is about to undo.
+        """
         mailbox = self.cell.mailbox
-        while True:
-            try:
-                item = await mailbox.get()
-            except MailboxClosed:
-                return True
-            if type(item) is _ChildExited:
-                await self.on_exit(item)
-            elif type(item) is Stop:
-                return False
-            elif type(item) is Ask:
+        mailbox.on_control = self._interrupt
+        try:
+            while True:
                 try:
-                    answer = await self.handle(item.message)
-                except Exception as exc:
-                    item.slot.fail(exc)
-                else:
-                    item.slot.set(answer)
-            mailbox.processed += 1
+                    item = await mailbox.get()
+                except MailboxClosed:
+                    return True
+                if type(item) is Stop:
+                    return False
+                with trio.CancelScope() as self.busy:
+                    if self._stop_requested():
+                        self.busy.cancel()
+                    if type(item) is _ChildExited:
+                        await self.on_exit(item)
+                    elif type(item) is Ask:
+                        await self._answer(item)
+                self.busy = None
+                mailbox.processed += 1
+        finally:
+            mailbox.on_control = None
+
+    def _stop_requested(self) -> bool:
+        mailbox = self.cell.mailbox
+        return mailbox.closed or mailbox.control_pending(lambda item: type(item) is Stop)
+
+    def _interrupt(self, item: object | None) -> None:
+        if self.busy is not None and (item is None or type(item) is Stop):
+            self.busy.cancel()
+
+    async def _answer(self, item: Ask) -> None:
+        try:
+            answer = await self.handle(item.message)
+        except Exception as exc:
+            item.slot.fail(exc)
+        except BaseException as exc:
+            # Interrupted by a stop, or cancelled from above: never leave the asker
+            # hanging. (KeyboardInterrupt and the like end the whole program instead.)
+            if _only_cancelled(exc):
+                item.slot.fail(ActorStopped(self.cell.name))
+            raise
+        else:
+            item.slot.set(answer)
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return error.split(trio.Cancelled)[1] is None
+    return isinstance(error, trio.Cancelled)
 
 
 async def run_supervisor(

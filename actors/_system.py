@@ -25,7 +25,7 @@ from ._spec import (
     Strategy,
     SupervisorSpec,
 )
-from ._supervisor import SupervisorCell, SupervisorRef, run_supervisor
+from ._supervisor import SupervisorCell, SupervisorRef, finalize, run_supervisor
 from ._timer import AskTimer
 
 M = TypeVar("M")
@@ -111,17 +111,28 @@ async def open_system(
         try:
             await run_supervisor(spec, cell, task_status)
         finally:
+            # However the tree ended, nothing may be sent into it any more: close every
+            # mailbox in it and fail what waits there.
+            finalize(cell)
             done.set()
 
-    async with trio.open_nursery() as nursery:
-        # The timer outlives the tree: children may still ask one another while stopping.
-        timer_scope: trio.CancelScope = await nursery.start(timer.run)
-        root: SupervisorRef = await nursery.start(run_root)
-        system = ActorSystem(root, cell, done)
-        try:
-            yield system
-        except BaseException:
-            nursery.cancel_scope.cancel()
-            raise
-        await system.stop()
-        timer_scope.cancel()
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            # The timer outlives the tree: children may still ask each other while stopping.
+            timer_scope: trio.CancelScope = await nursery.start(timer.run)
+            root: SupervisorRef = await nursery.start(run_root)
+            system = ActorSystem(root, cell, done)
+            try:
+                yield system
+            except BaseException as exc:
+                body_error = exc
+                nursery.cancel_scope.cancel()
+                raise
+            await system.stop()
+            timer_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The block's own exception comes out as itself when nothing else went wrong.
+        if body_error is not None and group.exceptions == (body_error,):
+            raise body_error from None
+        raise

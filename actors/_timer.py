@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .errors import AskTimeout
+from .errors import ActorStopped, AskTimeout
 
 if TYPE_CHECKING:
     from ._reply import ReplySlot
@@ -57,14 +57,23 @@ class AskTimer:
 
     async def run(self, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         """Fail asks as their deadlines pass; reports the scope that ends it."""
-        with trio.CancelScope() as lifetime:
-            task_status.started(lifetime)
-            while True:
-                heap = self._heap  # compaction replaces it
-                with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as self._scope:
-                    await trio.sleep_forever()
-                self._scope = None
-                self._expire(trio.current_time())
+        try:
+            with trio.CancelScope() as lifetime:
+                task_status.started(lifetime)
+                while True:
+                    heap = self._heap  # compaction replaces it
+                    deadline = heap[0][0] if heap else math.inf
+                    with trio.CancelScope(deadline=deadline) as self._scope:
+                        await trio.sleep_forever()
+                    self._scope = None
+                    self._expire(trio.current_time())
+        finally:
+            # The system is gone: no ask it watched may wait for a timeout that never comes.
+            for _, _, slot, name, _ in self._heap:
+                if not slot.done:
+                    slot.timer = None
+                    slot.fail(ActorStopped(name))
+            self._heap = []
 
     def _expire(self, now: float) -> None:
         heap = self._heap

@@ -7,8 +7,9 @@ The hierarchy, and whose fault each one is::
     │                               back off, or use ``await ref.send()`` to wait for room
     ├── ActorStopped                nobody's: the actor is stopped (or stopping) for good, so the
     │                               message was not delivered or its reply will never come
-    ├── ActorCrashed                the actor's: it crashed or was restarted while holding a
-    │                               deferred reply; ``__cause__`` is the crash when there was one
+    ├── ActorCrashed                the actor's: the incarnation holding the request ended
+    │                               before it replied and the actor lives on (restarted);
+    │                               ``__cause__`` is the crash when there was one
     ├── AskTimeout                  also a TimeoutError: no reply within the ask's timeout; the
     │                               message may still be processed later
     └── SupervisionError            a supervisor refused or failed a request
@@ -52,10 +53,11 @@ class ActorStopped(ActorError):
 
 
 class ActorCrashed(ActorError):
-    """The actor crashed or restarted while it held a deferred reply to this request."""
+    """The incarnation holding this request ended (crashed or was restarted) before it
+    replied; the actor itself lives on, so the request may be sent again."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"actor {name} crashed before it replied")
+        super().__init__(f"actor {name} restarted before it replied")
         self.name = name
 
 
