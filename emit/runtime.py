@@ -562,11 +562,17 @@ async def open_runtime(
     data: str | os.PathLike[str] | None = "emit-data",
     *,
     synchronous: str = "FULL",
+    start_time: float | None = None,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
     ``emit.db`` lives in it) or None for an in-memory store. Every space in the store is
     loaded before the block runs, with its deadlines: jobs whose deadline passed while
-    emit was down are handled at once."""
+    emit was down are handled at once.
+
+    ``synchronous`` is SQLite's: FULL (default) survives power loss; NORMAL survives a
+    crash of emit only. ``start_time`` is the wall time (epoch seconds) at which the
+    runtime's clock starts; all later times are it plus trio's elapsed time (default:
+    the real time now). Tests use it to pretend emit was down for an hour."""
     store: Store = (
         MemoryStore()
         if data is None
@@ -574,7 +580,7 @@ async def open_runtime(
     )
     await store.open()
     try:
-        clock = Clock()
+        clock = Clock(start_time)
         writer_spec: actors.ActorSpec[Any] = actors.ActorSpec(
             "store", lambda: StoreWriter(store), capacity=4096, shutdown=60.0
         )

@@ -10,19 +10,21 @@ where its stale ``queue_token`` gives it away.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable
 
 from .model import Job
 
-_Entry = tuple[int, int, int, Job]  # (-priority, seq, queue_token, job)
+_Entry = tuple[int, int, int, int, Job]  # (-priority, seq, push number, queue_token, job)
 
 
 class ReadyQueue:
-    __slots__ = ("_heaps", "_size")
+    __slots__ = ("_heaps", "_pushes", "_size")
 
     def __init__(self) -> None:
         self._heaps: dict[str, list[_Entry]] = {}
         self._size = 0
+        self._pushes = itertools.count()  # never lets a comparison reach the Job
 
     def __len__(self) -> int:
         """Pending jobs in the queue (stale entries are not counted)."""
@@ -36,7 +38,7 @@ class ReadyQueue:
         heap = self._heaps.get(job.name)
         if heap is None:
             heap = self._heaps[job.name] = []
-        heapq.heappush(heap, (-job.priority, job.seq, job.queue_token, job))
+        heapq.heappush(heap, (-job.priority, job.seq, next(self._pushes), job.queue_token, job))
         self._size += 1
 
     def discard(self, job: Job) -> None:
@@ -51,8 +53,8 @@ class ReadyQueue:
         heap = self._heaps.get(name)
         while heap:
             entry = heap[0]
-            job = entry[3]
-            if job.queue_token == entry[2] and job.in_queue:
+            job = entry[4]
+            if job.queue_token == entry[3] and job.in_queue:
                 return entry
             heapq.heappop(heap)
         if heap is not None:
@@ -66,7 +68,7 @@ class ReadyQueue:
             entry = self._top(name)
             if entry is not None and (best is None or entry[:2] < best[:2]):
                 best = entry
-        return None if best is None else best[3]
+        return None if best is None else best[4]
 
     def pop(self, names: Iterable[str] | None = None) -> Job | None:
         job = self.peek(names)
