@@ -1,0 +1,204 @@
+"""The store contract, against a real SQLite file and against the in-memory store: both
+must read back exactly what was committed. Real time (no autojump): SQLite work runs in
+threads, and the autojump clock would jump while a thread works."""
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from emit.domain import lifecycle
+from emit.domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
+from emit.store.base import Store
+from emit.store.memory import MemoryStore
+from emit.store.records import (
+    Changes,
+    LogLine,
+    Space,
+    Token,
+    event_row,
+    job_row,
+    log_row,
+    state_row,
+)
+from emit.store.schema import MIGRATIONS
+from emit.store.sqlite import SQLiteStore
+
+SPACE = Space("01SPACE0000000000000000000", "s", "emit_pub_x", 1000.0, {"a": 1})
+
+
+def make_job(n: int, status: JobStatus = JobStatus.PENDING, **fields: object) -> Job:
+    values: dict[str, object] = {
+        "id": f"01JOB{n:021d}",
+        "space_id": SPACE.id,
+        "seq": n,
+        "name": "email" if n % 2 else "sms",
+        "payload": '{"n":%d}' % n,
+        "status": status,
+        "priority": 0,
+        "max_retries": 3,
+        "timeout_seconds": 300,
+        "created_at": 1000.0 + n,
+    }
+    values.update(fields)
+    return Job(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    made: Store = SQLiteStore(tmp_path / "emit.db") if request.param == "sqlite" else MemoryStore()
+    await made.open()
+    await made.commit([Changes(spaces=[SPACE])])
+    yield made
+    await made.close()
+
+
+async def test_a_job_reads_back_exactly(store: Store) -> None:
+    job = make_job(
+        1,
+        callback_url="https://example.com/hook",
+        callback_headers={"X-A": "b"},
+        idempotency_key="k1",
+        retry_backoff=RetryBackoff(1, 2, 30),
+        scheduled_for=2000.5,
+    )
+    await store.commit([Changes(inserts=[job_row(job)])])
+    got = await store.get_job(job.id)
+    assert got is not None
+    assert job_row(got) == job_row(job)
+
+
+async def test_state_updates_touch_the_state_not_the_payload(store: Store) -> None:
+    job = make_job(1)
+    await store.commit([Changes(inserts=[job_row(job)])])
+    events = lifecycle.deliver(job, 1001.0, "LEASE")
+    events += lifecycle.ack(job, 1002.0, "LEASE")
+    job.progress = {"percent": 5, "message": "m", "subProgress": None}
+    changes = Changes(updates=[state_row(job)], events=[event_row(job.id, e) for e in events])
+    await store.commit([changes])
+    got = await store.get_job(job.id)
+    assert got is not None and job_row(got) == job_row(job)
+    assert got.status is JobStatus.RUNNING and got.lease_id == "LEASE"
+    assert [e.type for e in await store.get_events(job.id)] == [
+        EventType.DELIVERED,
+        EventType.STARTED,
+    ]
+
+
+async def test_events_and_logs_read_back_in_order_with_filters(store: Store) -> None:
+    job = make_job(1)
+    events = [Event(i, EventType.PROGRESS, 0, {"percent": i}, 1000.0 + i) for i in (1, 2)]
+    lines = [
+        LogLine(1, LogLevel.DEBUG, "connect", 1.0, None),
+        LogLine(2, LogLevel.WARN, "slow mail server", 2.0, {"ms": 900}),
+        LogLine(3, LogLevel.ERROR, "bounce", 3.0, None),
+    ]
+    await store.commit(
+        [
+            Changes(
+                inserts=[job_row(job)],
+                events=[event_row(job.id, e) for e in events],
+                logs=[log_row(job.id, line) for line in lines],
+            )
+        ]
+    )
+    assert await store.get_events(job.id) == events
+    assert await store.get_logs(job.id, after=0, limit=10, level=None, q=None) == lines
+    assert await store.get_logs(job.id, after=1, limit=1, level=None, q=None) == lines[1:2]
+    got = await store.get_logs(job.id, after=0, limit=10, level=LogLevel.WARN, q=None)
+    assert got == lines[1:]
+    assert await store.get_logs(job.id, after=0, limit=10, level=None, q="mail") == lines[1:2]
+
+
+async def test_list_is_newest_first_filtered_paged_and_counted(store: Store) -> None:
+    jobs = [make_job(n) for n in range(1, 8)]
+    jobs[0].status = JobStatus.COMPLETED
+    await store.commit([Changes(inserts=[job_row(job) for job in jobs])])
+    page, total = await store.list_jobs(SPACE.id, status=None, name=None, limit=3, offset=0)
+    assert total == 7 and [j.seq for j in page] == [7, 6, 5]
+    page, total = await store.list_jobs(SPACE.id, status=None, name="email", limit=9, offset=1)
+    assert total == 4 and [j.seq for j in page] == [5, 3, 1]
+    page, total = await store.list_jobs(
+        SPACE.id, status=JobStatus.COMPLETED, name=None, limit=9, offset=0
+    )
+    assert total == 1 and page[0].seq == 1
+
+
+async def test_load_space_brings_back_live_jobs_counts_and_keys(store: Store) -> None:
+    jobs = [make_job(n, idempotency_key=f"k{n}") for n in range(1, 6)]
+    jobs[1].status = JobStatus.DEAD
+    jobs[3].status = JobStatus.RUNNING
+    await store.commit([Changes(inserts=[job_row(job) for job in jobs])])
+    state = await store.load_space(SPACE.id)
+    assert state is not None
+    assert [job.seq for job in state.live_jobs] == [1, 3, 4, 5]
+    assert state.counts[JobStatus.PENDING] == 3 and state.counts[JobStatus.DEAD] == 1
+    assert state.max_seq == 5
+    assert state.idempotency == {f"k{n}": jobs[n - 1].id for n in range(1, 6)}
+    assert state.space == SPACE
+    assert await store.load_space("01NOSUCHSPACE0000000000000") is None
+
+
+async def test_tokens_and_spaces_round_trip_and_delete_together(store: Store) -> None:
+    token = Token("01TOKEN0000000000000000000", SPACE.id, "w", "emit_abcdef", "h" * 64,
+                  frozenset({"jobs:poll", "jobs:ack"}), 5.0)  # fmt: skip
+    await store.commit([Changes(tokens=[token], inserts=[job_row(make_job(1))])])
+    assert await store.token_by_hash("h" * 64) == token
+    await store.commit([Changes(revoked_tokens=[(token.id, 9.0)])])
+    revoked = await store.token_by_hash("h" * 64)
+    assert revoked is not None and revoked.revoked_at == 9.0
+    assert await store.list_spaces() == [SPACE]
+    await store.commit([Changes(deleted_spaces=[SPACE.id])])
+    assert await store.list_spaces() == []
+    assert await store.list_tokens(SPACE.id) == []
+    assert await store.get_job(make_job(1).id) is None
+
+
+async def test_one_commit_is_one_transaction(store: Store, tmp_path: Path) -> None:
+    first = Changes(inserts=[job_row(make_job(1))])
+    clash = Changes(inserts=[job_row(make_job(1))])  # the same primary key again
+    if isinstance(store, MemoryStore):
+        store.fail_next = sqlite3.IntegrityError("as SQLite would")
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.commit([first, clash])
+    assert await store.get_job(make_job(1).id) is None  # the first batch rolled back too
+
+
+async def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(tmp_path / "emit.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert store.synchronous == "FULL"
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStore(tmp_path / "x.db", synchronous="OFF")
+
+
+async def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "emit.db"
+    for _ in range(2):
+        store = SQLiteStore(path)
+        await store.open()
+        await store.commit([Changes(spaces=[SPACE])])
+        await store.close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(RuntimeError, match="newer than this emit knows"):
+        await SQLiteStore(path).open()
+
+
+async def test_committed_data_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "emit.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.commit([Changes(spaces=[SPACE], inserts=[job_row(make_job(1))])])
+    await store.close()
+    again = SQLiteStore(path)
+    await again.open()
+    got = await again.get_job(make_job(1).id)
+    await again.close()
+    assert got is not None and job_row(got) == job_row(make_job(1))
