@@ -1,0 +1,86 @@
+"""Spaces and tokens: made with a public token, keys shown once and stored hashed,
+scopes from one pure module, revocation, deletion."""
+
+import pytest
+
+import emit
+from emit.ids import hash_key
+from emit.store.memory import MemoryStore
+
+
+async def test_a_space_is_made_with_a_public_progress_token(rt: emit.Runtime) -> None:
+    space = await rt.create_space("email-jobs")
+    assert len(space.id) == 26 and space.name == "email-jobs"
+    assert space.public_token.startswith("emit_pub_")
+    token = await rt.authenticate(space.public_token)
+    assert token is not None and token.public
+    assert token.scopes == frozenset({"jobs:read:progress"})
+    assert [s.id for s in await rt.list_spaces()] == [space.id]
+
+
+async def test_a_key_is_shown_once_and_only_its_hash_is_kept(rt: emit.Runtime) -> None:
+    space = await rt.create_space("s")
+    made = await rt.create_token(space.id, name="worker-1", preset="worker")
+    assert made.key.startswith("emit_") and len(made.key) >= 5 + 32
+    assert made.scopes == frozenset(
+        {"jobs:read", "jobs:poll", "jobs:ack", "jobs:progress", "jobs:event",
+         "jobs:complete", "jobs:fail", "jobs:keepalive", "jobs:read:progress"}
+    )  # fmt: skip
+    [public, listed] = sorted(await rt.list_tokens(space.id), key=lambda t: t.public)[::-1]
+    assert listed.id == made.id and listed.key_hash == hash_key(made.key)
+    assert made.key.startswith(listed.prefix) and len(listed.prefix) < len(made.key)
+    store = rt.store
+    assert isinstance(store, MemoryStore)
+    assert made.key not in repr(store.tokens)  # the secret itself is nowhere in the store
+
+
+async def test_scopes_expand_shorthands_and_refuse_unknown_ones(rt: emit.Runtime) -> None:
+    space = await rt.create_space("s")
+    made = await rt.create_token(space.id, name="p", scopes=["jobs:create", "jobs:read"])
+    assert made.scopes == frozenset({"jobs:create", "jobs:read", "jobs:read:progress"})
+    with pytest.raises(emit.InvalidRequest, match="unknown scope"):
+        await rt.create_token(space.id, name="x", scopes=["jobs:everything"])
+    with pytest.raises(emit.InvalidRequest, match="either scopes or preset"):
+        await rt.create_token(space.id, name="x", scopes=["jobs:read"], preset="worker")
+    with pytest.raises(emit.InvalidRequest, match="unknown preset"):
+        await rt.create_token(space.id, name="x", preset="admin")
+
+
+async def test_a_revoked_key_no_longer_authenticates(rt: emit.Runtime) -> None:
+    space = await rt.create_space("s")
+    made = await rt.create_token(space.id, name="w", preset="worker")
+    assert await rt.authenticate(made.key) is not None
+    await rt.revoke_token(space.id, made.id)
+    assert await rt.authenticate(made.key) is None
+    assert await rt.authenticate("emit_" + "x" * 43) is None
+    with pytest.raises(emit.NotFound):
+        await rt.revoke_token(space.id, "01NOSUCHTOKEN0000000000000")
+
+
+async def test_deleting_a_space_removes_its_jobs_and_keys(rt: emit.Runtime) -> None:
+    keep = rt.space((await rt.create_space("keep")).id)
+    doomed_space = await rt.create_space("doomed")
+    doomed = rt.space(doomed_space.id)
+    made = await rt.create_token(doomed_space.id, name="w", preset="worker")
+    job = await doomed.create("j")
+    kept = await keep.create("j")
+    await rt.delete_space(doomed_space.id)
+    assert [s.name for s in await rt.list_spaces()] == ["keep"]
+    assert await rt.authenticate(made.key) is None
+    with pytest.raises(emit.NotFound):
+        await doomed.create("j")
+    with pytest.raises(emit.NotFound):
+        await doomed.get(job.id)
+    assert (await keep.get(kept.id)).status == "pending"
+    with pytest.raises(emit.NotFound):
+        await rt.delete_space(doomed_space.id)
+
+
+async def test_space_settings_are_validated(rt: emit.Runtime) -> None:
+    space = await rt.create_space("s")
+    with pytest.raises(emit.InvalidRequest, match="factor"):
+        await rt.update_space(space.id, {"retryBackoff": {"factor": 0}})
+    with pytest.raises(emit.InvalidRequest, match="unknown setting"):
+        await rt.update_space(space.id, {"colour": "red"})
+    with pytest.raises(emit.InvalidRequest, match="name"):
+        await rt.create_space("")
