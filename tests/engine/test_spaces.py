@@ -26,7 +26,7 @@ async def test_a_key_is_shown_once_and_only_its_hash_is_kept(rt: emit.Runtime) -
         {"jobs:read", "jobs:poll", "jobs:ack", "jobs:progress", "jobs:event",
          "jobs:complete", "jobs:fail", "jobs:keepalive", "jobs:read:progress"}
     )  # fmt: skip
-    [public, listed] = sorted(await rt.list_tokens(space.id), key=lambda t: t.public)[::-1]
+    [_public, listed] = sorted(await rt.list_tokens(space.id), key=lambda t: t.public)[::-1]
     assert listed.id == made.id and listed.key_hash == hash_key(made.key)
     assert made.key.startswith(listed.prefix) and len(listed.prefix) < len(made.key)
     store = rt.store

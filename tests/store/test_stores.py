@@ -34,7 +34,7 @@ def make_job(n: int, status: JobStatus = JobStatus.PENDING, **fields: object) ->
         "space_id": SPACE.id,
         "seq": n,
         "name": "email" if n % 2 else "sms",
-        "payload": '{"n":%d}' % n,
+        "payload": f'{{"n":{n}}}',
         "status": status,
         "priority": 0,
         "max_retries": 3,
