@@ -1,0 +1,144 @@
+"""The Quart-Trio application: one generic dispatcher in front of the route table.
+
+For every request: find the caller (401), check the route's access (403), take a rate
+token (429), run the handler, render JSON. Every error leaves as the spec's error shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited
+from ..runtime import Runtime
+from .auth import Authenticator, Caller, key_from_headers
+from .openapi import openapi_document
+from .ratelimit import RateLimiter
+from .routes import ADMIN, PUBLIC, ROUTES, Call, Reply, Route, retry_after
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    admin_key: str | None = None
+    max_body: int = 1024 * 1024
+    rate: float = 1000.0
+    """Requests per second per key (token bucket; bursts up to one second's worth)."""
+    key_cache_seconds: float = 1.0
+
+
+def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    if body is None:
+        response = Response(b"", status=status)
+    else:
+        response = Response(
+            _encoder.encode(body).encode(), status=status, content_type="application/json"
+        )
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def error_response(error: EmitError) -> Response:
+    headers: tuple[tuple[str, str], ...] = ()
+    if isinstance(error, RateLimited):
+        headers = (("Retry-After", retry_after(error.retry_after)),)
+    elif isinstance(error, PayloadTooLarge):
+        # The rest of the body was never read: the connection cannot carry another request.
+        headers = (("Connection", "close"),)
+    return _response(error.status, error.to_wire(), headers)
+
+
+def _check_access(route: Route, caller: Caller, params: dict[str, str]) -> None:
+    if route.access == ADMIN:
+        if not caller.admin:
+            raise Forbidden("this endpoint needs the admin key")
+        return
+    if caller.admin:
+        raise Forbidden("the admin key manages spaces and tokens only; use a space's key")
+    if route.access not in caller.scopes:
+        raise Forbidden(f"Missing required scope: {route.access}")
+    space_id = params.get("space_id")
+    if space_id is not None and space_id != caller.space_id:
+        raise Forbidden("this key belongs to another space")
+
+
+def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
+    app = QuartTrio("emit")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.config["JSON_SORT_KEYS"] = False
+    auth = Authenticator(runtime, settings.admin_key, settings.key_cache_seconds)
+    limiter = RateLimiter(settings.rate, max(1.0, settings.rate))
+    document = _encoder.encode(openapi_document()).encode()
+
+    async def dispatch(route: Route, params: dict[str, str]) -> Response:
+        try:
+            caller = Caller("public", None, frozenset())
+            if route.access != PUBLIC:
+                key = key_from_headers(
+                    request.headers.get("x-api-key"), request.headers.get("authorization")
+                )
+                caller = await auth.caller(key)
+                wait = limiter.take(caller.key_id, trio.current_time())
+                if wait > 0:
+                    raise RateLimited(
+                        f"over {settings.rate:g} requests/s for this key", retry_after=wait
+                    )
+                _check_access(route, caller, params)
+            try:
+                body = (
+                    await request.get_data(cache=False, as_text=False)
+                    if route.method != "GET"
+                    else b""
+                )
+            except HTTPException as exc:
+                if exc.code == 413:
+                    raise PayloadTooLarge(
+                        f"the body is over the limit of {settings.max_body} bytes"
+                    ) from None
+                raise
+            call = Call(
+                runtime=runtime,
+                caller=caller,
+                params=params,
+                query=request.args,
+                headers=request.headers,  # type: ignore[arg-type]  # a str→str multidict
+                body=body if isinstance(body, bytes) else body.encode(),
+                max_body=settings.max_body,
+                forget_token=auth.forget,
+            )
+            reply: Reply = await route.handler(call)
+        except EmitError as error:
+            return error_response(error)
+        return _response(reply.status, reply.body, reply.headers)
+
+    for index, route in enumerate(ROUTES):
+
+        async def view(route: Route = route, **params: str) -> Response:
+            return await dispatch(route, params)
+
+        app.add_url_rule(route.path, f"r{index}", view, methods=[route.method])
+
+    async def openapi() -> Response:
+        return Response(document, content_type="application/json")
+
+    app.add_url_rule("/api/v1/openapi.json", "openapi", openapi, methods=["GET"])
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 404:
+            return error_response(NotFound("no such endpoint"))
+        if status == 413:
+            return error_response(PayloadTooLarge("the body is over the limit"))
+        code = "method_not_allowed" if status == 405 else "invalid_request"
+        return _response(status, {"error": {"code": code, "message": error.description}})
+
+    return app

@@ -1,0 +1,82 @@
+"""Who is calling: a key from ``x-api-key`` or ``Authorization: Bearer`` (or a WebSocket's
+``?token=``) becomes a `Caller` — the admin, or a key of one space with its scopes.
+
+Keys are looked up by their SHA-256 in the store. A found key is remembered for
+``cache_seconds`` (trio time), so the hot path does not read SQLite on every request, and
+a key revoked through another process (the CLI) stops working within that time; one
+revoked through this server's API stops at once. Unknown keys are never remembered, so
+a key made by the CLI works on its first use.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import trio
+
+from ..errors import Unauthorized
+from ..ids import hash_key
+from ..runtime import Runtime
+from ..store.records import Token
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: str
+    """The token id, or "admin": what the rate limit counts against."""
+    space_id: str | None
+    scopes: frozenset[str]
+    admin: bool = False
+
+
+ADMIN = Caller("admin", None, frozenset(), admin=True)
+
+
+def key_from_headers(x_api_key: str | None, authorization: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+class Authenticator:
+    def __init__(self, runtime: Runtime, admin_key: str | None, cache_seconds: float) -> None:
+        self.runtime = runtime
+        self.admin_hash = None if admin_key is None else hash_key(admin_key)
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[Token, float]] = {}
+
+    async def caller(self, key: str | None) -> Caller:
+        if key is None:
+            raise Unauthorized("no key: send x-api-key or Authorization: Bearer")
+        digest = hash_key(key)
+        if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
+            return ADMIN
+        now = trio.current_time()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[1] < self.cache_seconds:
+            token = cached[0]
+        else:
+            found = await self.runtime.store.token_by_hash(digest)
+            if found is None or found.revoked_at is not None:
+                self._cache.pop(digest, None)
+                raise Unauthorized("unknown or revoked key")
+            token = found
+            if self.cache_seconds > 0:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                self._cache[digest] = (token, now)
+        return Caller(token.id, token.space_id, token.scopes)
+
+    def forget(self, token_id: str) -> None:
+        """A token was revoked here: stop honouring it at once."""
+        for digest in [d for d, (t, _) in self._cache.items() if t.id == token_id]:
+            del self._cache[digest]
+
+    def forget_space(self, space_id: str) -> None:
+        for digest in [d for d, (t, _) in self._cache.items() if t.space_id == space_id]:
+            del self._cache[digest]
