@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m emit serve
+	$(BIN)/emit serve
 
 test: lint typecheck pytest
 

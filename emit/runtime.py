@@ -13,10 +13,10 @@ The HTTP layer calls the same methods. Keyword names are the snake_case of the w
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ import actors
 
 from .clock import Clock, iso
 from .codec import JSON
-from .domain import scopes as scope_rules
 from .domain.model import (
     JobStatus,
     LogLevel,
@@ -37,7 +36,8 @@ from .domain.model import (
     validate_progress,
 )
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
-from .ids import KEY_PREFIX, PUBLIC_PREFIX, hash_key, key_display_prefix, new_id, new_key
+from .ids import hash_key
+from .registry import NewToken, make_space, make_token
 from .space.actor import SpaceActor
 from .space.messages import (
     AckJob,
@@ -52,6 +52,7 @@ from .space.messages import (
     LogEntry,
     PollJobs,
     RecordEvent,
+    ReleasePollers,
     ReportProgress,
     RetryJob,
     SaveCheckpoint,
@@ -69,18 +70,6 @@ ASK_TIMEOUT = 30.0
 """How long a caller waits on a space or the writer before `Unavailable` (on top of a
 long poll's own wait)."""
 MAX_BATCH = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class NewToken:
-    """A token as made: ``key`` is shown this once and never stored."""
-
-    id: str
-    space_id: str
-    name: str
-    scopes: frozenset[str]
-    key: str
-    created_at: float
 
 
 def _ulid_or_404(job_id: str) -> str:
@@ -464,20 +453,7 @@ class Runtime:
     # ----------------------------------------------------------------- spaces
 
     async def create_space(self, name: str) -> Space:
-        if not isinstance(name, str) or not 1 <= len(name) <= 200:
-            raise InvalidRequest("name must be a string of 1 to 200 characters", field="name")
-        now = self.clock.now()
-        space = Space(new_id(now), name, new_key(PUBLIC_PREFIX), now, {})
-        public = Token(
-            new_id(now),
-            space.id,
-            "public",
-            key_display_prefix(space.public_token),
-            hash_key(space.public_token),
-            scope_rules.PUBLIC,
-            now,
-            public=True,
-        )
+        space, public = make_space(name, self.clock.now())
         await self._commit(Changes(spaces=[space], tokens=[public]))
         await self._space_ref(space.id)
         return space
@@ -522,16 +498,9 @@ class Runtime:
         preset: str | None = None,
     ) -> NewToken:
         await self.get_space(space_id)
-        if not isinstance(name, str) or not 1 <= len(name) <= 200:
-            raise InvalidRequest("name must be a string of 1 to 200 characters", field="name")
-        granted = scope_rules.for_token(scopes, preset)
-        now = self.clock.now()
-        key = new_key(KEY_PREFIX)
-        token = Token(
-            new_id(now), space_id, name, key_display_prefix(key), hash_key(key), granted, now
-        )
+        token, made = make_token(space_id, name, scopes, preset, self.clock.now())
         await self._commit(Changes(tokens=[token]))
-        return NewToken(token.id, space_id, name, granted, key, now)
+        return made
 
     async def list_tokens(self, space_id: str) -> list[Token]:
         await self.get_space(space_id)
@@ -551,6 +520,17 @@ class Runtime:
         if token is None or token.revoked_at is not None:
             return None
         return token
+
+    async def release_pollers(self) -> int:
+        """Answer every parked long poll of every space with no jobs, so that a server
+        shutting down need not wait out their waits. How many were released."""
+        released = 0
+        for key in self.spaces.children():
+            ref = self.spaces.whereis(key)
+            if isinstance(ref, actors.ActorRef) and not ref.stopped:
+                with contextlib.suppress(actors.ActorError):
+                    released += await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
+        return released
 
     async def check_ready(self) -> None:
         """Raise `Unavailable` unless the store takes writes."""

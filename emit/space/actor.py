@@ -57,6 +57,7 @@ from .messages import (
     KillJob,
     PollJobs,
     RecordEvent,
+    ReleasePollers,
     ReportProgress,
     RetryJob,
     SaveCheckpoint,
@@ -245,6 +246,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             case SetDefaultBackoff(backoff):
                 self.default_backoff = backoff
                 return None
+            case ReleasePollers():
+                released = [waiter for waiter in self.waiting if not waiter.done]
+                for waiter in released:
+                    waiter.done = True
+                    self.pending.answers.append((waiter.reply, []))
+                self.waiting = []
+                self.waiters = []
+                return len(released)
 
     # ------------------------------------------------------------------- commands
 

@@ -118,6 +118,12 @@ class SetDefaultBackoff(actors.Request[None]):
     backoff: RetryBackoff | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReleasePollers(actors.Request[int]):
+    """Answer every parked long poll now, with no jobs (the server is shutting down).
+    Answer: how many were released."""
+
+
 SpaceMessage = (
     CreateJobs
     | PollJobs
@@ -134,4 +140,5 @@ SpaceMessage = (
     | RetryJob
     | CountJobs
     | SetDefaultBackoff
+    | ReleasePollers
 )

@@ -1,0 +1,7 @@
+"""``python -m emit``: the same as the ``emit`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

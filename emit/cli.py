@@ -1,0 +1,315 @@
+"""The ``emit`` command line: ``serve``, and ``spaces`` / ``tokens`` management that works
+on the data directory directly — safe while a server runs on it (SQLite serialises the
+writes; the server sees a new key on its first use).
+
+    emit serve [--data DIR] [--host 127.0.0.1] [--port 8787]
+    emit spaces create NAME [--json] | emit spaces list [--json]
+    emit tokens create SPACE_ID --name NAME (--scopes a,b | --preset worker) [--json]
+    emit tokens list SPACE_ID [--json] | emit tokens revoke SPACE_ID TOKEN_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import __version__
+from .clock import Clock, iso
+from .errors import EmitError, NotFound
+from .ids import ADMIN_PREFIX, new_key
+from .registry import make_space, make_token
+from .store.records import Changes, Space, Token
+from .store.sqlite import SQLiteStore
+
+DEFAULT_DATA = "emit-data"
+DB_NAME = "emit.db"
+ADMIN_FILE = "admin.key"
+
+
+def data_dir(option: str | None) -> Path:
+    return Path(option or os.environ.get("EMIT_DATA") or DEFAULT_DATA)
+
+
+def _space_json(space: Space) -> dict[str, Any]:
+    return {"id": space.id, "name": space.name, "publicToken": space.public_token}
+
+
+def _token_json(token: Token) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "scopes": sorted(token.scopes),
+        "prefix": token.prefix,
+        "revokedAt": iso(token.revoked_at),
+    }
+
+
+async def _with_store(data: Path, work: Any) -> Any:
+    store = SQLiteStore(data / DB_NAME)
+    await store.open()
+    try:
+        return await work(store, Clock())
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------ spaces / tokens
+
+
+async def spaces_create(data: Path, name: str, as_json: bool) -> None:
+    async def work(store: SQLiteStore, clock: Clock) -> None:
+        space, public = make_space(name, clock.now())
+        await store.commit([Changes(spaces=[space], tokens=[public])])
+        if as_json:
+            print(json.dumps(_space_json(space)))
+        else:
+            print(f"space {space.name}: {space.id}\n  public token: {space.public_token}")
+
+    await _with_store(data, work)
+
+
+async def spaces_list(data: Path, as_json: bool) -> None:
+    async def work(store: SQLiteStore, clock: Clock) -> None:
+        spaces = await store.list_spaces()
+        if as_json:
+            print(json.dumps({"spaces": [_space_json(space) for space in spaces]}))
+        else:
+            for space in spaces:
+                print(f"{space.id}  {space.name}")
+
+    await _with_store(data, work)
+
+
+async def _space_or_404(store: SQLiteStore, space_id: str) -> Space:
+    space = await store.get_space(space_id)
+    if space is None:
+        raise NotFound(f"no space {space_id!r} in this data directory")
+    return space
+
+
+async def tokens_create(
+    data: Path,
+    space_id: str,
+    name: str,
+    scopes: list[str] | None,
+    preset: str | None,
+    as_json: bool,
+) -> None:
+    async def work(store: SQLiteStore, clock: Clock) -> None:
+        await _space_or_404(store, space_id)
+        token, made = make_token(space_id, name, scopes, preset, clock.now())
+        await store.commit([Changes(tokens=[token])])
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "id": made.id,
+                        "name": made.name,
+                        "scopes": sorted(made.scopes),
+                        "key": made.key,
+                    }
+                )
+            )
+        else:
+            print(f"token {made.name}: {made.id}\n  scopes: {' '.join(sorted(made.scopes))}")
+            print(f"  key (shown once): {made.key}")
+
+    await _with_store(data, work)
+
+
+async def tokens_list(data: Path, space_id: str, as_json: bool) -> None:
+    async def work(store: SQLiteStore, clock: Clock) -> None:
+        await _space_or_404(store, space_id)
+        tokens = await store.list_tokens(space_id)
+        if as_json:
+            print(json.dumps({"tokens": [_token_json(token) for token in tokens]}))
+        else:
+            for token in tokens:
+                state = " (revoked)" if token.revoked_at is not None else ""
+                print(f"{token.id}  {token.prefix}…  {token.name}{state}")
+
+    await _with_store(data, work)
+
+
+async def tokens_revoke(data: Path, space_id: str, token_id: str) -> None:
+    async def work(store: SQLiteStore, clock: Clock) -> None:
+        await _space_or_404(store, space_id)
+        tokens = {token.id: token for token in await store.list_tokens(space_id)}
+        if token_id not in tokens:
+            raise NotFound(f"no token {token_id!r} in space {space_id}")
+        if tokens[token_id].revoked_at is None:
+            await store.commit([Changes(revoked_tokens=[(token_id, clock.now())])])
+        print(f"revoked {token_id}")
+
+    await _with_store(data, work)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def _admin_key(data: Path) -> tuple[str, bool]:
+    """The admin key, and whether it was made just now."""
+    from_env = os.environ.get("EMIT_ADMIN_KEY")
+    if from_env:
+        return from_env, False
+    path = data / ADMIN_FILE
+    if path.exists():
+        return path.read_text().strip(), False
+    data.mkdir(parents=True, exist_ok=True)
+    key = new_key(ADMIN_PREFIX)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(key + "\n")
+    return key, True
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from .http.app import HttpSettings
+    from .http.server import serve as serve_http
+    from .runtime import open_runtime
+
+    data = data_dir(args.data)
+    first_start = not (data / DB_NAME).exists()
+    admin_key, admin_made = _admin_key(data)
+    settings = HttpSettings(
+        admin_key=admin_key,
+        max_body=args.max_body,
+        rate=args.rate_limit,
+        key_cache_seconds=args.key_cache_seconds,
+    )
+    shutdown = trio.Event()
+
+    async def shutdown_trigger() -> None:
+        await shutdown.wait()
+
+    async with open_runtime(data, synchronous=args.synchronous) as rt:
+        welcome: list[str] = []
+        if first_start and not await rt.list_spaces():
+            space = await rt.create_space("default")
+            producer = await rt.create_token(
+                space.id, name="producer", scopes=["jobs:create", "jobs:read"]
+            )
+            worker = await rt.create_token(space.id, name="worker", preset="worker")
+            welcome = [
+                "First start: made a space named default. These keys are shown once:",
+                f"  admin key     {admin_key}"
+                + (f"  (saved in {data / ADMIN_FILE})" if admin_made else ""),
+                f"  space id      {space.id}",
+                f"  producer key  {producer.key}   (jobs:create jobs:read)",
+                f"  worker key    {worker.key}   (worker preset)",
+                f"  public token  {space.public_token}   (jobs:read:progress)",
+            ]
+        async with trio.open_nursery() as nursery:
+
+            async def http(task_status: trio.TaskStatus[list[str]]) -> None:
+                await serve_http(
+                    rt,
+                    host=args.host,
+                    port=args.port,
+                    settings=settings,
+                    shutdown_trigger=shutdown_trigger,
+                    graceful_timeout=args.grace,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()  # served out: stop listening for signals
+
+            urls: list[str] = await nursery.start(http)
+            base = urls[0].replace("0.0.0.0", "127.0.0.1")
+            print(f"emit {__version__} serving {base}  (data: {data})", flush=True)
+            for line in welcome:
+                print(line, flush=True)
+            if not welcome:
+                for space in await rt.list_spaces():
+                    print(f"  space {space.name}: {space.id}", flush=True)
+            nursery.start_soon(_signals, rt, shutdown)
+    print("emit stopped", flush=True)
+
+
+async def _signals(rt: Any, shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if shutdown.is_set():
+                os._exit(1)  # a second signal: leave at once
+            print("stopping: finishing requests in flight (signal again to quit now)", flush=True)
+            shutdown.set()
+            await rt.release_pollers()
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emit", description="A self-hostable job queue.")
+    parser.add_argument("--version", action="version", version=f"emit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_data(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data", help=f"data directory (default $EMIT_DATA or ./{DEFAULT_DATA})")
+        return p
+
+    run = with_data(commands.add_parser("serve", help="run the HTTP server"))
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8787)
+    run.add_argument("--max-body", type=int, default=1024 * 1024, help="bytes (default 1 MiB)")
+    run.add_argument("--rate-limit", type=float, default=1000.0, help="requests/s per key")
+    run.add_argument("--key-cache-seconds", type=float, default=1.0)
+    run.add_argument("--grace", type=float, default=10.0, help="seconds for requests in flight")
+    run.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"])
+
+    spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
+        dest="action", required=True
+    )
+    create = with_data(spaces.add_parser("create"))
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true")
+    listing = with_data(spaces.add_parser("list"))
+    listing.add_argument("--json", action="store_true")
+
+    tokens = commands.add_parser("tokens", help="manage keys").add_subparsers(
+        dest="action", required=True
+    )
+    make = with_data(tokens.add_parser("create"))
+    make.add_argument("space_id")
+    make.add_argument("--name", required=True)
+    grant = make.add_mutually_exclusive_group(required=True)
+    grant.add_argument("--scopes", help="comma-separated, e.g. jobs:create,jobs:read")
+    grant.add_argument("--preset", choices=["worker"])
+    make.add_argument("--json", action="store_true")
+    shown = with_data(tokens.add_parser("list"))
+    shown.add_argument("space_id")
+    shown.add_argument("--json", action="store_true")
+    revoke = with_data(tokens.add_parser("revoke"))
+    revoke.add_argument("space_id")
+    revoke.add_argument("token_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    data = data_dir(getattr(args, "data", None))
+    try:
+        if args.command == "serve":
+            trio.run(serve, args)
+        elif args.command == "spaces" and args.action == "create":
+            trio.run(spaces_create, data, args.name, args.json)
+        elif args.command == "spaces":
+            trio.run(spaces_list, data, args.json)
+        elif args.action == "create":
+            scopes = None if args.scopes is None else [s for s in args.scopes.split(",") if s]
+            trio.run(tokens_create, data, args.space_id, args.name, scopes, args.preset, args.json)
+        elif args.action == "list":
+            trio.run(tokens_list, data, args.space_id, args.json)
+        else:
+            trio.run(tokens_revoke, data, args.space_id, args.token_id)
+    except EmitError as error:
+        print(f"emit: {error.message}", file=sys.stderr)
+        return 2
+    return 0
