@@ -216,7 +216,7 @@ _CREATE_FIELDS = frozenset(
         "retryBackoff",
     }
 )
-_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+_URL = re.compile(r"https?://[^\s/?#]+\S*", re.IGNORECASE)  # used with fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +245,14 @@ def _int(raw: Mapping[str, Any], field: str, low: int, high: int, default: int) 
 
 
 def _number(value: object, field: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidRequest(f"{field} must be a number from {low:g} to {high:g}", field=field)
-    if not low <= value <= high:
+    # Compare before converting: an integer too large for a float is out of range, not
+    # an OverflowError.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not low <= value <= high
+    ):
         raise InvalidRequest(f"{field} must be a number from {low:g} to {high:g}", field=field)
     return float(value)
 
@@ -296,7 +301,7 @@ def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
                 field="scheduledFor",
             )
     callback_url = _optional_str(raw, "callbackUrl", 2048)
-    if callback_url is not None and not _URL.match(callback_url):
+    if callback_url is not None and not _URL.fullmatch(callback_url):
         raise InvalidRequest("callbackUrl must be an http(s) URL", field="callbackUrl")
     headers = raw.get("callbackHeaders")
     if headers is not None and (
