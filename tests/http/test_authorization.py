@@ -1,4 +1,4 @@
-"""The authorization matrix: every endpoint × every kind of caller → the status the spec
+"""The authorization matrix: every endpoint by every kind of caller → the status the spec
 says (§1, §2). No key, an unknown or a revoked key: 401. A key without the scope, the
 admin key on a job endpoint, a space key on a management endpoint, a key of another
 space on a space's endpoint: 403. A job of another space: 404, never 403."""
