@@ -221,6 +221,9 @@ async def serve(args: argparse.Namespace) -> None:
                 )
                 nursery.cancel_scope.cancel()  # served out: stop listening for signals
 
+            # Signals are handled from before the first line is printed: whoever reads
+            # the URL may stop the server at once.
+            await nursery.start(_signals, rt, shutdown)
             urls: list[str] = await nursery.start(http)
             base = urls[0].replace("0.0.0.0", "127.0.0.1")
             print(f"emit {__version__} serving {base}  (data: {data})", flush=True)
@@ -229,12 +232,14 @@ async def serve(args: argparse.Namespace) -> None:
             if not welcome:
                 for space in await rt.list_spaces():
                     print(f"  space {space.name}: {space.id}", flush=True)
-            nursery.start_soon(_signals, rt, shutdown)
     print("emit stopped", flush=True)
 
 
-async def _signals(rt: Any, shutdown: trio.Event) -> None:
+async def _signals(
+    rt: Any, shutdown: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
             if shutdown.is_set():
                 os._exit(1)  # a second signal: leave at once

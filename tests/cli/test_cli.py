@@ -1,0 +1,135 @@
+"""The real ``emit`` entry point, in subprocesses: first-start output, later starts, the
+``--json`` shapes, a key made and revoked beside a running server, and a clean exit on
+SIGTERM. Each wait is bounded by a watchdog that kills a stuck process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+EMIT = [sys.executable, "-m", "emit"]
+
+
+def run(*args: str, data: Path) -> str:
+    done = subprocess.run(
+        [*EMIT, *args, "--data", str(data)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class Served:
+    def __init__(self, data: Path, *extra: str) -> None:
+        env = {**os.environ}
+        env.pop("EMIT_ADMIN_KEY", None)
+        self.proc = subprocess.Popen(
+            [*EMIT, "serve", "--data", str(data), "--port", "0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.watchdog = threading.Timer(60, self.proc.kill)
+        self.watchdog.start()
+        self.lines: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("  public token"):  # the last line of a first start
+                break
+            if line.startswith("  space ") and not line.startswith("  space id"):
+                break  # a later start lists its spaces
+        self.url = self.lines[0].split()[3]
+
+    def value(self, label: str) -> str:
+        line = next(line for line in self.lines if line.strip().startswith(label))
+        return line.split()[len(label.split())]
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        rest, _ = self.proc.communicate(timeout=60)
+        self.watchdog.cancel()
+        return self.proc.returncode, rest
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path / "data", "--key-cache-seconds", "0")
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
+
+
+def test_first_start_prints_the_keys_once_and_they_work(served: Served, tmp_path: Path) -> None:
+    assert served.url.startswith("http://127.0.0.1:")
+    space = served.value("space id")
+    producer = served.value("producer key")
+    worker = served.value("worker key")
+    assert served.value("public token").startswith("emit_pub_")
+    admin_file = tmp_path / "data" / "admin.key"
+    assert admin_file.stat().st_mode & 0o777 == 0o600
+    assert served.value("admin key") == admin_file.read_text().strip()
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        made = http.post(f"/api/v1/spaces/{space}/jobs", json={"name": "hello"},
+                         headers={"x-api-key": producer})  # fmt: skip
+        assert made.status_code == 201
+        polled = http.post(f"/api/v1/spaces/{space}/jobs/poll", json={"count": 5},
+                           headers={"x-api-key": worker})  # fmt: skip
+        assert [job["id"] for job in polled.json()["jobs"]] == [made.json()["id"]]
+    code, rest = served.stop()
+    assert code == 0 and "emit stopped" in rest
+
+    again = Served(tmp_path / "data")
+    try:
+        text = "\n".join(again.lines)
+        assert f"space default: {space}" in text
+        assert "emit_" not in text  # later starts never print keys
+    finally:
+        code, _ = again.stop()
+    assert code == 0
+
+
+def test_json_shapes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    space = json.loads(run("spaces", "create", "video", "--json", data=data))
+    assert set(space) == {"id", "name", "publicToken"} and space["name"] == "video"
+    listed = json.loads(run("spaces", "list", "--json", data=data))
+    assert listed == {"spaces": [space]}
+    token = json.loads(run("tokens", "create", space["id"], "--name", "w", "--preset", "worker",
+                           "--json", data=data))  # fmt: skip
+    assert set(token) == {"id", "name", "scopes", "key"} and "jobs:poll" in token["scopes"]
+    scoped = json.loads(run("tokens", "create", space["id"], "--name", "p",
+                            "--scopes", "jobs:create,jobs:read", "--json", data=data))  # fmt: skip
+    assert scoped["scopes"] == ["jobs:create", "jobs:read", "jobs:read:progress"]
+    tokens = json.loads(run("tokens", "list", space["id"], "--json", data=data))["tokens"]
+    assert {t["name"] for t in tokens} == {"public", "w", "p"}
+    assert all("key" not in t for t in tokens)
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    done = subprocess.run(
+        [*EMIT, "tokens", "create", "01NOSUCHSPACE0000000000000", "--name", "x",
+         "--preset", "worker", "--data", str(data)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no space" in done.stderr
+
+
+def test_a_key_made_and_revoked_beside_a_running_server(served: Served, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    space = served.value("space id")
+    made = json.loads(run("tokens", "create", space, "--name", "late", "--preset", "worker",
+                          "--json", data=data))  # fmt: skip
+    stats = f"/api/v1/spaces/{space}/stats"
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        assert http.get(stats, headers={"x-api-key": made["key"]}).status_code == 200
+        run("tokens", "revoke", space, made["id"], data=data)
+        assert http.get(stats, headers={"x-api-key": made["key"]}).status_code == 401
