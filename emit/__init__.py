@@ -7,6 +7,10 @@ The embedding API (see docs/embedding.md)::
         jobs = rt.space(space.id)
 """
 
+from collections.abc import Awaitable, Callable
+
+import trio
+
 from .domain.model import EventType, JobStatus
 from .errors import (
     Conflict,
@@ -19,10 +23,36 @@ from .errors import (
     Unauthorized,
     Unavailable,
 )
+from .http.settings import HttpSettings
 from .runtime import NewToken, Runtime, SpaceJobs, open_runtime
 from .views import Delivery, ItemResult, JobView
 
 __version__ = "0.1.0"
+
+
+async def serve(
+    runtime: Runtime,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    settings: HttpSettings | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the HTTP API of an embedded runtime until cancelled (or ``shutdown_trigger``
+    returns): ``urls = await nursery.start(partial(emit.serve, rt, port=0))`` — port 0
+    picks a free port, and the bound URLs are reported."""
+    from .http.server import serve as serve_http  # Quart is imported only when serving
+
+    await serve_http(
+        runtime,
+        host=host,
+        port=port,
+        settings=settings,
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )
+
 
 __all__ = [
     "Conflict",
@@ -30,6 +60,7 @@ __all__ = [
     "EmitError",
     "EventType",
     "Forbidden",
+    "HttpSettings",
     "InvalidRequest",
     "ItemResult",
     "JobStatus",
@@ -43,4 +74,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "open_runtime",
+    "serve",
 ]

@@ -172,8 +172,8 @@ def _admin_key(data: Path) -> tuple[str, bool]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from .http.app import HttpSettings
     from .http.server import serve as serve_http
+    from .http.settings import HttpSettings
     from .runtime import open_runtime
 
     data = data_dir(args.data)

@@ -7,7 +7,6 @@ token (429), run the handler, render JSON. Every error leaves as the spec's erro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -21,17 +20,9 @@ from .auth import Authenticator, Caller, key_from_headers
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
 from .routes import ADMIN, PUBLIC, ROUTES, Call, Reply, Route, retry_after
+from .settings import HttpSettings
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSettings:
-    admin_key: str | None = None
-    max_body: int = 1024 * 1024
-    rate: float = 1000.0
-    """Requests per second per key (token bucket; bursts up to one second's worth)."""
-    key_cache_seconds: float = 1.0
 
 
 def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:

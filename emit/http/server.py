@@ -9,7 +9,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from ..runtime import Runtime
-from .app import HttpSettings, create_app
+from .app import create_app
+from .settings import HttpSettings
 
 
 async def serve(

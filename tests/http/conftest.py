@@ -12,8 +12,7 @@ import pytest
 import trio
 
 import emit
-from emit.http.app import HttpSettings
-from emit.http.server import serve
+from emit.http.settings import HttpSettings
 
 ADMIN_KEY = "emit_admin_" + "t" * 43
 
@@ -54,7 +53,7 @@ async def start_server(tmp_path: Path, settings: HttpSettings) -> AsyncIterator[
             "unknown": "emit_" + "u" * 43,
         }
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(partial(serve, rt, port=0, settings=settings))
+            urls = await nursery.start(partial(emit.serve, rt, port=0, settings=settings))
             async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
                 yield Server(rt, client, urls[0], space.id, other.id, keys)
             nursery.cancel_scope.cancel()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from emit.http.app import HttpSettings
 from emit.http.ratelimit import RateLimiter
+from emit.http.settings import HttpSettings
 
 from .conftest import ADMIN_KEY, Server, start_server
 

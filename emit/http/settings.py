@@ -1,0 +1,22 @@
+"""The HTTP server's settings: a light module, so that ``emit`` can offer them without
+importing Quart until a server is actually started."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    admin_key: str | None = None
+    """The server-wide admin key (spaces and tokens only); None: no admin endpoints."""
+    max_body: int = 1024 * 1024
+    """Bytes; a larger body is refused with 413."""
+    rate: float = 1000.0
+    """Requests per second per key (token bucket; bursts up to one second's worth)."""
+    key_cache_seconds: float = 1.0
+    """How long a looked-up key is trusted before the store is asked again."""
+
+    def __post_init__(self) -> None:
+        if self.max_body < 1 or not self.rate > 0 or self.key_cache_seconds < 0:
+            raise ValueError("max_body >= 1, rate > 0 and key_cache_seconds >= 0, please")
