@@ -45,6 +45,7 @@ from .space.messages import (
     ClaimJob,
     CompleteJobs,
     CountJobs,
+    CountPollers,
     CreateJobs,
     FailJobs,
     KeepAlive,
@@ -349,6 +350,11 @@ class SpaceJobs:
 
     async def counts(self) -> dict[JobStatus, int]:
         answer: dict[JobStatus, int] = await self._ask(CountJobs())
+        return answer
+
+    async def pollers(self) -> int:
+        """How many long polls are parked in this space now."""
+        answer: int = await self._ask(CountPollers())
         return answer
 
     async def logs(

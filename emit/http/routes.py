@@ -282,7 +282,14 @@ async def retry(call: Call) -> Reply:
 
 async def stats(call: Call) -> Reply:
     counts = await call.jobs.counts()
-    return Reply(200, {"counts": {status.value: n for status, n in counts.items()}})
+    # "pollers" (extension): long polls parked right now, for dashboards and tests.
+    return Reply(
+        200,
+        {
+            "counts": {status.value: n for status, n in counts.items()},
+            "pollers": await call.jobs.pollers(),
+        },
+    )
 
 
 async def list_jobs(call: Call) -> Reply:

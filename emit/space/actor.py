@@ -51,6 +51,7 @@ from .messages import (
     ClaimJob,
     CompleteJobs,
     CountJobs,
+    CountPollers,
     CreateJobs,
     FailJobs,
     KeepAlive,
@@ -246,6 +247,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             case SetDefaultBackoff(backoff):
                 self.default_backoff = backoff
                 return None
+            case CountPollers():
+                return sum(1 for waiter in self.waiting if not waiter.done)
             case ReleasePollers():
                 released = [waiter for waiter in self.waiting if not waiter.done]
                 for waiter in released:

@@ -119,6 +119,11 @@ class SetDefaultBackoff(actors.Request[None]):
 
 
 @dataclass(frozen=True, slots=True)
+class CountPollers(actors.Request[int]):
+    """How many long polls are parked now."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReleasePollers(actors.Request[int]):
     """Answer every parked long poll now, with no jobs (the server is shutting down).
     Answer: how many were released."""
@@ -141,4 +146,5 @@ SpaceMessage = (
     | CountJobs
     | SetDefaultBackoff
     | ReleasePollers
+    | CountPollers
 )

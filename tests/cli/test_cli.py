@@ -133,3 +133,36 @@ def test_a_key_made_and_revoked_beside_a_running_server(served: Served, tmp_path
         assert http.get(stats, headers={"x-api-key": made["key"]}).status_code == 200
         run("tokens", "revoke", space, made["id"], data=data)
         assert http.get(stats, headers={"x-api-key": made["key"]}).status_code == 401
+
+
+def test_sigterm_answers_parked_long_polls_and_exits_cleanly(served: Served) -> None:
+    space = served.value("space id")
+    worker = served.value("worker key")
+    answers: list[httpx.Response] = []
+
+    def long_poll() -> None:
+        with httpx.Client(base_url=served.url, timeout=60) as http:
+            answers.append(
+                http.post(
+                    f"/api/v1/spaces/{space}/jobs/poll",
+                    json={"wait": 60},
+                    headers={"x-api-key": worker},
+                )
+            )
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    # Stop only once the poll is parked: ask the server until it says so (bounded).
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        producer = served.value("producer key")
+        for _ in range(2000):
+            stats = http.get(f"/api/v1/spaces/{space}/stats", headers={"x-api-key": producer})
+            if stats.json()["pollers"] == 1:
+                break
+        else:
+            pytest.fail("the long poll never parked")
+    code, rest = served.stop()
+    poller.join(timeout=30)
+    assert not poller.is_alive()
+    assert answers and answers[0].status_code == 200 and answers[0].json() == {"jobs": []}
+    assert code == 0 and "emit stopped" in rest

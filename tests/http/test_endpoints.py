@@ -207,6 +207,7 @@ async def test_list_stats_and_query_validation(server: Server) -> None:
     stats = await get(server, f"/api/v1/spaces/{server.space}/stats", "producer")
     assert stats.json()["counts"] == {"scheduled": 0, "pending": 3, "delivered": 0,
         "running": 0, "completed": 0, "dead": 0, "killed": 0}  # fmt: skip
+    assert stats.json()["pollers"] == 0
 
 
 async def test_management_endpoints(server: Server) -> None:
