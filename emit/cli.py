@@ -52,7 +52,9 @@ def _token_json(token: Token) -> dict[str, Any]:
     }
 
 
-async def _with_store(data: Path, work: Any) -> Any:
+async def _with_store(data: Path, work: Any, *, create: bool = False) -> Any:
+    if not create and not (data / DB_NAME).exists():
+        raise NotFound(f"no emit data in {data} (check --data, or start emit serve there first)")
     store = SQLiteStore(data / DB_NAME)
     await store.open()
     try:
@@ -73,7 +75,7 @@ async def spaces_create(data: Path, name: str, as_json: bool) -> None:
         else:
             print(f"space {space.name}: {space.id}\n  public token: {space.public_token}")
 
-    await _with_store(data, work)
+    await _with_store(data, work, create=True)
 
 
 async def spaces_list(data: Path, as_json: bool) -> None:
@@ -156,19 +158,21 @@ async def tokens_revoke(data: Path, space_id: str, token_id: str) -> None:
 
 
 def _admin_key(data: Path) -> tuple[str, bool]:
-    """The admin key, and whether it was made just now."""
+    """The admin key, and whether it is new (then the caller saves it with `_save_admin`
+    once the server is up, so a start that fails leaves no key nobody has seen)."""
     from_env = os.environ.get("EMIT_ADMIN_KEY")
     if from_env:
         return from_env, False
     path = data / ADMIN_FILE
     if path.exists():
         return path.read_text().strip(), False
-    data.mkdir(parents=True, exist_ok=True)
-    key = new_key(ADMIN_PREFIX)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return new_key(ADMIN_PREFIX), True
+
+
+def _save_admin(data: Path, key: str) -> None:
+    fd = os.open(data / ADMIN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(key + "\n")
-    return key, True
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -177,8 +181,7 @@ async def serve(args: argparse.Namespace) -> None:
     from .runtime import open_runtime
 
     data = data_dir(args.data)
-    first_start = not (data / DB_NAME).exists()
-    admin_key, admin_made = _admin_key(data)
+    admin_key, admin_new = _admin_key(data)
     settings = HttpSettings(
         admin_key=admin_key,
         max_body=args.max_body,
@@ -190,49 +193,70 @@ async def serve(args: argparse.Namespace) -> None:
     async def shutdown_trigger() -> None:
         await shutdown.wait()
 
-    async with open_runtime(data, synchronous=args.synchronous) as rt:
+    async with (
+        open_runtime(data, synchronous=args.synchronous) as rt,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def http(task_status: trio.TaskStatus[list[str]]) -> None:
+            await serve_http(
+                rt,
+                host=args.host,
+                port=args.port,
+                settings=settings,
+                shutdown_trigger=shutdown_trigger,
+                graceful_timeout=args.grace,
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()  # served out: stop listening for signals
+
+        # Signals are handled from before the first line is printed: whoever reads
+        # the URL may stop the server at once.
+        await nursery.start(_signals, rt, shutdown)
+        try:
+            urls: list[str] = await nursery.start(http)
+        except (OSError, BaseExceptionGroup) as error:
+            cause = _leaf(error)
+            if not isinstance(cause, OSError):
+                raise
+            raise StartFailed(f"cannot listen on {args.host}:{args.port}: {cause}") from None
+        # Only now that the server is up is anything made that must be shown once.
         welcome: list[str] = []
-        if first_start and not await rt.list_spaces():
+        if admin_new:
+            _save_admin(data, admin_key)
+            welcome.append(f"  admin key     {admin_key}  (saved in {data / ADMIN_FILE})")
+        if not await rt.list_spaces():
             space = await rt.create_space("default")
             producer = await rt.create_token(
                 space.id, name="producer", scopes=["jobs:create", "jobs:read"]
             )
             worker = await rt.create_token(space.id, name="worker", preset="worker")
-            welcome = [
-                "First start: made a space named default. These keys are shown once:",
-                f"  admin key     {admin_key}"
-                + (f"  (saved in {data / ADMIN_FILE})" if admin_made else ""),
+            welcome += [
                 f"  space id      {space.id}",
                 f"  producer key  {producer.key}   (jobs:create jobs:read)",
                 f"  worker key    {worker.key}   (worker preset)",
                 f"  public token  {space.public_token}   (jobs:read:progress)",
             ]
-        async with trio.open_nursery() as nursery:
-
-            async def http(task_status: trio.TaskStatus[list[str]]) -> None:
-                await serve_http(
-                    rt,
-                    host=args.host,
-                    port=args.port,
-                    settings=settings,
-                    shutdown_trigger=shutdown_trigger,
-                    graceful_timeout=args.grace,
-                    task_status=task_status,
-                )
-                nursery.cancel_scope.cancel()  # served out: stop listening for signals
-
-            # Signals are handled from before the first line is printed: whoever reads
-            # the URL may stop the server at once.
-            await nursery.start(_signals, rt, shutdown)
-            urls: list[str] = await nursery.start(http)
-            base = urls[0].replace("0.0.0.0", "127.0.0.1")
-            print(f"emit {__version__} serving {base}  (data: {data})", flush=True)
+        base = urls[0].replace("0.0.0.0", "127.0.0.1")
+        print(f"emit {__version__} serving {base}  (data: {data})", flush=True)
+        if welcome:
+            print("First start: shown this once.", flush=True)
             for line in welcome:
                 print(line, flush=True)
-            if not welcome:
-                for space in await rt.list_spaces():
-                    print(f"  space {space.name}: {space.id}", flush=True)
+        for space in await rt.list_spaces():
+            print(f"  space {space.name}: {space.id}", flush=True)
     print("emit stopped", flush=True)
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+class StartFailed(Exception):
+    """The server could not start; the message says why."""
 
 
 async def _signals(
@@ -316,5 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             trio.run(tokens_revoke, data, args.space_id, args.token_id)
     except EmitError as error:
         print(f"emit: {error.message}", file=sys.stderr)
+        return 2
+    except (StartFailed, ValueError) as error:
+        print(f"emit: {error}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:
+        known = group.subgroup(lambda e: isinstance(e, StartFailed | EmitError | ValueError))
+        if known is None:
+            raise
+        print(f"emit: {_leaf(known)}", file=sys.stderr)
         return 2
     return 0

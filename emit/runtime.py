@@ -474,22 +474,35 @@ class Runtime:
         return space
 
     async def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
-        """Change settings; only ``retryBackoff`` is understood by the engine so far."""
+        """Change the settings named (others stay as they are). Only ``retryBackoff`` is
+        understood so far; ``null`` removes it."""
         space = await self.get_space(space_id)
+        if not isinstance(settings, Mapping):
+            raise InvalidRequest("settings must be a JSON object")
         unknown = sorted(set(settings) - {"retryBackoff"})
         if unknown:
             raise InvalidRequest(f"unknown setting {unknown[0]!r}", field=unknown[0])
-        backoff = validate_backoff(settings.get("retryBackoff"), "retryBackoff")
-        merged = {**space.settings, **settings}
+        merged = dict(space.settings)
+        if "retryBackoff" in settings:
+            backoff = validate_backoff(settings["retryBackoff"], "retryBackoff")
+            if backoff is None:
+                merged.pop("retryBackoff", None)
+            else:
+                merged["retryBackoff"] = dict(backoff.to_wire())  # defaults filled in
         updated = Space(space.id, space.name, space.public_token, space.created_at, merged)
         await self._commit(Changes(spaces=[updated]))
         ref = await self._space_ref(space_id)
-        await ref.ask(SetDefaultBackoff(backoff), timeout=ASK_TIMEOUT)
+        current = validate_backoff(merged.get("retryBackoff"), "retryBackoff")
+        await ref.ask(SetDefaultBackoff(current), timeout=ASK_TIMEOUT)
         return updated
 
     async def delete_space(self, space_id: str) -> None:
         await self.get_space(space_id)
-        if self.spaces.whereis(space_id) is not None:
+        ref = self.spaces.whereis(space_id)
+        if isinstance(ref, actors.ActorRef):
+            # Parked long polls get an empty answer, not a 503: the space is going away.
+            with contextlib.suppress(actors.ActorError):
+                await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
             await self.spaces.stop_child(space_id)
         await self._commit(Changes(deleted_spaces=[space_id]))
 

@@ -72,7 +72,7 @@ class RetryBackoff:
     def delay(self, retry: int) -> float:
         return min(self.max_seconds, self.initial_seconds * self.factor ** (retry - 1))
 
-    def to_wire(self) -> dict[str, float]:
+    def to_wire(self) -> dict[str, JSON]:
         return {
             "initialSeconds": self.initial_seconds,
             "factor": self.factor,

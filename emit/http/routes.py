@@ -84,7 +84,8 @@ class Call:
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            raise InvalidRequest(f"{name} must be an integer from {low} to {high}", field=name)
+            span = f"from {low} to {high}" if high < 10**9 else f">= {low}"
+            raise InvalidRequest(f"{name} must be an integer {span}", field=name)
         return value
 
 

@@ -115,6 +115,7 @@ def test_json_shapes(tmp_path: Path) -> None:
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    run("spaces", "create", "one", data=data)
     done = subprocess.run(
         [*EMIT, "tokens", "create", "01NOSUCHSPACE0000000000000", "--name", "x",
          "--preset", "worker", "--data", str(data)],
@@ -166,3 +167,41 @@ def test_sigterm_answers_parked_long_polls_and_exits_cleanly(served: Served) -> 
     assert not poller.is_alive()
     assert answers and answers[0].status_code == 200 and answers[0].json() == {"jobs": []}
     assert code == 0 and "emit stopped" in rest
+
+
+def test_a_start_that_cannot_listen_fails_cleanly_and_shows_its_keys_next_time(
+    served: Served, tmp_path: Path
+) -> None:
+    port = served.url.rsplit(":", 1)[1]
+    second = tmp_path / "second"
+    done = subprocess.run(
+        [*EMIT, "serve", "--data", str(second), "--port", port],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "cannot listen" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (second / "admin.key").exists()  # nothing was made that nobody has seen
+    later = Served(second)
+    try:
+        assert any(line.strip().startswith("worker key") for line in later.lines)
+        assert any(line.strip().startswith("admin key") for line in later.lines)
+    finally:
+        later.stop()
+
+
+def test_read_commands_need_an_existing_data_directory(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*EMIT, "spaces", "list", "--data", str(tmp_path / "typo")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no emit data" in done.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_bad_flags_are_refused_before_anything_is_made(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*EMIT, "serve", "--data", str(tmp_path / "d"), "--rate-limit", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "rate" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "d").exists()

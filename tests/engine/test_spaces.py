@@ -2,6 +2,8 @@
 scopes from one pure module, revocation, deletion."""
 
 import pytest
+import trio
+from trio.testing import MockClock
 
 import emit
 from emit.ids import hash_key
@@ -84,3 +86,34 @@ async def test_space_settings_are_validated(rt: emit.Runtime) -> None:
         await rt.update_space(space.id, {"colour": "red"})
     with pytest.raises(emit.InvalidRequest, match="name"):
         await rt.create_space("")
+
+
+async def test_a_settings_update_changes_only_what_it_names(rt: emit.Runtime) -> None:
+    space = await rt.create_space("s")
+    jobs = rt.space(space.id)
+    await rt.update_space(space.id, {"retryBackoff": {"initialSeconds": 30}})
+    updated = await rt.update_space(space.id, {})  # names nothing: changes nothing
+    assert updated.settings["retryBackoff"] == {
+        "initialSeconds": 30, "factor": 2, "maxSeconds": 3600,
+    }  # fmt: skip
+    job = await jobs.create("j")
+    await jobs.poll()
+    assert (await jobs.fail(job.id, "x")).status == "scheduled"  # the backoff still applies
+    cleared = await rt.update_space(space.id, {"retryBackoff": None})
+    assert "retryBackoff" not in cleared.settings
+
+
+async def test_deleting_a_space_answers_its_parked_polls_with_no_jobs(
+    autojump_clock: MockClock, rt: emit.Runtime
+) -> None:
+    space = await rt.create_space("s")
+    answers: list[list[emit.Delivery]] = []
+
+    async def long_poll() -> None:
+        answers.append(await rt.space(space.id).poll(wait=60))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(long_poll)
+        await trio.sleep(1)
+        await rt.delete_space(space.id)
+    assert answers == [[]]
