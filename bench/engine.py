@@ -1,0 +1,540 @@
+"""Benchmark of the embedded engine (no HTTP), run by hand from the project root:
+``.venv/bin/python -m bench.engine`` (as a module, so ``import emit`` finds the engine).
+
+Measures, in one run on the same machine, through the embedding API (`emit.open_runtime`):
+  1. durable lifecycle throughput (jobs/s): create -> poll -> ack -> complete, batched
+     (create_many of --batch, poll count=50 wait=1 ack=True, complete_many), SQLite store
+     with synchronous=FULL (the default), --workers worker tasks and one producer task;
+     beside beanstalkd 1.x started here on a free loopback port with its binlog on
+     (``-b DIR``), driven by greenstalk put -> reserve -> delete from --workers processes,
+     once with beanstalkd's default fsync (at most every 50 ms) and once with ``-f0``
+     (fsync every write, the only setting as strict as synchronous=FULL);
+  2. memory per pending job: process RSS (VmRSS) before and after creating --pending
+     jobs with payload {"i": n} in one space (SQLite store, synchronous=NORMAL for this
+     fill phase only, to keep it fast);
+  3. poll latency: p50/p99 of poll(count=1) + complete round trips with 1k pending vs
+     --pending pending (samples interleaved; each taken job is replaced, so the backlog
+     stays put); in the runtime recovered in 4, so with synchronous=FULL;
+  4. recovery: time to enter ``open_runtime(dir)`` on the filled store (it loads every
+     space first), in this process and in a fresh one (with that process's RSS).
+Targets: emit >= 3x beanstalkd (default fsync; 8.6k jobs/s in the developers' guide,
+4 workers, binlog on); <= 1 KB per pending job beyond its payload; poll latency flat
+(p50 at --pending within 1.5x of p50 at 1k); recovery of 1M jobs <= 10 s.
+The default run takes about 4 minutes on the 2-core machine (most of it filling and
+recovering the 1M backlog); ``--pending 100000`` for a quick one. ``--profile N`` then
+runs emit's lifecycle once more under cProfile and prints its top N functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import emit
+from emit import JobStatus
+from emit.codec import dumps
+
+LIFECYCLE_TARGET = 3.0
+MEMORY_TARGET = 1024
+FLAT_TARGET = 1.5
+RECOVERY_TARGET = 10.0
+BEANSTALK_TUBE = "bench"
+ROOT = Path(__file__).resolve().parent.parent  # the project root, for the fresh process
+
+
+def rss() -> int:
+    """This process's resident set size, bytes."""
+    return _status_kb("VmRSS:") * 1024
+
+
+def peak_rss() -> int:
+    return _status_kb("VmHWM:") * 1024
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def payload(i: int) -> dict[str, int]:
+    return {"i": i}
+
+
+# ------------------------------------------------------------------ 1. lifecycle, emit
+
+
+@dataclass
+class Rate:
+    jobs_per_s: float
+    cpu_us_per_job: float
+    """emit: the whole process (event loop, SQLite threads, the bench's own loops);
+    beanstalkd: the server process only."""
+
+
+async def emit_lifecycle(data: Path, total: int, workers: int, batch: int) -> Rate:
+    """jobs/s of create -> poll(ack) -> complete for ``total`` jobs, synchronous=FULL."""
+    async with emit.open_runtime(data) as rt:
+        space = await rt.create_space("lifecycle")
+        jobs = rt.space(space.id)
+        completed = 0
+        finished = cpu_finished = 0.0
+
+        async def produce() -> None:
+            for start in range(0, total, batch):
+                end = min(total, start + batch)
+                await jobs.create_many(
+                    [{"name": "n", "payload": payload(i)} for i in range(start, end)]
+                )
+
+        async def work(nursery: trio.Nursery) -> None:
+            nonlocal completed, finished, cpu_finished
+            while completed < total:
+                deliveries = await jobs.poll(count=50, wait=1.0, ack=True)
+                if not deliveries:
+                    continue
+                results = await jobs.complete_many(
+                    [{"id": d.id, "result": None, "leaseId": d.lease_id} for d in deliveries]
+                )
+                errors = [r for r in results if isinstance(r, emit.EmitError)]
+                if errors:
+                    raise errors[0]
+                completed += len(deliveries)
+            if not finished:
+                finished, cpu_finished = time.perf_counter(), time.process_time()
+                nursery.cancel_scope.cancel()  # the other workers sit in a long poll
+
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with trio.fail_after(max(120.0, total / 200)):  # bounded, even if jobs went missing
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                for _ in range(workers):
+                    nursery.start_soon(work, nursery)
+        counts = await jobs.counts()
+        if counts[JobStatus.COMPLETED] != total:
+            raise RuntimeError(f"expected {total:,} completed jobs, have {counts}")
+        return Rate(total / (finished - start), (cpu_finished - cpu_start) / total * 1e6)
+
+
+# ------------------------------------------------------------- 1. lifecycle, beanstalkd
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _beanstalk_worker(port: int, n: int, barrier: Any, results: Any) -> None:
+    """One worker process: ``n`` times put -> reserve -> delete."""
+    import greenstalk
+
+    client = greenstalk.Client(("127.0.0.1", port), use=BEANSTALK_TUBE, watch=BEANSTALK_TUBE)
+    try:
+        barrier.wait(timeout=60)
+        start = time.monotonic()
+        for i in range(n):
+            client.put(dumps(payload(i)))
+            job = client.reserve(timeout=10)
+            client.delete(job)
+        results.put((start, time.monotonic()))
+    finally:
+        client.close()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def beanstalkd_lifecycle(binary: str, flags: list[str], total: int, workers: int) -> Rate:
+    """jobs/s of put -> reserve -> delete for ``total`` jobs against a beanstalkd of our
+    own (loopback, binlog on in a fresh directory), stopped before returning."""
+    binlog = tempfile.mkdtemp(prefix="emit-bench-beanstalkd-")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "-l", "127.0.0.1", "-p", str(port), "-b", binlog, *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(200):  # up to 10 s
+            if server.poll() is not None:
+                _, error = server.communicate()
+                raise RuntimeError(f"beanstalkd exited: {error!r}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("beanstalkd did not start listening within 10 s")
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(workers + 1)
+        results = context.Queue()
+        share = total // workers
+        processes = [
+            context.Process(target=_beanstalk_worker, args=(port, share, barrier, results))
+            for _ in range(workers)
+        ]
+        for process in processes:
+            process.start()
+        try:
+            barrier.wait(timeout=60)
+            cpu_start = process_cpu(server.pid)
+            spans = [results.get(timeout=max(120.0, total / 200)) for _ in processes]
+            cpu = process_cpu(server.pid) - cpu_start
+        finally:
+            for process in processes:
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+        elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+        return Rate(share * workers / elapsed, cpu / (share * workers) * 1e6)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(binlog, ignore_errors=True)
+
+
+# ----------------------------------------------------- 2-4. memory, latency, recovery
+
+
+async def fill(jobs: emit.SpaceJobs, total: int, batch: int) -> None:
+    for start in range(0, total, batch):
+        end = min(total, start + batch)
+        await jobs.create_many([{"name": "n", "payload": payload(i)} for i in range(start, end)])
+
+
+@dataclass
+class Filled:
+    small_id: str
+    big_id: str
+    rss_before: int
+    rss_after: int
+    seconds: float
+
+
+async def fill_store(data: Path, small: int, pending: int, batch: int) -> Filled:
+    """Two spaces: ``small`` pending jobs, then ``pending`` pending jobs with the RSS
+    measured around the second fill. synchronous=NORMAL, for speed (fill phase only)."""
+    async with emit.open_runtime(data, synchronous="NORMAL") as rt:
+        small_space = await rt.create_space("small")
+        big_space = await rt.create_space("big")
+        await fill(rt.space(small_space.id), small, batch)
+        big = rt.space(big_space.id)
+        await big.counts()  # the space actor is up and has answered once
+        gc.collect()
+        before = rss()
+        start = time.perf_counter()
+        await fill(big, pending, batch)
+        seconds = time.perf_counter() - start
+        gc.collect()
+        after = rss()
+        counts = await big.counts()
+        if counts[JobStatus.PENDING] != pending:
+            raise RuntimeError(f"expected {pending:,} pending jobs, have {counts}")
+    return Filled(small_space.id, big_space.id, before, after, seconds)
+
+
+async def round_trip(jobs: emit.SpaceJobs, i: int) -> tuple[float, float]:
+    """One poll(count=1) + complete, timed (poll alone, whole trip), then one create
+    (untimed) to put the backlog back where it was."""
+    start = time.perf_counter()
+    [delivery] = await jobs.poll(count=1)
+    polled = time.perf_counter()
+    await jobs.complete(delivery.id, None, lease_id=delivery.lease_id)
+    done = time.perf_counter()
+    await jobs.create("n", payload=payload(i))
+    return (polled - start) * 1e6, (done - start) * 1e6
+
+
+@dataclass
+class Latencies:
+    small_poll: list[float]
+    small_trip: list[float]
+    big_poll: list[float]
+    big_trip: list[float]
+
+
+async def latencies(rt: emit.Runtime, filled: Filled, samples: int, warmup: int) -> Latencies:
+    small, big = rt.space(filled.small_id), rt.space(filled.big_id)
+    result = Latencies([], [], [], [])
+    for i in range(warmup + samples):
+        # Interleaved, and which goes first alternates, so drift hits both alike.
+        order = [
+            (small, result.small_poll, result.small_trip),
+            (big, result.big_poll, result.big_trip),
+        ]
+        for jobs, polls, trips in order if i % 2 else order[::-1]:
+            poll_us, trip_us = await round_trip(jobs, i)
+            if i >= warmup:
+                polls.append(poll_us)
+                trips.append(trip_us)
+    return result
+
+
+async def recover_here(
+    data: Path, filled: Filled, small: int, pending: int, samples: int
+) -> tuple[float, Latencies]:
+    """Time entering open_runtime on the filled store (synchronous=FULL), check what it
+    loaded, then take the latency samples in that runtime."""
+    start = time.perf_counter()
+    async with emit.open_runtime(data) as rt:
+        seconds = time.perf_counter() - start
+        for space_id, expected in ((filled.small_id, small), (filled.big_id, pending)):
+            counts = await rt.space(space_id).counts()
+            if counts[JobStatus.PENDING] != expected:
+                raise RuntimeError(f"recovered {counts}, expected {expected:,} pending")
+        measured = await latencies(rt, filled, samples, warmup=min(200, samples))
+    return seconds, measured
+
+
+def recover_in_child(data: Path) -> None:
+    """``--recover DIR``: time a recovery of DIR in this fresh process; print JSON."""
+
+    async def run() -> dict[str, float]:
+        gc.collect()
+        before = rss()
+        start = time.perf_counter()
+        async with emit.open_runtime(data) as rt:
+            seconds = time.perf_counter() - start
+            gc.collect()
+            after = rss()
+            loaded = 0
+            for space in await rt.list_spaces():
+                counts = await rt.space(space.id).counts()
+                loaded += sum(n for status, n in counts.items() if not status.final)
+        return {
+            "seconds": seconds,
+            "rss_before": before,
+            "rss_after": after,
+            "peak": peak_rss(),
+            "jobs": loaded,
+        }
+
+    print(json.dumps(trio.run(run)))
+
+
+async def recover_fresh(data: Path) -> dict[str, float]:
+    done = await trio.run_process(
+        [sys.executable, "-m", "bench.engine", "--recover", str(data)],
+        capture_stdout=True,
+        cwd=ROOT,
+    )
+    answer: dict[str, float] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return answer
+
+
+# --------------------------------------------------------------------------- report
+
+
+async def main(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="emit-bench-", dir=args.dir))
+    print(
+        f"emit {emit.__version__}, trio {trio.__version__}, SQLite {sqlite3.sqlite_version}, "
+        f"CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f} at start; data in {base}"
+    )
+    try:
+        await lifecycle_part(args, base)
+        await state_part(args, base)
+        if args.profile:
+            await profile_part(args, base)
+    finally:
+        print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other work skews all numbers)")
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _rates(rates: list[Rate]) -> str:
+    return ", ".join(f"{rate.jobs_per_s:,.0f}" for rate in rates)
+
+
+async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
+    if args.jobs <= 0:
+        return
+    modes = [("default fsync, <= every 50 ms", []), ("-f0, fsync every write", ["-f", "0"])]
+    emit_rates: list[Rate] = []
+    beanstalk_rates: dict[str, list[Rate]] = {label: [] for label, _ in modes}
+    for round_no in range(args.rounds):  # interleaved, so drift on the machine hits all
+        data = base / f"lifecycle-{round_no}"
+        emit_rates.append(await emit_lifecycle(data, args.jobs, args.workers, args.batch))
+        shutil.rmtree(data, ignore_errors=True)
+        for label, flags in modes:
+            rate = await trio.to_thread.run_sync(
+                beanstalkd_lifecycle, args.beanstalkd, flags, args.jobs, args.workers
+            )
+            beanstalk_rates[label].append(rate)
+    best = max(emit_rates, key=lambda rate: rate.jobs_per_s)
+    print(
+        f"\n1. durable lifecycle: {args.jobs:,} jobs, {args.workers} workers, best of "
+        f"{args.rounds} (CPU: emit's whole process; beanstalkd's server alone)"
+    )
+    print(
+        f"  {'emit, SQLite synchronous=FULL':48}: {best.jobs_per_s:8,.0f} jobs/s  "
+        f"{best.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(emit_rates)})"
+    )
+    print(f"  {'':48}  create_many({args.batch}) -> poll(50, wait=1, ack) -> complete_many")
+    for label, _ in modes:
+        rates = beanstalk_rates[label]
+        top = max(rates, key=lambda rate: rate.jobs_per_s)
+        print(
+            f"  {'beanstalkd binlog, ' + label:48}: {top.jobs_per_s:8,.0f} jobs/s  "
+            f"{top.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(rates)})   "
+            f"emit / this {best.jobs_per_s / top.jobs_per_s:.2f}x"
+        )
+    reference = max(rate.jobs_per_s for rate in beanstalk_rates[modes[0][0]])
+    ratio = best.jobs_per_s / reference
+    verdict = "met" if ratio >= LIFECYCLE_TARGET else "NOT met"
+    print(
+        f"  target: emit >= {LIFECYCLE_TARGET:g}x beanstalkd with its default fsync: "
+        f"{ratio:.2f}x, {verdict}"
+    )
+
+
+async def state_part(args: argparse.Namespace, base: Path) -> None:
+    if args.pending <= 0:
+        return
+    data = base / "state"
+    filled = await fill_store(data, args.small, args.pending, args.batch)
+    per_job = (filled.rss_after - filled.rss_before) / args.pending
+    text = dumps(payload(args.pending // 2))
+    in_memory = sys.getsizeof(text)
+    beyond = per_job - in_memory
+    verdict = "met" if beyond <= MEMORY_TARGET else "NOT met"
+    print(
+        f"\n2. memory per pending job: {args.pending:,} jobs in one space, SQLite store "
+        f"(synchronous=NORMAL for this fill only)"
+    )
+    print(
+        f"  {'fill rate':26}: {args.pending / filled.seconds:8,.0f} jobs/s "
+        f"({filled.seconds:.1f} s, create_many of {args.batch})"
+    )
+    print(
+        f"  {'RSS before / after':26}: {filled.rss_before / 2**20:8,.1f} MiB / "
+        f"{filled.rss_after / 2**20:,.1f} MiB"
+    )
+    print(f"  {'RSS per pending job':26}: {per_job:8,.0f} B")
+    print(
+        f"  {'payload ' + text:26}: {len(text):8} B as JSON text, {in_memory} B as the str "
+        f"the job keeps"
+    )
+    print(f"  {'beyond the payload':26}: {beyond:8,.0f} B   target <= {MEMORY_TARGET} B, {verdict}")
+
+    seconds, measured = await recover_here(data, filled, args.small, args.pending, args.samples)
+    fresh = await recover_fresh(data)
+
+    print(
+        f"\n3. poll(count=1) + complete round trip: {args.samples:,} samples per backlog, "
+        f"interleaved, synchronous=FULL, microseconds"
+    )
+    rows = [
+        (f"{args.small:,} pending", measured.small_poll, measured.small_trip),
+        (f"{args.pending:,} pending", measured.big_poll, measured.big_trip),
+    ]
+    for label, polls, trips in rows:
+        print(
+            f"  {label:26}: p50 {percentile(trips, 0.5):6,.0f}  p99 "
+            f"{percentile(trips, 0.99):6,.0f}  mean {statistics.mean(trips):6,.0f}   "
+            f"(poll alone: p50 {percentile(polls, 0.5):6,.0f}  p99 {percentile(polls, 0.99):6,.0f})"
+        )
+    ratio = percentile(measured.big_trip, 0.5) / percentile(measured.small_trip, 0.5)
+    ratio99 = percentile(measured.big_trip, 0.99) / percentile(measured.small_trip, 0.99)
+    verdict = "met" if ratio <= FLAT_TARGET else "NOT met"
+    print(
+        f"  {'big / small':26}: p50 {ratio:.2f}x, p99 {ratio99:.2f}x   "
+        f"target p50 <= {FLAT_TARGET:g}x (flat), {verdict}"
+    )
+
+    loaded = args.pending + args.small
+    target = RECOVERY_TARGET * loaded / 1_000_000
+    print(
+        f"\n4. recovery: entering open_runtime(dir) on {loaded:,} pending jobs in 2 spaces, "
+        f"target <= {target:.1f} s ({RECOVERY_TARGET:g} s per 1M)"
+    )
+    for label, secs in (("in this process", seconds), ("in a fresh process", fresh["seconds"])):
+        verdict = "met" if secs <= target else "NOT met"
+        print(f"  {label:26}: {secs:8.2f} s  ({loaded / secs:8,.0f} jobs/s), {verdict}")
+    grown = (fresh["rss_after"] - fresh["rss_before"]) / fresh["jobs"]
+    print(
+        f"  {'fresh process RSS':26}: {fresh['rss_before'] / 2**20:8,.0f} MiB before, "
+        f"{fresh['rss_after'] / 2**20:,.0f} MiB after ({grown:,.0f} B per recovered job), "
+        f"peak {fresh['peak'] / 2**20:,.0f} MiB"
+    )
+
+
+async def profile_part(args: argparse.Namespace, base: Path) -> None:
+    """``--profile``: one more emit lifecycle run under cProfile (the event-loop thread
+    only; SQLite commits run in worker threads and show up as time in epoll)."""
+    import cProfile
+    import pstats
+
+    total = args.jobs or 30_000
+    profiler = cProfile.Profile()
+    profiler.enable()
+    rate = await emit_lifecycle(base / "profile", total, args.workers, args.batch)
+    profiler.disable()
+    print(f"\nprofile: emit lifecycle, {total:,} jobs, {rate.jobs_per_s:,.0f} jobs/s profiled")
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(args.profile)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=50_000, help="lifecycle jobs per run (0: skip)")
+    parser.add_argument("--rounds", type=int, default=2, help="lifecycle runs of each, interleaved")
+    parser.add_argument("--workers", type=int, default=4, help="worker tasks / processes")
+    parser.add_argument("--batch", type=int, default=1000, help="create_many batch size")
+    parser.add_argument("--pending", type=int, default=1_000_000, help="big backlog (0: skip 2-4)")
+    parser.add_argument("--small", type=int, default=1000, help="small backlog, for latency")
+    parser.add_argument("--samples", type=int, default=3000, help="latency samples per backlog")
+    parser.add_argument("--dir", default=None, help="where the temporary data goes")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then profile emit's lifecycle, top N functions",
+    )
+    parser.add_argument("--beanstalkd", default=shutil.which("beanstalkd") or "/usr/bin/beanstalkd")
+    parser.add_argument("--recover", type=Path, help=argparse.SUPPRESS)  # the fresh process
+    args = parser.parse_args()
+    if args.recover is not None:
+        recover_in_child(args.recover)
+    else:
+        trio.run(main, args)
