@@ -1,20 +1,43 @@
-"""JSON in and out. Payloads, results and checkpoints are kept as encoded text, so they
-are written to the store and sent to workers without being decoded and encoded again."""
+"""JSON in and out, with orjson: the standard library's encoder showed up as a sixth of
+the engine's time per job (bench/engine.py profile), orjson takes a tenth of that.
+
+Payloads, results and checkpoints are kept as encoded text, so they are written to the
+store and sent to workers without being decoded and encoded again. orjson writes NaN and
+infinities as null; JSON cannot carry them, so `dumps` refuses them instead, as the
+standard library does with ``allow_nan=False``.
+"""
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
+
+import orjson
 
 JSON = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(item) for item in value)
+    return True
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text; raises ValueError for NaN/Infinity and TypeError for non-JSON."""
-    return _encoder.encode(value)
+    """Compact JSON text; ValueError for NaN or infinity, TypeError for what is not JSON."""
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(str(exc)) from None
+    if "null" in text and not _finite(value):
+        raise ValueError("NaN and infinities are not JSON")
+    return text
 
 
 def loads(text: str | bytes) -> Any:
-    return json.loads(text)
+    """Parse JSON; ValueError when it is not (orjson refuses NaN, as JSON does)."""
+    return orjson.loads(text)

@@ -6,9 +6,9 @@ token (429), run the handler, render JSON. Every error leaves as the spec's erro
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -22,16 +22,12 @@ from .ratelimit import RateLimiter
 from .routes import ADMIN, PUBLIC, ROUTES, Call, Reply, Route, retry_after
 from .settings import HttpSettings
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
 
 def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     if body is None:
         response = Response(b"", status=status)
     else:
-        response = Response(
-            _encoder.encode(body).encode(), status=status, content_type="application/json"
-        )
+        response = Response(orjson.dumps(body), status=status, content_type="application/json")
     for name, value in headers:
         response.headers[name] = value
     return response
@@ -67,7 +63,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     app.config["JSON_SORT_KEYS"] = False
     auth = Authenticator(runtime, settings.admin_key, settings.key_cache_seconds)
     limiter = RateLimiter(settings.rate, max(1.0, settings.rate))
-    document = _encoder.encode(openapi_document()).encode()
+    document = orjson.dumps(openapi_document())
 
     async def dispatch(route: Route, params: dict[str, str]) -> Response:
         try:
