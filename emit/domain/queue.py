@@ -41,6 +41,23 @@ class ReadyQueue:
         heapq.heappush(heap, (-job.priority, job.seq, next(self._pushes), job.queue_token, job))
         self._size += 1
 
+    def extend(self, jobs: Iterable[Job]) -> None:
+        """Queue many jobs at once (recovery): one heapify per name, not a push per job."""
+        touched = set()
+        for job in jobs:
+            if job.in_queue:
+                continue
+            job.in_queue = True
+            job.queue_token += 1
+            heap = self._heaps.get(job.name)
+            if heap is None:
+                heap = self._heaps[job.name] = []
+            heap.append((-job.priority, job.seq, next(self._pushes), job.queue_token, job))
+            touched.add(job.name)
+            self._size += 1
+        for name in touched:
+            heapq.heapify(self._heaps[name])
+
     def discard(self, job: Job) -> None:
         """Take the job out (it left the pending state some other way than `pop`)."""
         if not job.in_queue:

@@ -140,11 +140,13 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.counts.update(state.counts)
         self.seq = state.max_seq
         self.idempotency = dict(state.idempotency)
+        jobs = self.jobs
+        track = self.timers.track
         for job in state.live_jobs:
-            self.jobs[job.id] = job
-            if job.status is JobStatus.PENDING:
-                self.queue.push(job)
-            self.timers.track(job)
+            jobs[job.id] = job
+            if job.deadline is not None:
+                track(job)
+        self.queue.extend(job for job in state.live_jobs if job.status is JobStatus.PENDING)
 
     def wakeup_at(self) -> float:
         next_at = self.timers.next_at()

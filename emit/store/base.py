@@ -17,7 +17,7 @@ class SpaceState:
 
     space: Space
     live_jobs: list[Job]
-    """Every job not yet final, oldest first."""
+    """Every job not yet final, in no particular order (each carries its ``seq``)."""
     counts: dict[JobStatus, int]
     max_seq: int
     idempotency: dict[str, str]

@@ -119,23 +119,57 @@ def state_row(job: Job) -> StateRow:
     )
 
 
-def job_from_row(row: JobRow) -> Job:
-    values = dict(zip(JOB_COLUMNS, row, strict=True))
-    backoff = values.pop("retry_backoff")
-    headers = values.pop("callback_headers")
-    progress = values.pop("progress")
-    status = JobStatus(values.pop("status"))
-    retry_backoff = None
+_STATUS = {status.value: status for status in JobStatus}
+
+
+def job_from_row(row: JobRow, names: dict[str, str] | None = None) -> Job:
+    """A job from its row. Recovery builds a million of these, so it assigns the slots
+    directly rather than through keyword arguments, and ``names`` (a cache the caller
+    keeps) makes jobs share one string per space id and job name."""
+    (
+        job_id, space_id, seq, name, payload, status, priority, max_retries, attempt,
+        timeout, scheduled_for, callback_url, headers, idempotency_key, backoff, progress,
+        result, checkpoint, lease_id, deadline, event_seq, log_seq, created_at, updated_at,
+        delivered_at, started_at, completed_at,
+    ) = row  # fmt: skip
+    if names is not None:
+        space_id = names.setdefault(space_id, space_id)
+        name = names.setdefault(name, name)
+    job = Job.__new__(Job)
+    job.id = job_id
+    job.space_id = space_id
+    job.seq = seq
+    job.name = name
+    job.payload = payload
+    job.status = _STATUS[status]
+    job.priority = priority
+    job.max_retries = max_retries
+    job.attempt_number = attempt
+    job.timeout_seconds = timeout
+    job.scheduled_for = scheduled_for
+    job.callback_url = callback_url
+    job.callback_headers = None if headers is None else loads(headers)
+    job.idempotency_key = idempotency_key
+    job.retry_backoff = None
     if backoff is not None:
         spec = loads(backoff)
-        retry_backoff = RetryBackoff(spec["initialSeconds"], spec["factor"], spec["maxSeconds"])
-    return Job(
-        status=status,
-        retry_backoff=retry_backoff,
-        callback_headers=None if headers is None else loads(headers),
-        progress=None if progress is None else loads(progress),
-        **values,
-    )
+        job.retry_backoff = RetryBackoff(spec["initialSeconds"], spec["factor"], spec["maxSeconds"])
+    job.progress = None if progress is None else loads(progress)
+    job.result = result
+    job.checkpoint = checkpoint
+    job.lease_id = lease_id
+    job.deadline = deadline
+    job.event_seq = event_seq
+    job.log_seq = log_seq
+    job.created_at = created_at
+    job.updated_at = updated_at
+    job.delivered_at = delivered_at
+    job.started_at = started_at
+    job.completed_at = completed_at
+    job.queue_token = 0
+    job.in_queue = False
+    job.timer_at = None
+    return job
 
 
 def event_row(job_id: str, event: Event) -> EventRow:

@@ -12,6 +12,7 @@ but may lose the last transactions on power loss, for more commits per second.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -48,7 +49,7 @@ _INSERT_JOB = (
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in STATE_COLUMNS)} WHERE id = ?"
 _INSERT_EVENT = "INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_LOG = "INSERT INTO job_logs VALUES (?, ?, ?, ?, ?, ?)"
-_FINAL = ("completed", "dead", "killed")
+_LIVE = ("scheduled", "pending", "delivered", "running")
 
 
 def _space(row: tuple[Any, ...]) -> Space:
@@ -199,14 +200,19 @@ class SQLiteStore(Store):
             if row is None:
                 return None
             # One read transaction, so the jobs, counts and keys agree with each other.
+            # Live jobs come by the status index, in no particular order: the queue orders
+            # them by (priority, seq) itself. The collector is paused meanwhile: a million
+            # new objects would set it off again and again, for no garbage.
             db.execute("BEGIN")
+            names: dict[str, str] = {}
+            collecting = gc.isenabled()
+            gc.disable()
             try:
                 live = [
-                    job_from_row(r)
+                    job_from_row(r, names)
                     for r in db.execute(
-                        f"{_JOB_SELECT} WHERE space_id = ? AND status NOT IN (?, ?, ?) "
-                        "ORDER BY seq",
-                        (space_id, *_FINAL),
+                        f"{_JOB_SELECT} WHERE space_id = ? AND status IN (?, ?, ?, ?)",
+                        (space_id, *_LIVE),
                     )
                 ]
                 counts = {status: 0 for status in JobStatus}
@@ -226,6 +232,8 @@ class SQLiteStore(Store):
                     ).fetchall()
                 )
             finally:
+                if collecting:
+                    gc.enable()
                 db.execute("COMMIT")
             return SpaceState(_space(row), live, counts, max_seq, keys)
 

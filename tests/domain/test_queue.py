@@ -265,3 +265,21 @@ def test_a_discarded_job_under_a_filter_does_not_hide_the_next_one() -> None:
     queue = filled(top, nxt, make_job("b", priority=100))
     queue.discard(top)
     assert queue.pop(["a"]) is nxt
+
+
+def test_extend_gives_the_same_order_as_pushing_one_by_one() -> None:
+    rng = random.Random(7)
+    specs = [(rng.choice("abc"), rng.randint(-3, 3)) for _ in range(300)]
+    pushed, extended = ReadyQueue(), ReadyQueue()
+    for seq, (name, priority) in enumerate(specs, start=1):
+        pushed.push(make_job(name, priority, seq=seq))
+    extended.extend(reversed([make_job(n, p, seq=s) for s, (n, p) in enumerate(specs, start=1)]))
+    assert len(pushed) == len(extended) == 300
+
+    def drain(queue: ReadyQueue) -> list[tuple[str, int]]:
+        order = []
+        while (job := queue.pop()) is not None:
+            order.append((job.name, job.seq))
+        return order
+
+    assert drain(pushed) == drain(extended)
