@@ -74,7 +74,7 @@ def job_row(job: Job) -> JobRow:
         job.seq,
         job.name,
         job.payload,
-        job.status.value,
+        job.status,  # a str: SQLite stores the text; .value costs more than the bind
         job.priority,
         job.max_retries,
         job.attempt_number,
@@ -101,7 +101,7 @@ def job_row(job: Job) -> JobRow:
 
 def state_row(job: Job) -> StateRow:
     return (
-        job.status.value,
+        job.status,
         job.attempt_number,
         job.scheduled_for,
         _json_or_none(job.progress),
@@ -176,7 +176,7 @@ def event_row(job_id: str, event: Event) -> EventRow:
     return (
         job_id,
         event.seq,
-        event.type.value,
+        event.type,
         event.attempt_number,
         _json_or_none(event.data),
         event.created_at,
