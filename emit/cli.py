@@ -22,12 +22,13 @@ from typing import Any
 import trio
 
 from . import __version__
-from .clock import Clock, iso
+from .clock import Clock
 from .errors import EmitError, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
-from .store.records import Changes, Space, Token
+from .store.records import Changes, Space
 from .store.sqlite import SQLiteStore
+from .views import space_to_wire, token_to_wire
 
 DEFAULT_DATA = "emit-data"
 DB_NAME = "emit.db"
@@ -39,17 +40,10 @@ def data_dir(option: str | None) -> Path:
 
 
 def _space_json(space: Space) -> dict[str, Any]:
-    return {"id": space.id, "name": space.name, "publicToken": space.public_token}
-
-
-def _token_json(token: Token) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "name": token.name,
-        "scopes": sorted(token.scopes),
-        "prefix": token.prefix,
-        "revokedAt": iso(token.revoked_at),
-    }
+    """The CLI's --json shape of a space: the wire form less its time."""
+    wire = space_to_wire(space)
+    del wire["createdAt"]
+    return wire
 
 
 async def _with_store(data: Path, work: Any, *, create: bool = False) -> Any:
@@ -132,7 +126,7 @@ async def tokens_list(data: Path, space_id: str, as_json: bool) -> None:
         await _space_or_404(store, space_id)
         tokens = await store.list_tokens(space_id)
         if as_json:
-            print(json.dumps({"tokens": [_token_json(token) for token in tokens]}))
+            print(json.dumps({"tokens": [token_to_wire(token) for token in tokens]}))
         else:
             for token in tokens:
                 state = " (revoked)" if token.revoked_at is not None else ""

@@ -13,7 +13,7 @@ from typing import Any
 from .clock import iso
 from .codec import JSON, loads
 from .domain.model import Event, Job, JobStatus
-from .store.records import LogLine
+from .store.records import LogLine, Space, Token
 
 
 def _loads(text: str | None) -> Any:
@@ -192,4 +192,29 @@ def log_to_wire(line: LogLine) -> dict[str, Any]:
         "message": line.message,
         "ts": iso(line.ts),
         "fields": line.fields,
+    }
+
+
+def space_to_wire(space: Space, *, settings: bool = False) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "id": space.id,
+        "name": space.name,
+        "publicToken": space.public_token,
+        "createdAt": iso(space.created_at),
+    }
+    if settings:
+        wire["settings"] = space.settings
+    return wire
+
+
+def token_to_wire(token: Token) -> dict[str, Any]:
+    """A token as listed: never the key, which is not kept."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "scopes": sorted(token.scopes),
+        "prefix": token.prefix,
+        "public": token.public,
+        "createdAt": iso(token.created_at),
+        "revokedAt": iso(token.revoked_at),
     }

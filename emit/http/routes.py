@@ -20,8 +20,7 @@ from ..domain import scopes
 from ..domain.model import validate_poll
 from ..errors import EmitError, InvalidRequest, PayloadTooLarge
 from ..runtime import Runtime, SpaceJobs
-from ..store.records import Space, Token
-from ..views import JobView, log_to_wire
+from ..views import JobView, log_to_wire, space_to_wire, token_to_wire
 from .auth import Caller
 
 ADMIN = "admin"
@@ -339,46 +338,24 @@ async def get_logs(call: Call) -> Reply:
 # ---------------------------------------------------------------------- management
 
 
-def _space(space: Space, *, settings: bool = False) -> dict[str, Any]:
-    wire: dict[str, Any] = {
-        "id": space.id,
-        "name": space.name,
-        "publicToken": space.public_token,
-        "createdAt": iso(space.created_at),
-    }
-    if settings:
-        wire["settings"] = space.settings
-    return wire
-
-
-def _token(token: Token) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "name": token.name,
-        "scopes": sorted(token.scopes),
-        "prefix": token.prefix,
-        "public": token.public,
-        "createdAt": iso(token.created_at),
-        "revokedAt": iso(token.revoked_at),
-    }
-
-
 async def create_space(call: Call) -> Reply:
     space = await call.runtime.create_space(call.object().get("name"))  # type: ignore[arg-type]
-    return Reply(201, _space(space))
+    return Reply(201, space_to_wire(space))
 
 
 async def list_spaces(call: Call) -> Reply:
-    return Reply(200, [_space(space) for space in await call.runtime.list_spaces()])
+    return Reply(200, [space_to_wire(space) for space in await call.runtime.list_spaces()])
 
 
 async def get_space(call: Call) -> Reply:
-    return Reply(200, _space(await call.runtime.get_space(call.params["space_id"]), settings=True))
+    return Reply(
+        200, space_to_wire(await call.runtime.get_space(call.params["space_id"]), settings=True)
+    )
 
 
 async def update_space(call: Call) -> Reply:
     space = await call.runtime.update_space(call.params["space_id"], call.object())
-    return Reply(200, _space(space, settings=True))
+    return Reply(200, space_to_wire(space, settings=True))
 
 
 async def delete_space(call: Call) -> Reply:
@@ -408,7 +385,7 @@ async def create_token(call: Call) -> Reply:
 
 async def list_tokens(call: Call) -> Reply:
     tokens = await call.runtime.list_tokens(call.params["space_id"])
-    return Reply(200, [_token(token) for token in tokens])
+    return Reply(200, [token_to_wire(token) for token in tokens])
 
 
 async def revoke_token(call: Call) -> Reply:
