@@ -263,6 +263,7 @@ async def _signals(
                 os._exit(1)  # a second signal: leave at once
             print("stopping: finishing requests in flight (signal again to quit now)", flush=True)
             shutdown.set()
+            rt.hub.end_all(1001)  # WebSockets close with "going away"
             await rt.release_pollers()
 
 

@@ -37,6 +37,7 @@ from .domain.model import (
 )
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
+from .realtime.hub import EventHub
 from .registry import NewToken, make_space, make_token
 from .space.actor import SpaceActor
 from .space.messages import (
@@ -417,6 +418,8 @@ class Runtime:
         self.system = system
         self.writer = writer
         self.spaces = spaces
+        self.hub = EventHub()
+        """Live event fan-out to WebSocket streams (emit.realtime)."""
 
     def space(self, space_id: str) -> SpaceJobs:
         return SpaceJobs(self, space_id)
@@ -430,7 +433,7 @@ class Runtime:
     def _spec(self, space_id: str) -> actors.ActorSpec[Any]:
         return actors.ActorSpec(
             space_id,
-            lambda: SpaceActor(space_id, self.store, self.writer, self.clock),
+            lambda: SpaceActor(space_id, self.store, self.writer, self.clock, self.hub),
             capacity=4096,
             shutdown=30.0,
         )
@@ -505,6 +508,7 @@ class Runtime:
                 await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
             await self.spaces.stop_child(space_id)
         await self._commit(Changes(deleted_spaces=[space_id]))
+        self.hub.forget_space(space_id)
 
     # ----------------------------------------------------------------- tokens
 

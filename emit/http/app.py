@@ -113,6 +113,10 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
 
         app.add_url_rule(route.path, f"r{index}", view, methods=[route.method])
 
+    from ..realtime.streams import add_stream_routes
+
+    add_stream_routes(app, runtime, auth)
+
     async def openapi() -> Response:
         return Response(document, content_type="application/json")
 

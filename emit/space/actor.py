@@ -42,10 +42,11 @@ from ..domain.queue import ReadyQueue
 from ..domain.timers import Timers
 from ..errors import Conflict, EmitError, NotFound, Unavailable
 from ..ids import MonotonicIds
+from ..realtime.hub import EventHub, Published
 from ..store.base import Store
 from ..store.records import Changes, LogLine, event_row, job_row, log_row, state_row
 from ..store.writer import Commit, Write
-from ..views import Delivery, JobView
+from ..views import Delivery, JobView, log_to_wire
 from .messages import (
     AckJob,
     AppendLogs,
@@ -96,16 +97,24 @@ class _Pending:
     touched: dict[str, Job] = field(default_factory=dict)
     changes: Changes = field(default_factory=Changes)
     answers: list[tuple[actors.Reply, Any]] = field(default_factory=list)
+    published: list[Published] = field(default_factory=list)
+    """For the streams, once durable; only collected while someone watches the space."""
 
 
 class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
     def __init__(
-        self, space_id: str, store: Store, writer: actors.ActorRef[Any], clock: Clock
+        self,
+        space_id: str,
+        store: Store,
+        writer: actors.ActorRef[Any],
+        clock: Clock,
+        hub: EventHub | None = None,
     ) -> None:
         self.space_id = space_id
         self.store = store
         self.writer = writer
         self.clock = clock
+        self.hub = hub
         self.jobs: dict[str, Job] = {}
         self.queue = ReadyQueue()
         self.timers = Timers()
@@ -235,12 +244,26 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             case AppendLogs(job_id, lines, lease_id):
                 job = await self._live(job_id, "log to")
                 lifecycle.check_logs(job, lease_id)
+                watched = self.hub is not None and self.hub.watched(self.space_id)
                 for line in lines:
                     job.log_seq += 1
                     entry = LogLine(
                         job.log_seq, line.level, line.message, line.ts or now, line.fields
                     )
                     self.pending.changes.logs.append(log_row(job.id, entry))
+                    if watched:
+                        self.pending.published.append(
+                            Published(
+                                job.id,
+                                job.name,
+                                str.__str__(job.status),
+                                "log",
+                                job.attempt_number,
+                                log_to_wire(entry),
+                                entry.ts,
+                                0,
+                            )
+                        )
                 self._touch(job)
                 return len(lines)
             case KeepAlive(job_id, seconds, lease_id):
@@ -431,6 +454,21 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         rows = self.pending.changes.events
         for event in events:
             rows.append(event_row(job.id, event))
+        if self.hub is not None and self.hub.watched(self.space_id):
+            status = str.__str__(job.status)
+            self.pending.published.extend(
+                Published(
+                    job.id,
+                    job.name,
+                    status,
+                    str.__str__(event.type),
+                    event.attempt_number,
+                    event.data,
+                    event.created_at,
+                    event.seq,
+                )
+                for event in events
+            )
         self._touch(job)
 
     def _touch(self, job: Job) -> None:
@@ -466,21 +504,27 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 self.last_inflight.extend(pending.answers)
             return
         answers = pending.answers
+        published = pending.published
         self.inflight += 1
         self.last_inflight = answers
         if self.settled.is_set():
             self.settled = trio.Event()
-        write = Write(changes, lambda error: self._written(answers, error), self.source)
+        write = Write(changes, lambda error: self._written(answers, published, error), self.source)
         await self.writer.send(write)
 
     def _written(
-        self, answers: list[tuple[actors.Reply, Any]], error: BaseException | None
+        self,
+        answers: list[tuple[actors.Reply, Any]],
+        published: list[Published],
+        error: BaseException | None,
     ) -> None:
         self.inflight -= 1
         if self.inflight == 0:
             self.last_inflight = None
             self.settled.set()
         if error is None:
+            if published and self.hub is not None:
+                self.hub.publish(self.space_id, published)  # durable now: tell the streams
             for reply, answer in answers:
                 _resolve(reply, answer)
             return

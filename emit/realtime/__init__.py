@@ -1,0 +1,1 @@
+"""Live streams of job events over WebSockets (spec §6), fed after events are durable."""

@@ -1,0 +1,168 @@
+"""The event hub: fan-out of durable job events to WebSocket subscribers.
+
+Space actors publish each batch of events once its write has committed, by a plain
+synchronous call that never blocks: a subscriber gets a bounded queue, and one whose
+queue is full is cut off (the socket closes with 1013) rather than allowed to grow
+memory or slow the space. Each space keeps a gap-free ``seq`` for its stream and a
+bounded buffer of recent messages, so a dashboard that reconnects with ``since`` and
+the same ``streamInstanceId`` gets what it missed; otherwise it is told ``missed``.
+
+The hub is per runtime, not global; its instance id changes with every start, since the
+buffer does not survive one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..clock import iso
+
+SUBSCRIBER_QUEUE = 1024
+"""Messages a subscriber may have waiting before it is cut off."""
+REPLAY_BUFFER = 10_000
+"""Messages per space kept for reconnecting streams."""
+FINAL = frozenset({"completed", "dead", "killed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One durable event of one job, as the streams show it."""
+
+    job_id: str
+    job_name: str
+    status: str
+    """The job's status once the change that made the event was applied."""
+    type: str
+    attempt_number: int
+    data: Any
+    timestamp: float
+    event_seq: int
+    """The event's seq in the job's history (0 for log lines, which have their own)."""
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One WebSocket's queue. ``close_code`` is set when the hub ends it."""
+
+    send: trio.MemorySendChannel[Any]
+    receive: trio.MemoryReceiveChannel[Any]
+    space_id: str
+    job_id: str | None
+    full: bool
+    """True for keys with jobs:read: data and log lines; False strips data (§6)."""
+    close_code: int | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def offer(self, message: Any) -> None:
+        if self.close_code is not None:
+            return
+        try:
+            self.send.send_nowait(message)
+        except trio.WouldBlock:
+            self.end(1013)  # too slow: cut off, rather than grow without bound
+
+    def end(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.scope.cancel()
+
+
+@dataclass(slots=True)
+class _Feed:
+    seq: int = 0
+    buffer: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))
+    streams: set[Subscription] = field(default_factory=set)
+    jobs: dict[str, set[Subscription]] = field(default_factory=dict)
+
+
+class EventHub:
+    def __init__(self, *, queue_size: int = SUBSCRIBER_QUEUE) -> None:
+        self.instance_id = secrets.token_hex(8)
+        self.queue_size = queue_size
+        self._feeds: dict[str, _Feed] = {}
+
+    def watched(self, space_id: str) -> bool:
+        """Whether anyone ever streamed this space (else publishing is skipped)."""
+        return space_id in self._feeds
+
+    def publish(self, space_id: str, events: list[Published]) -> None:
+        feed = self._feeds.get(space_id)
+        if feed is None:
+            return
+        for event in events:
+            if event.type != "log":
+                feed.seq += 1
+                message = {
+                    "type": event.type,
+                    "seq": feed.seq,
+                    "jobId": event.job_id,
+                    "jobName": event.job_name,
+                    "status": event.status,
+                    "attemptNumber": event.attempt_number,
+                    "data": event.data,
+                    "timestamp": iso(event.timestamp),
+                }
+                feed.buffer.append(message)
+                for stream in list(feed.streams):
+                    stream.offer(message)
+            for subscription in list(feed.jobs.get(event.job_id, ())):
+                subscription.offer(event)
+
+    def subscribe_space(
+        self, space_id: str, full: bool, since: int | None, instance: str | None
+    ) -> tuple[Subscription, int, bool, list[dict[str, Any]]]:
+        """A space stream: the subscription, the current seq, whether the client missed
+        events it cannot be given, and the messages to replay first."""
+        feed = self._feeds.setdefault(space_id, _Feed())
+        subscription = self._subscription(space_id, None, full)
+        feed.streams.add(subscription)
+        missed, replay = False, []
+        if since is not None:
+            oldest = feed.buffer[0]["seq"] if feed.buffer else feed.seq + 1
+            if instance != self.instance_id or since < oldest - 1 or since > feed.seq:
+                missed = True
+            else:
+                replay = [message for message in feed.buffer if message["seq"] > since]
+        return subscription, feed.seq, missed, replay
+
+    def subscribe_job(self, space_id: str, job_id: str, full: bool) -> Subscription:
+        feed = self._feeds.setdefault(space_id, _Feed())
+        subscription = self._subscription(space_id, job_id, full)
+        feed.jobs.setdefault(job_id, set()).add(subscription)
+        return subscription
+
+    def _subscription(self, space_id: str, job_id: str | None, full: bool) -> Subscription:
+        send, receive = trio.open_memory_channel[Any](self.queue_size)
+        return Subscription(send, receive, space_id, job_id, full)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        feed = self._feeds.get(subscription.space_id)
+        if feed is None:
+            return
+        feed.streams.discard(subscription)
+        if subscription.job_id is not None:
+            watchers = feed.jobs.get(subscription.job_id)
+            if watchers is not None:
+                watchers.discard(subscription)
+                if not watchers:
+                    del feed.jobs[subscription.job_id]
+
+    def end_all(self, code: int) -> None:
+        """End every subscription (server shutdown: 1001; space deleted: 1000)."""
+        for feed in self._feeds.values():
+            for subscription in list(feed.streams):
+                subscription.end(code)
+            for watchers in list(feed.jobs.values()):
+                for subscription in list(watchers):
+                    subscription.end(code)
+
+    def forget_space(self, space_id: str) -> None:
+        feed = self._feeds.pop(space_id, None)
+        if feed is not None:
+            for subscription in [*feed.streams, *(s for w in feed.jobs.values() for s in w)]:
+                subscription.end(1000)

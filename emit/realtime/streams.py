@@ -1,0 +1,152 @@
+"""The WebSocket endpoints of spec §6: a job's stream and a space's stream.
+
+Each socket is a subscription to the runtime's `EventHub`. Authorization happens before
+any event: a missing, unknown or revoked token closes with 4401, a token that may not
+see the stream with 4403, an unknown job (or one of another space) with 4404. A progress
+-only token gets every event of a job with ``data`` removed, except on ``init`` and
+``progress``, and never ``log`` lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import trio
+from quart import websocket
+from quart_trio import QuartTrio
+
+from ..clock import iso
+from ..domain import scopes
+from ..errors import Unauthorized
+from ..http.auth import Authenticator, Caller
+from ..runtime import Runtime
+from .hub import FINAL, Published, Subscription
+
+CLOSE_GRACE = 2.0
+"""Seconds a close frame may take (a stalled client does not hold the task)."""
+
+
+async def _close(code: int) -> None:
+    with trio.move_on_after(CLOSE_GRACE):
+        await websocket.close(code)
+
+
+async def _refuse(code: int) -> None:
+    await websocket.accept()
+    await _close(code)
+
+
+async def _send(message: Any) -> None:
+    await websocket.send(orjson.dumps(message).decode())
+
+
+async def _caller(auth: Authenticator) -> Caller | None:
+    try:
+        caller = await auth.caller(websocket.args.get("token") or None)
+    except Unauthorized:
+        await _refuse(4401)
+        return None
+    if caller.admin:
+        await _refuse(4403)  # the admin key manages spaces and tokens only
+        return None
+    return caller
+
+
+async def _end(subscription: Subscription) -> None:
+    if subscription.close_code is not None:
+        await _close(subscription.close_code)
+
+
+def job_message(event: Published, full: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": event.type,
+        "jobId": event.job_id,
+        "status": event.status,
+        "attemptNumber": event.attempt_number,
+        "timestamp": iso(event.timestamp),
+    }
+    if full or event.type == "progress":
+        message["data"] = event.data
+    return message
+
+
+def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> None:
+    hub = runtime.hub
+
+    @app.websocket("/api/v1/realtime/spaces/<space_id>")
+    async def space_stream(space_id: str) -> None:
+        caller = await _caller(auth)
+        if caller is None:
+            return
+        if scopes.READ not in caller.scopes or caller.space_id != space_id:
+            await _refuse(4403)
+            return
+        since_text = websocket.args.get("since")
+        since = int(since_text) if since_text and since_text.isdigit() else None
+        instance = websocket.args.get("streamInstanceId")
+        subscription, seq, missed, replay = hub.subscribe_space(space_id, True, since, instance)
+        try:
+            counts = await runtime.space(space_id).counts()
+            await websocket.accept()
+            await _send(
+                {
+                    "type": "connected",
+                    "seq": seq,
+                    "streamInstanceId": hub.instance_id,
+                    "missed": missed,
+                    "counts": {status.value: n for status, n in counts.items()},
+                }
+            )
+            for message in replay:
+                await _send(message)
+            with subscription.scope:
+                async for message in subscription.receive:
+                    await _send(message)
+            await _end(subscription)
+        finally:
+            hub.unsubscribe(subscription)
+
+    @app.websocket("/api/v1/realtime/<job_id>")
+    async def job_stream(job_id: str) -> None:
+        caller = await _caller(auth)
+        if caller is None:
+            return
+        if scopes.READ_PROGRESS not in caller.scopes or caller.space_id is None:
+            await _refuse(4403)
+            return
+        full = scopes.READ in caller.scopes
+        # Subscribe before reading the job, so nothing falls between the two.
+        subscription = hub.subscribe_job(caller.space_id, job_id, full)
+        try:
+            job = await runtime.store.get_job(job_id) if len(job_id) == 26 else None
+            if job is None or job.space_id != caller.space_id:
+                await _refuse(4404)
+                return
+            await websocket.accept()
+            await _send(
+                {
+                    "type": "init",
+                    "jobId": job.id,
+                    "status": job.status.value,
+                    "data": {"progress": job.progress},
+                }
+            )
+            if job.status.final:
+                await _close(1000)
+                return
+            seen = job.event_seq
+            with subscription.scope:
+                async for event in subscription.receive:
+                    if event.type == "log":
+                        if not full:
+                            continue
+                    elif event.event_seq <= seen:
+                        continue  # already in the state init showed
+                    await _send(job_message(event, full))
+                    if event.type in FINAL:
+                        await _close(1000)
+                        return
+            await _end(subscription)
+        finally:
+            hub.unsubscribe(subscription)

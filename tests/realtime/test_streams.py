@@ -1,0 +1,202 @@
+"""WebSocket streams against a real server with real WebSocket clients (trio-websocket):
+what a progress-only token may see, event by event; the space stream's gap-free seq and
+its replay; the close codes; and a slow client cut off while a fast one keeps receiving.
+Tests wait on messages, never on the clock."""
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+import emit
+from emit.http.settings import HttpSettings
+
+
+@dataclass
+class Live:
+    rt: emit.Runtime
+    jobs: emit.SpaceJobs
+    ws: str
+    space: str
+    public: str
+    reader: str
+    worker: str
+    other: str
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    async with emit.open_runtime(tmp_path / "data") as rt:
+        space = await rt.create_space("s")
+        other = await rt.create_space("o")
+        reader = await rt.create_token(space.id, name="r", scopes=["jobs:read"])
+        worker = await rt.create_token(space.id, name="w", preset="worker")
+        foreign = await rt.create_token(other.id, name="r", scopes=["jobs:read"])
+        async with trio.open_nursery() as nursery:
+            settings = HttpSettings(key_cache_seconds=0)
+            urls = await nursery.start(partial(emit.serve, rt, port=0, settings=settings))
+            yield Live(
+                rt, rt.space(space.id), urls[0].replace("http://", "ws://"), space.id,
+                space.public_token, reader.key, worker.key, foreign.key,
+            )  # fmt: skip
+            nursery.cancel_scope.cancel()
+
+
+async def receive(ws: WebSocketConnection) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await ws.get_message())
+    return message
+
+
+async def until_closed(ws: WebSocketConnection) -> tuple[list[dict[str, Any]], int]:
+    messages = []
+    try:
+        while True:
+            messages.append(await receive(ws))
+    except ConnectionClosed as closed:
+        return messages, closed.reason.code
+
+
+async def run_a_job(jobs: emit.SpaceJobs, job_id: str) -> None:
+    await jobs.claim(job_id)
+    await jobs.ack(job_id)
+    await jobs.progress(job_id, 50, "half way")
+    await jobs.log(job_id, "info", "sent")
+    await jobs.event(job_id, "thumbnail", {"url": "x"})
+    await jobs.complete(job_id, {"secret": "result"})
+
+
+async def test_the_public_token_sees_every_event_but_no_data(live: Live) -> None:
+    job = await live.jobs.create("send-email", payload={"to": "a@b.c"})
+    url = f"{live.ws}/api/v1/realtime/{job.id}?token={live.public}"
+    async with open_websocket_url(url) as ws:
+        init = await receive(ws)
+        assert init == {"type": "init", "jobId": job.id, "status": "pending",
+                        "data": {"progress": None}}  # fmt: skip
+        await run_a_job(live.jobs, job.id)
+        messages, code = await until_closed(ws)
+    assert code == 1000
+    assert [(m["type"], m["status"]) for m in messages] == [
+        ("delivered", "delivered"),
+        ("started", "running"),
+        ("progress", "running"),
+        ("event", "running"),
+        ("completed", "completed"),
+    ]
+    assert messages[2]["data"] == {"percent": 50, "message": "half way", "subProgress": None}
+    for message in messages:
+        if message["type"] != "progress":
+            assert "data" not in message  # never the lease, the custom data or the result
+    assert "secret" not in json.dumps(messages)
+
+
+async def test_a_read_key_sees_data_and_log_lines(live: Live) -> None:
+    job = await live.jobs.create("j")
+    async with open_websocket_url(f"{live.ws}/api/v1/realtime/{job.id}?token={live.reader}") as ws:
+        await receive(ws)
+        await run_a_job(live.jobs, job.id)
+        messages, code = await until_closed(ws)
+    assert code == 1000
+    kinds = [m["type"] for m in messages]
+    assert kinds == ["delivered", "started", "progress", "log", "event", "completed"]
+    assert messages[-1]["data"] == {"result": {"secret": "result"}}
+    assert messages[3]["data"]["message"] == "sent"
+
+
+async def test_a_finished_job_sends_init_and_closes(live: Live) -> None:
+    job = await live.jobs.create("j")
+    await run_a_job(live.jobs, job.id)
+    async with open_websocket_url(f"{live.ws}/api/v1/realtime/{job.id}?token={live.public}") as ws:
+        messages, code = await until_closed(ws)
+    assert [m["type"] for m in messages] == ["init"] and messages[0]["status"] == "completed"
+    assert code == 1000
+
+
+@pytest.mark.parametrize(
+    ("who", "where", "code"),
+    [
+        ("none", "job", 4401),
+        ("unknown", "job", 4401),
+        ("other", "job", 4404),
+        ("reader", "missing-job", 4404),
+        ("public", "space", 4403),
+        ("other", "space", 4403),
+        ("none", "space", 4401),
+    ],
+)
+async def test_close_codes_come_before_any_event(
+    live: Live, who: str, where: str, code: int
+) -> None:
+    job = await live.jobs.create("j")
+    token = {"none": "", "unknown": "emit_" + "x" * 43, "other": live.other,
+             "reader": live.reader, "public": live.public}[who]  # fmt: skip
+    path = {"job": job.id, "missing-job": "01AAAAAAAAAAAAAAAAAAAAAAAA",
+            "space": f"spaces/{live.space}"}[where]  # fmt: skip
+    async with open_websocket_url(f"{live.ws}/api/v1/realtime/{path}?token={token}") as ws:
+        messages, closed = await until_closed(ws)
+    assert messages == [] and closed == code
+
+
+async def test_the_space_stream_is_gap_free_and_replays_what_was_missed(live: Live) -> None:
+    url = f"{live.ws}/api/v1/realtime/spaces/{live.space}?token={live.reader}"
+    async with open_websocket_url(url) as ws:
+        connected = await receive(ws)
+        assert connected["type"] == "connected" and connected["missed"] is False
+        assert connected["counts"]["pending"] == 0
+        first = connected["seq"]
+        made = await live.jobs.create_many([{"name": "a"}, {"name": "b"}])
+        await live.jobs.claim(made[0].id)
+        seen = [await receive(ws) for _ in range(3)]
+    assert [m["seq"] for m in seen] == [first + 1, first + 2, first + 3]
+    assert [(m["type"], m["jobName"]) for m in seen] == [
+        ("created", "a"), ("created", "b"), ("delivered", "a"),
+    ]  # fmt: skip
+    instance = connected["streamInstanceId"]
+    # Events while disconnected, then a reconnect that names what it saw last.
+    await live.jobs.kill(made[1].id)
+    await live.jobs.complete(made[0].id)
+    since = seen[-1]["seq"]
+    async with open_websocket_url(f"{url}&since={since}&streamInstanceId={instance}") as ws:
+        again = await receive(ws)
+        replayed = [await receive(ws) for _ in range(2)]
+    assert again["missed"] is False and again["seq"] == since + 2
+    assert [(m["seq"], m["type"]) for m in replayed] == [
+        (since + 1, "killed"), (since + 2, "completed"),
+    ]  # fmt: skip
+    async with open_websocket_url(f"{url}&since={since}&streamInstanceId=another") as ws:
+        assert (await receive(ws))["missed"] is True
+
+
+async def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(live: Live) -> None:
+    live.rt.hub.queue_size = 8
+    job = await live.jobs.create("big")
+    await live.jobs.claim(job.id)
+    await live.jobs.ack(job.id)
+    url = f"{live.ws}/api/v1/realtime/{job.id}?token={live.reader}"
+    async with (
+        open_websocket_url(url, message_queue_size=1) as slow,
+        open_websocket_url(url) as fast,
+    ):
+        await receive(slow)
+        await receive(fast)
+        count = 200
+        received: list[dict[str, Any]] = []
+
+        async def read_fast() -> None:
+            while len(received) < count:
+                received.append(await receive(fast))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_fast)
+            for n in range(count):  # ~40 kB each: far more than the socket buffers hold
+                await live.jobs.progress(job.id, n % 100, "x" * 40_000)
+        assert [m["data"]["percent"] for m in received] == [n % 100 for n in range(count)]
+        _, code = await until_closed(slow)
+    assert code == 1013
+    stats = live.rt.hub  # the slow subscription is gone from the hub
+    assert all(sub.close_code is None for sub in stats._feeds[live.space].jobs.get(job.id, ()))
