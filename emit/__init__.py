@@ -25,9 +25,8 @@ from .errors import (
 )
 from .http.settings import HttpSettings
 from .runtime import NewToken, Runtime, SpaceJobs, open_runtime
+from .version import __version__
 from .views import Delivery, ItemResult, JobView
-
-__version__ = "0.1.0"
 
 
 async def serve(
@@ -73,6 +72,7 @@ __all__ = [
     "SpaceJobs",
     "Unauthorized",
     "Unavailable",
+    "__version__",
     "open_runtime",
     "serve",
 ]

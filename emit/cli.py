@@ -21,13 +21,13 @@ from typing import Any
 
 import trio
 
-from . import __version__
 from .clock import Clock
 from .errors import EmitError, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
 from .store.records import Changes, Space
 from .store.sqlite import SQLiteStore
+from .version import __version__
 from .views import space_to_wire, token_to_wire
 
 DEFAULT_DATA = "emit-data"
@@ -188,7 +188,11 @@ async def serve(args: argparse.Namespace) -> None:
         await shutdown.wait()
 
     async with (
-        open_runtime(data, synchronous=args.synchronous) as rt,
+        open_runtime(
+            data,
+            synchronous=args.synchronous,
+            allow_private_callbacks=args.allow_private_callbacks,
+        ) as rt,
         trio.open_nursery() as nursery,
     ):
 
@@ -287,6 +291,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--key-cache-seconds", type=float, default=1.0)
     run.add_argument("--grace", type=float, default=10.0, help="seconds for requests in flight")
     run.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"])
+    run.add_argument(
+        "--allow-private-callbacks",
+        action="store_true",
+        help="deliver webhooks to loopback and private addresses too",
+    )
 
     spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
         dest="action", required=True

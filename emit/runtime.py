@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 import actors
 
+from .callbacks.policy import CallbackPolicy
+from .callbacks.sender import CallbackSender, CallbacksQueued
 from .clock import Clock, iso
 from .codec import JSON
 from .domain.model import (
+    EventType,
     JobStatus,
     LogLevel,
     PollRequest,
@@ -53,6 +59,7 @@ from .space.messages import (
     KillJob,
     LogEntry,
     PollJobs,
+    RecordCallback,
     RecordEvent,
     ReleasePollers,
     ReportProgress,
@@ -63,7 +70,7 @@ from .space.messages import (
 )
 from .store.base import Store
 from .store.memory import MemoryStore
-from .store.records import Changes, LogLine, Space, Token
+from .store.records import Callback, Changes, LogLine, Space, Token
 from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
 from .views import Delivery, JobView
@@ -420,6 +427,19 @@ class Runtime:
         self.spaces = spaces
         self.hub = EventHub()
         """Live event fan-out to WebSocket streams (emit.realtime)."""
+        self.callbacks: actors.ActorRef[Any] | None = None
+        """The webhook sender, once started."""
+
+    def _notify_callbacks(self, callbacks: list[Callback]) -> None:
+        # A hint: the outbox is durable, and the sender loads it on every start.
+        if self.callbacks is not None:
+            with contextlib.suppress(actors.ActorError):
+                self.callbacks.tell_nowait(CallbacksQueued(callbacks))
+
+    async def _record_callback(self, callback: Callback, kind: EventType, data: JSON) -> None:
+        await self.space(callback.space_id)._ask(
+            RecordCallback(callback.job_id, kind, data, callback)
+        )
 
     def space(self, space_id: str) -> SpaceJobs:
         return SpaceJobs(self, space_id)
@@ -433,7 +453,9 @@ class Runtime:
     def _spec(self, space_id: str) -> actors.ActorSpec[Any]:
         return actors.ActorSpec(
             space_id,
-            lambda: SpaceActor(space_id, self.store, self.writer, self.clock, self.hub),
+            lambda: SpaceActor(
+                space_id, self.store, self.writer, self.clock, self.hub, self._notify_callbacks
+            ),
             capacity=4096,
             shutdown=30.0,
         )
@@ -482,7 +504,7 @@ class Runtime:
         space = await self.get_space(space_id)
         if not isinstance(settings, Mapping):
             raise InvalidRequest("settings must be a JSON object")
-        unknown = sorted(set(settings) - {"retryBackoff"})
+        unknown = sorted(set(settings) - {"retryBackoff", "signingSecret"})
         if unknown:
             raise InvalidRequest(f"unknown setting {unknown[0]!r}", field=unknown[0])
         merged = dict(space.settings)
@@ -492,6 +514,17 @@ class Runtime:
                 merged.pop("retryBackoff", None)
             else:
                 merged["retryBackoff"] = dict(backoff.to_wire())  # defaults filled in
+        if "signingSecret" in settings:
+            secret = settings["signingSecret"]
+            if secret is None:
+                merged.pop("signingSecret", None)
+            elif isinstance(secret, str) and 16 <= len(secret) <= 256:
+                merged["signingSecret"] = secret
+            else:
+                raise InvalidRequest(
+                    "signingSecret must be a string of 16 to 256 characters, or null",
+                    field="signingSecret",
+                )
         updated = Space(space.id, space.name, space.public_token, space.created_at, merged)
         await self._commit(Changes(spaces=[updated]))
         ref = await self._space_ref(space_id)
@@ -566,6 +599,9 @@ async def open_runtime(
     *,
     synchronous: str = "FULL",
     start_time: float | None = None,
+    allow_private_callbacks: bool = False,
+    callback_policy: CallbackPolicy | None = None,
+    callback_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
     ``emit.db`` lives in it) or None for an in-memory store. Every space in the store is
@@ -575,7 +611,11 @@ async def open_runtime(
     ``synchronous`` is SQLite's: FULL (default) survives power loss; NORMAL survives a
     crash of emit only. ``start_time`` is the wall time (epoch seconds) at which the
     runtime's clock starts; all later times are it plus trio's elapsed time (default:
-    the real time now). Tests use it to pretend emit was down for an hour."""
+    the real time now). Tests use it to pretend emit was down for an hour.
+
+    Webhooks to loopback or private addresses are refused unless
+    ``allow_private_callbacks``; ``callback_policy`` sets tries, backoff and timeouts;
+    ``callback_transport`` replaces the network (tests use ``httpx.MockTransport``)."""
     store: Store = (
         MemoryStore()
         if data is None
@@ -596,6 +636,17 @@ async def open_runtime(
             assert isinstance(writer, actors.ActorRef)
             assert isinstance(spaces, actors.SupervisorRef)
             runtime = Runtime(store, clock, system, writer, spaces)
+            policy = callback_policy or CallbackPolicy()
+            if allow_private_callbacks:
+                policy = dataclasses.replace(policy, allow_private=True)
+            # Before any space: a callback a space queues always finds the sender.
+            runtime.callbacks = await system.spawn(
+                lambda: CallbackSender(
+                    store, runtime._record_callback, clock, policy, callback_transport
+                ),
+                key="callbacks",
+                shutdown=policy.timeout + 1,
+            )
             await runtime.start_spaces()
             yield runtime
     finally:

@@ -196,3 +196,8 @@ def _end(job: Job, now: float) -> None:
     job.lease_id = None
     job.deadline = None
     job.completed_at = now
+
+
+def note(job: Job, now: float, kind: EventType, data: JSON) -> list[Event]:
+    """An event that changes nothing but the history (a webhook try), in any state."""
+    return [_event(job, kind, data, now)]

@@ -50,6 +50,8 @@ class EventType(enum.StrEnum):
     COMPLETED = "completed"
     DEAD = "dead"
     KILLED = "killed"
+    CALLBACK_SENT = "callback_sent"
+    CALLBACK_FAILED = "callback_failed"
 
 
 class LogLevel(enum.IntEnum):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from .routes import ADMIN, PUBLIC, ROUTES
 
 _ERROR = {

@@ -26,8 +26,8 @@ import trio
 
 import actors
 
-from ..clock import Clock
-from ..codec import JSON, dumps
+from ..clock import Clock, iso
+from ..codec import JSON, dumps, loads
 from ..domain import lifecycle
 from ..domain.model import (
     Event,
@@ -44,7 +44,7 @@ from ..errors import Conflict, EmitError, NotFound, Unavailable
 from ..ids import MonotonicIds
 from ..realtime.hub import EventHub, Published
 from ..store.base import Store
-from ..store.records import Changes, LogLine, event_row, job_row, log_row, state_row
+from ..store.records import Callback, Changes, LogLine, event_row, job_row, log_row, state_row
 from ..store.writer import Commit, Write
 from ..views import Delivery, JobView, log_to_wire
 from .messages import (
@@ -59,6 +59,7 @@ from .messages import (
     KeepAlive,
     KillJob,
     PollJobs,
+    RecordCallback,
     RecordEvent,
     ReleasePollers,
     ReportProgress,
@@ -98,6 +99,8 @@ class _Pending:
     changes: Changes = field(default_factory=Changes)
     answers: list[tuple[actors.Reply, Any]] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
+    callbacks: list[Callback] = field(default_factory=list)
+    """New webhooks, for the sender once durable."""
     """For the streams, once durable; only collected while someone watches the space."""
 
 
@@ -109,12 +112,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         writer: actors.ActorRef[Any],
         clock: Clock,
         hub: EventHub | None = None,
+        notify_callbacks: Callable[[list[Callback]], None] | None = None,
     ) -> None:
         self.space_id = space_id
         self.store = store
         self.writer = writer
         self.clock = clock
         self.hub = hub
+        self.notify_callbacks = notify_callbacks
         self.jobs: dict[str, Job] = {}
         self.queue = ReadyQueue()
         self.timers = Timers()
@@ -283,6 +288,11 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             case SetDefaultBackoff(backoff):
                 self.default_backoff = backoff
                 return None
+            case RecordCallback(job_id, kind, data, callback):
+                job = self.jobs.get(job_id) or await self._stored(job_id)
+                self._record(job, lifecycle.note(job, now, kind, data))
+                self.pending.changes.callbacks.append(callback)
+                return None
             case CountPollers():
                 return sum(1 for waiter in self.waiting if not waiter.done)
             case ReleasePollers():
@@ -447,8 +457,32 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             self.counts[job.status] += 1
             if old is JobStatus.PENDING:
                 self.queue.discard(job)
+            if job.callback_url is not None and job.status.final:
+                self._queue_callback(job)
         self._record(job, events)
         self._file(job)
+
+    def _queue_callback(self, job: Job) -> None:
+        """The job ended and has a callbackUrl: an outbox row, written with the change."""
+        assert job.callback_url is not None and job.completed_at is not None
+        now = job.completed_at
+        body = dumps(
+            {
+                "jobId": job.id,
+                "spaceId": job.space_id,
+                "name": job.name,
+                "status": str.__str__(job.status),
+                "attemptNumber": job.attempt_number,
+                "result": None if job.result is None else loads(job.result),
+                "timestamp": iso(now),
+            }
+        )
+        callback = Callback(
+            self.ids.next(now), job.id, job.space_id, job.callback_url, job.callback_headers,
+            body, 0, now, "pending", now,
+        )  # fmt: skip
+        self.pending.changes.callbacks.append(callback)
+        self.pending.callbacks.append(callback)
 
     def _record(self, job: Job, events: list[Event]) -> None:
         rows = self.pending.changes.events
@@ -505,17 +539,23 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             return
         answers = pending.answers
         published = pending.published
+        callbacks = pending.callbacks
         self.inflight += 1
         self.last_inflight = answers
         if self.settled.is_set():
             self.settled = trio.Event()
-        write = Write(changes, lambda error: self._written(answers, published, error), self.source)
+        write = Write(
+            changes,
+            lambda error: self._written(answers, published, callbacks, error),
+            self.source,
+        )
         await self.writer.send(write)
 
     def _written(
         self,
         answers: list[tuple[actors.Reply, Any]],
         published: list[Published],
+        callbacks: list[Callback],
         error: BaseException | None,
     ) -> None:
         self.inflight -= 1
@@ -525,6 +565,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         if error is None:
             if published and self.hub is not None:
                 self.hub.publish(self.space_id, published)  # durable now: tell the streams
+            if callbacks and self.notify_callbacks is not None:
+                self.notify_callbacks(callbacks)
             for reply, answer in answers:
                 _resolve(reply, answer)
             return

@@ -9,8 +9,17 @@ from dataclasses import dataclass
 import actors
 
 from ..codec import JSON
-from ..domain.model import JobStatus, LogLevel, NewJob, PollRequest, Progress, RetryBackoff
+from ..domain.model import (
+    EventType,
+    JobStatus,
+    LogLevel,
+    NewJob,
+    PollRequest,
+    Progress,
+    RetryBackoff,
+)
 from ..errors import EmitError
+from ..store.records import Callback
 from ..views import Delivery, JobView
 
 
@@ -119,6 +128,17 @@ class SetDefaultBackoff(actors.Request[None]):
 
 
 @dataclass(frozen=True, slots=True)
+class RecordCallback(actors.Request[None]):
+    """A webhook try ended: note it in the job's history and save the outbox row, in one
+    transaction."""
+
+    job_id: str
+    kind: EventType
+    data: JSON
+    callback: Callback
+
+
+@dataclass(frozen=True, slots=True)
 class CountPollers(actors.Request[int]):
     """How many long polls are parked now."""
 
@@ -147,4 +167,5 @@ SpaceMessage = (
     | SetDefaultBackoff
     | ReleasePollers
     | CountPollers
+    | RecordCallback
 )

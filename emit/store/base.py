@@ -8,7 +8,7 @@ import abc
 from dataclasses import dataclass
 
 from ..domain.model import Event, Job, JobStatus, LogLevel
-from .records import Changes, LogLine, Space, Token
+from .records import Callback, Changes, LogLine, Space, Token
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +73,10 @@ class Store(abc.ABC):
     async def get_logs(
         self, job_id: str, *, after: int, limit: int, level: LogLevel | None, q: str | None
     ) -> list[LogLine]: ...
+
+    @abc.abstractmethod
+    async def pending_callbacks(self) -> list[Callback]:
+        """Every callback not yet delivered nor given up (to resume after a restart)."""
+
+    @abc.abstractmethod
+    async def get_callback(self, callback_id: str) -> Callback | None: ...

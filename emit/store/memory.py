@@ -13,6 +13,7 @@ from .base import SpaceState, Store
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
+    Callback,
     Changes,
     LogLine,
     Space,
@@ -30,6 +31,7 @@ class MemoryStore(Store):
         self.logs: dict[str, list[tuple[Any, ...]]] = {}
         self.spaces: dict[str, Space] = {}
         self.tokens: dict[str, Token] = {}
+        self.callbacks: dict[str, Callback] = {}
         self.commits = 0
         """How many transactions were committed (group commit shows as fewer of them)."""
         self.fail_next: Exception | None = None
@@ -74,10 +76,14 @@ class MemoryStore(Store):
                 self.events.setdefault(row[0], []).append(row)
             for row in batch.logs:
                 self.logs.setdefault(row[0], []).append(row)
+            for callback in batch.callbacks:
+                self.callbacks[callback.id] = callback
         self.commits += 1
 
     def _delete_space(self, space_id: str) -> None:
         self.spaces.pop(space_id, None)
+        for callback_id in [c.id for c in self.callbacks.values() if c.space_id == space_id]:
+            del self.callbacks[callback_id]
         for token_id in [t.id for t in self.tokens.values() if t.space_id == space_id]:
             del self.tokens[token_id]
         for job_id in [j for j, row in self.jobs.items() if row["space_id"] == space_id]:
@@ -170,3 +176,13 @@ class MemoryStore(Store):
             and (q is None or q in line.message)
         ]
         return lines[:limit]
+
+    async def pending_callbacks(self) -> list[Callback]:
+        await trio.lowlevel.checkpoint()
+        return sorted(
+            (c for c in self.callbacks.values() if c.state == "pending"), key=lambda c: c.next_at
+        )
+
+    async def get_callback(self, callback_id: str) -> Callback | None:
+        await trio.lowlevel.checkpoint()
+        return self.callbacks.get(callback_id)

@@ -228,6 +228,37 @@ class Token:
     public: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """One webhook to deliver (spec §5): the outbox row. ``body`` is the exact JSON text
+    sent (and signed); ``state`` is pending, delivered or failed (given up)."""
+
+    id: str
+    job_id: str
+    space_id: str
+    url: str
+    headers: dict[str, str] | None
+    body: str
+    attempts: int
+    next_at: float
+    state: str
+    created_at: float
+    last_error: str | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.id, self.job_id, self.space_id, self.url,
+            None if self.headers is None else dumps(self.headers), self.body, self.attempts,
+            self.next_at, self.state, self.created_at, self.last_error,
+        )  # fmt: skip
+
+
+def callback_from_row(row: tuple[Any, ...]) -> Callback:
+    values = list(row)
+    values[4] = None if values[4] is None else loads(values[4])
+    return Callback(*values)
+
+
 @dataclass(slots=True)
 class Changes:
     """One batch of writes, applied in one transaction with the batches around it."""
@@ -240,6 +271,8 @@ class Changes:
     deleted_spaces: list[str] = field(default_factory=list)
     tokens: list[Token] = field(default_factory=list)
     revoked_tokens: list[tuple[str, float]] = field(default_factory=list)
+    callbacks: list[Callback] = field(default_factory=list)
+    """Outbox rows to insert or replace."""
 
     def __bool__(self) -> bool:
         return bool(
@@ -251,4 +284,5 @@ class Changes:
             or self.deleted_spaces
             or self.tokens
             or self.revoked_tokens
+            or self.callbacks
         )

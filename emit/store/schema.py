@@ -80,6 +80,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 2: the durable outbox of webhook callbacks
+    """
+    CREATE TABLE callbacks (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        space_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        headers TEXT,
+        body TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX callbacks_pending ON callbacks (state, next_at);
+    """,
 )
 
 

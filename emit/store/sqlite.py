@@ -27,12 +27,14 @@ from .base import SpaceState, Store
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
+    Callback,
     Changes,
     EventRow,
     LogLine,
     LogRow,
     Space,
     Token,
+    callback_from_row,
     event_from_row,
     job_from_row,
     log_from_row,
@@ -145,6 +147,7 @@ class SQLiteStore(Store):
                 (space_id,),
             )
             db.execute("DELETE FROM jobs WHERE space_id = ?", (space_id,))
+            db.execute("DELETE FROM callbacks WHERE space_id = ?", (space_id,))
             db.execute("DELETE FROM tokens WHERE space_id = ?", (space_id,))
             db.execute("DELETE FROM spaces WHERE id = ?", (space_id,))
         for token in batch.tokens:
@@ -175,6 +178,11 @@ class SQLiteStore(Store):
             db.executemany(_INSERT_EVENT, batch.events)
         if batch.logs:
             db.executemany(_INSERT_LOG, batch.logs)
+        if batch.callbacks:
+            db.executemany(
+                "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [callback.row() for callback in batch.callbacks],
+            )
 
     async def commit(self, batches: list[Changes]) -> None:
         await trio.to_thread.run_sync(self._apply, batches)
@@ -335,3 +343,20 @@ class SQLiteStore(Store):
             return [log_from_row(row) for row in rows]
 
         return await self._read(query)
+
+    async def pending_callbacks(self) -> list[Callback]:
+        return await self._read(
+            lambda db: [
+                callback_from_row(row)
+                for row in db.execute(
+                    "SELECT * FROM callbacks WHERE state = 'pending' ORDER BY next_at"
+                )
+            ]
+        )
+
+    async def get_callback(self, callback_id: str) -> Callback | None:
+        def get(db: sqlite3.Connection) -> Callback | None:
+            row = db.execute("SELECT * FROM callbacks WHERE id = ?", (callback_id,)).fetchone()
+            return None if row is None else callback_from_row(row)
+
+        return await self._read(get)

@@ -1,0 +1,1 @@
+"""Webhook callbacks (spec §5): a durable outbox and the actor that delivers it."""

@@ -1,0 +1,204 @@
+"""The callback sender: delivers the outbox, retries with backoff, records every try.
+
+One actor with one timer (a heap of when each callback is next due) and a task per
+delivery in its own nursery, so a receiver that hangs holds one task and one of its
+host's slots, never the space actors or other receivers. Every try is recorded on the
+job (``callback_sent`` / ``callback_failed``) by the job's space actor, together with
+the outbox row, in one transaction. The outbox is durable: on start, every pending
+callback is loaded and resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import ipaddress
+import itertools
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+import actors
+
+from ..clock import Clock
+from ..codec import JSON
+from ..domain.model import EventType
+from ..errors import EmitError, NotFound
+from ..store.base import Store
+from ..store.records import Callback
+from ..version import __version__
+from .policy import CallbackPolicy, refused_address, signature
+
+Record = Callable[[Callback, EventType, JSON], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallbacksQueued:
+    """New callbacks, durable in the outbox: deliver them."""
+
+    callbacks: list[Callback]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rearm:
+    """Look at the timer again (a retry was scheduled by a delivery task)."""
+
+
+class _Refused(Exception):
+    pass
+
+
+class CallbackSender(actors.Actor[CallbacksQueued | _Rearm]):
+    def __init__(
+        self,
+        store: Store,
+        record: Record,
+        clock: Clock,
+        policy: CallbackPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.record = record
+        self.clock = clock
+        self.policy = policy
+        self.transport = transport
+        self.rng = rng or random.Random()
+        self.heap: list[tuple[float, int, Callback]] = []
+        self.seq = itertools.count()
+        self.hosts: dict[str, trio.Semaphore] = {}
+        self.in_flight: set[str] = set()
+
+    async def started(self) -> None:
+        self.client = httpx.AsyncClient(
+            transport=self.transport, timeout=self.policy.timeout, follow_redirects=False
+        )
+        for callback in await self.store.pending_callbacks():
+            self._schedule(callback)
+
+    async def stopped(self) -> None:
+        await self.client.aclose()
+
+    def _schedule(self, callback: Callback) -> None:
+        heapq.heappush(self.heap, (callback.next_at, next(self.seq), callback))
+
+    async def receive(self, message: CallbacksQueued | _Rearm) -> object:
+        if isinstance(message, CallbacksQueued):
+            for callback in message.callbacks:
+                self._schedule(callback)
+        return None
+
+    def wakeup_at(self) -> float:
+        return self.clock.to_trio(self.heap[0][0]) if self.heap else math.inf
+
+    async def wakeup(self) -> None:
+        now = self.clock.now()
+        while self.heap and self.heap[0][0] <= now:
+            _, _, callback = heapq.heappop(self.heap)
+            if callback.id in self.in_flight:
+                continue
+            self.in_flight.add(callback.id)
+            self.context.nursery.start_soon(self._deliver, callback)
+
+    async def _deliver(self, callback: Callback) -> None:
+        try:
+            host = urlsplit(callback.url).hostname or ""
+            slots = self.hosts.setdefault(host, trio.Semaphore(self.policy.per_host))
+            async with slots:
+                status, error, permanent = await self._try(callback, host)
+            await self._settle(callback, status, error, permanent)
+        finally:
+            self.in_flight.discard(callback.id)
+
+    async def _try(self, callback: Callback, host: str) -> tuple[int | None, str | None, bool]:
+        """One POST: (status code, error, whether retrying is pointless)."""
+        try:
+            if not self.policy.allow_private:
+                await self._check_target(host)
+            body = callback.body
+            headers = {"Content-Type": "application/json", "User-Agent": f"emit/{__version__}"}
+            headers.update(callback.headers or {})
+            space = await self.store.get_space(callback.space_id)
+            secret = None if space is None else space.settings.get("signingSecret")
+            if isinstance(secret, str) and secret:
+                headers["Emit-Signature"] = signature(secret, int(self.clock.now()), body)
+            response = None
+            # httpx's own timeouts cover each network step; this covers the whole try,
+            # whatever the transport does (a receiver that trickles bytes, a mock).
+            with trio.move_on_after(self.policy.timeout):
+                response = await self.client.post(callback.url, content=body, headers=headers)
+            if response is None:
+                raise httpx.TimeoutException("the whole try")
+        except _Refused as exc:
+            return None, str(exc), True
+        except httpx.TimeoutException:
+            return None, f"timed out after {self.policy.timeout:g} s", False
+        except (httpx.HTTPError, OSError) as exc:
+            return None, f"{type(exc).__name__}: {exc}".rstrip(": "), False
+        if 200 <= response.status_code < 300:
+            return response.status_code, None, False
+        return response.status_code, f"HTTP {response.status_code}", False
+
+    async def _check_target(self, host: str) -> None:
+        try:
+            addresses = [str(ipaddress.ip_address(host.strip("[]")))]  # a literal address
+        except ValueError:
+            try:
+                infos = await trio.socket.getaddrinfo(host, None)
+            except OSError as exc:
+                raise _Refused(f"cannot resolve {host}: {exc}") from None
+            addresses = [str(info[4][0]) for info in infos]
+        for address in addresses:
+            if refused_address(address):
+                raise _Refused(
+                    f"{host} is a loopback, link-local or private address "
+                    "(start the server with --allow-private-callbacks to allow it)"
+                )
+
+    async def _settle(
+        self, callback: Callback, status: int | None, error: str | None, permanent: bool
+    ) -> None:
+        now = self.clock.now()
+        tries = callback.attempts + 1
+        data: dict[str, Any] = {"url": callback.url, "retryAttempt": callback.attempts}
+        if error is None:
+            kind = EventType.CALLBACK_SENT
+            data["statusCode"] = status
+            updated = replace(callback, attempts=tries, state="delivered", last_error=None)
+        else:
+            kind = EventType.CALLBACK_FAILED
+            again = not permanent and tries < self.policy.tries
+            if status is not None:
+                data["statusCode"] = status
+            data["error"] = error
+            data["willRetry"] = again
+            next_at = now + self.policy.delay(tries, self.rng.random()) if again else now
+            state = "pending" if again else "failed"
+            updated = replace(
+                callback, attempts=tries, state=state, next_at=next_at, last_error=error
+            )
+        try:
+            await self.record(updated, kind, data)
+        except NotFound:
+            return  # the job's space is gone: so is its callback
+        except EmitError:
+            # Could not be recorded (the space is reloading): try this one again soon,
+            # as it stands in the outbox.
+            updated = replace(callback, next_at=now + self.policy.first_delay)
+            self._schedule(updated)
+            self._poke()
+            return
+        if updated.state == "pending":
+            self._schedule(updated)
+            self._poke()
+
+    def _poke(self) -> None:
+        # The actor waits on its mailbox until the old earliest time: make it look again.
+        with contextlib.suppress(actors.ActorError):
+            self.context.ref.tell_nowait(_Rearm())
