@@ -26,7 +26,7 @@ import httpx
 import actors
 
 from .callbacks.policy import CallbackPolicy
-from .callbacks.sender import CallbackSender, CallbacksQueued
+from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake
 from .clock import Clock, iso
 from .codec import JSON
 from .domain.model import (
@@ -35,12 +35,12 @@ from .domain.model import (
     LogLevel,
     PollRequest,
     encode_json,
-    validate_backoff,
     validate_log_level,
     validate_new_job,
     validate_poll,
     validate_progress,
 )
+from .domain.settings import SpaceSettings, validate_settings
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
 from .realtime.hub import EventHub
@@ -49,6 +49,7 @@ from .space.actor import SpaceActor
 from .space.messages import (
     AckJob,
     AppendLogs,
+    ApplySettings,
     ClaimJob,
     CompleteJobs,
     CountJobs,
@@ -65,7 +66,6 @@ from .space.messages import (
     ReportProgress,
     RetryJob,
     SaveCheckpoint,
-    SetDefaultBackoff,
     SpaceMessage,
 )
 from .store.base import Store
@@ -436,6 +436,11 @@ class Runtime:
             with contextlib.suppress(actors.ActorError):
                 self.callbacks.tell_nowait(CallbacksQueued(callbacks))
 
+    def _wake(self, space_id: str, settings: SpaceSettings, jobs: list[tuple[str, str]]) -> None:
+        if self.callbacks is not None and settings.push_url is not None:
+            with contextlib.suppress(actors.ActorError):
+                self.callbacks.tell_nowait(PushWake(space_id, settings, jobs))
+
     async def _record_callback(self, callback: Callback, kind: EventType, data: JSON) -> None:
         await self.space(callback.space_id)._ask(
             RecordCallback(callback.job_id, kind, data, callback)
@@ -454,7 +459,13 @@ class Runtime:
         return actors.ActorSpec(
             space_id,
             lambda: SpaceActor(
-                space_id, self.store, self.writer, self.clock, self.hub, self._notify_callbacks
+                space_id,
+                self.store,
+                self.writer,
+                self.clock,
+                self.hub,
+                self._notify_callbacks,
+                self._wake,
             ),
             capacity=4096,
             shutdown=30.0,
@@ -499,37 +510,24 @@ class Runtime:
         return space
 
     async def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
-        """Change the settings named (others stay as they are). Only ``retryBackoff`` is
-        understood so far; ``null`` removes it."""
+        """Change the settings named (others stay as they are; null removes one):
+        ``retryBackoff``, ``signingSecret``, ``pushUrl``, ``pushHeaders``, ``pushNames``."""
         space = await self.get_space(space_id)
         if not isinstance(settings, Mapping):
             raise InvalidRequest("settings must be a JSON object")
-        unknown = sorted(set(settings) - {"retryBackoff", "signingSecret"})
-        if unknown:
-            raise InvalidRequest(f"unknown setting {unknown[0]!r}", field=unknown[0])
         merged = dict(space.settings)
-        if "retryBackoff" in settings:
-            backoff = validate_backoff(settings["retryBackoff"], "retryBackoff")
-            if backoff is None:
-                merged.pop("retryBackoff", None)
+        for name, value in settings.items():
+            if value is None:
+                merged.pop(name, None)
             else:
-                merged["retryBackoff"] = dict(backoff.to_wire())  # defaults filled in
-        if "signingSecret" in settings:
-            secret = settings["signingSecret"]
-            if secret is None:
-                merged.pop("signingSecret", None)
-            elif isinstance(secret, str) and 16 <= len(secret) <= 256:
-                merged["signingSecret"] = secret
-            else:
-                raise InvalidRequest(
-                    "signingSecret must be a string of 16 to 256 characters, or null",
-                    field="signingSecret",
-                )
+                merged[name] = value
+        parsed = validate_settings(merged)  # refuses unknown or bad settings whole
+        if parsed.retry_backoff is not None:
+            merged["retryBackoff"] = dict(parsed.retry_backoff.to_wire())  # as applied
         updated = Space(space.id, space.name, space.public_token, space.created_at, merged)
         await self._commit(Changes(spaces=[updated]))
         ref = await self._space_ref(space_id)
-        current = validate_backoff(merged.get("retryBackoff"), "retryBackoff")
-        await ref.ask(SetDefaultBackoff(current), timeout=ASK_TIMEOUT)
+        await ref.ask(ApplySettings(parsed), timeout=ASK_TIMEOUT)
         return updated
 
     async def delete_space(self, space_id: str) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import heapq
 import ipaddress
 import itertools
+import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -27,8 +28,9 @@ import trio
 import actors
 
 from ..clock import Clock
-from ..codec import JSON
+from ..codec import JSON, dumps
 from ..domain.model import EventType
+from ..domain.settings import SpaceSettings
 from ..errors import EmitError, NotFound
 from ..store.base import Store
 from ..store.records import Callback
@@ -36,6 +38,7 @@ from ..version import __version__
 from .policy import CallbackPolicy, refused_address, signature
 
 Record = Callable[[Callback, EventType, JSON], Awaitable[None]]
+log = logging.getLogger("emit.callbacks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,16 @@ class CallbacksQueued:
     """New callbacks, durable in the outbox: deliver them."""
 
     callbacks: list[Callback]
+
+
+@dataclass(frozen=True, slots=True)
+class PushWake:
+    """Jobs ``(id, name)`` became pending in a space with a push URL: tell it, once, best
+    effort (spec §7's worker wake; no retry, nothing stored)."""
+
+    space_id: str
+    settings: SpaceSettings
+    jobs: list[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +67,7 @@ class _Refused(Exception):
     pass
 
 
-class CallbackSender(actors.Actor[CallbacksQueued | _Rearm]):
+class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
     def __init__(
         self,
         store: Store,
@@ -88,11 +101,33 @@ class CallbackSender(actors.Actor[CallbacksQueued | _Rearm]):
     def _schedule(self, callback: Callback) -> None:
         heapq.heappush(self.heap, (callback.next_at, next(self.seq), callback))
 
-    async def receive(self, message: CallbacksQueued | _Rearm) -> object:
+    async def receive(self, message: CallbacksQueued | PushWake | _Rearm) -> object:
         if isinstance(message, CallbacksQueued):
             for callback in message.callbacks:
                 self._schedule(callback)
+        elif isinstance(message, PushWake):
+            for job_id, name in message.jobs:
+                self.context.nursery.start_soon(
+                    self._push, message.space_id, message.settings, job_id, name
+                )
         return None
+
+    async def _push(self, space_id: str, settings: SpaceSettings, job_id: str, name: str) -> None:
+        url = settings.push_url
+        assert url is not None
+        host = urlsplit(url).hostname or ""
+        body = dumps({"event": "job.pending", "jobId": job_id, "spaceId": space_id, "name": name})
+        slots = self.hosts.setdefault(host, trio.Semaphore(self.policy.per_host))
+        async with slots:
+            try:
+                if not self.policy.allow_private:
+                    await self._check_target(host)
+                headers = {"Content-Type": "application/json", "User-Agent": f"emit/{__version__}"}
+                headers.update(settings.push_headers or {})
+                with trio.move_on_after(self.policy.timeout):
+                    await self.client.post(url, content=body, headers=headers)
+            except (_Refused, httpx.HTTPError, OSError) as exc:
+                log.info("push wake to %s failed: %s", url, exc)
 
     def wakeup_at(self) -> float:
         return self.clock.to_trio(self.heap[0][0]) if self.heap else math.inf

@@ -270,6 +270,10 @@ def _optional_str(raw: Mapping[str, Any], field: str, max_length: int) -> str | 
     return value
 
 
+def valid_url(text: str) -> bool:
+    return len(text) <= 2048 and _URL.fullmatch(text) is not None
+
+
 def encode_json(value: object, field: str) -> str:
     try:
         return dumps(value)

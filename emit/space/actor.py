@@ -36,9 +36,9 @@ from ..domain.model import (
     NewJob,
     PollRequest,
     RetryBackoff,
-    validate_backoff,
 )
 from ..domain.queue import ReadyQueue
+from ..domain.settings import SpaceSettings, read_settings
 from ..domain.timers import Timers
 from ..errors import Conflict, EmitError, NotFound, Unavailable
 from ..ids import MonotonicIds
@@ -50,6 +50,7 @@ from ..views import Delivery, JobView, log_to_wire
 from .messages import (
     AckJob,
     AppendLogs,
+    ApplySettings,
     ClaimJob,
     CompleteJobs,
     CountJobs,
@@ -65,7 +66,6 @@ from .messages import (
     ReportProgress,
     RetryJob,
     SaveCheckpoint,
-    SetDefaultBackoff,
     SpaceMessage,
 )
 
@@ -101,6 +101,8 @@ class _Pending:
     published: list[Published] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
     """New webhooks, for the sender once durable."""
+    woken: list[tuple[str, str]] = field(default_factory=list)
+    """(job id, name) of jobs that became pending, for the push wake once durable."""
     """For the streams, once durable; only collected while someone watches the space."""
 
 
@@ -113,6 +115,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         clock: Clock,
         hub: EventHub | None = None,
         notify_callbacks: Callable[[list[Callback]], None] | None = None,
+        wake: Callable[[str, SpaceSettings, list[tuple[str, str]]], None] | None = None,
     ) -> None:
         self.space_id = space_id
         self.store = store
@@ -120,6 +123,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.clock = clock
         self.hub = hub
         self.notify_callbacks = notify_callbacks
+        self.wake = wake
+        self.settings = SpaceSettings()
         self.jobs: dict[str, Job] = {}
         self.queue = ReadyQueue()
         self.timers = Timers()
@@ -149,9 +154,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         state = await self.store.load_space(self.space_id)
         if state is None:
             raise NotFound(f"no space {self.space_id}")
-        self.default_backoff = validate_backoff(
-            state.space.settings.get("retryBackoff"), "retryBackoff"
-        )
+        self.settings = read_settings(state.space.settings)
+        self.default_backoff = self.settings.retry_backoff
         self.counts.update(state.counts)
         self.seq = state.max_seq
         self.idempotency = dict(state.idempotency)
@@ -285,8 +289,9 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 return await self._retry(job_id, now)
             case CountJobs():
                 return dict(self.counts)
-            case SetDefaultBackoff(backoff):
-                self.default_backoff = backoff
+            case ApplySettings(settings):
+                self.settings = settings
+                self.default_backoff = settings.retry_backoff
                 return None
             case RecordCallback(job_id, kind, data, callback):
                 job = self.jobs.get(job_id) or await self._stored(job_id)
@@ -512,6 +517,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
     def _file(self, job: Job) -> None:
         """Put the job where its state says: the queue, the timer heap, or out of memory."""
         if job.status is JobStatus.PENDING:
+            if not job.in_queue and self.settings.wakes(job.name):
+                self.pending.woken.append((job.id, job.name))
             self.queue.push(job)
         elif job.status.final:
             self.jobs.pop(job.id, None)
@@ -540,13 +547,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         answers = pending.answers
         published = pending.published
         callbacks = pending.callbacks
+        woken = pending.woken
         self.inflight += 1
         self.last_inflight = answers
         if self.settled.is_set():
             self.settled = trio.Event()
         write = Write(
             changes,
-            lambda error: self._written(answers, published, callbacks, error),
+            lambda error: self._written(answers, published, callbacks, woken, error),
             self.source,
         )
         await self.writer.send(write)
@@ -556,6 +564,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         answers: list[tuple[actors.Reply, Any]],
         published: list[Published],
         callbacks: list[Callback],
+        woken: list[tuple[str, str]],
         error: BaseException | None,
     ) -> None:
         self.inflight -= 1
@@ -567,6 +576,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 self.hub.publish(self.space_id, published)  # durable now: tell the streams
             if callbacks and self.notify_callbacks is not None:
                 self.notify_callbacks(callbacks)
+            if woken and self.wake is not None:
+                self.wake(self.space_id, self.settings, woken)
             for reply, answer in answers:
                 _resolve(reply, answer)
             return

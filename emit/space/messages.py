@@ -16,8 +16,8 @@ from ..domain.model import (
     NewJob,
     PollRequest,
     Progress,
-    RetryBackoff,
 )
+from ..domain.settings import SpaceSettings
 from ..errors import EmitError
 from ..store.records import Callback
 from ..views import Delivery, JobView
@@ -123,8 +123,10 @@ class CountJobs(actors.Request[dict[JobStatus, int]]):
 
 
 @dataclass(frozen=True, slots=True)
-class SetDefaultBackoff(actors.Request[None]):
-    backoff: RetryBackoff | None
+class ApplySettings(actors.Request[None]):
+    """The space's settings changed (they are already stored)."""
+
+    settings: SpaceSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,7 @@ SpaceMessage = (
     | KillJob
     | RetryJob
     | CountJobs
-    | SetDefaultBackoff
+    | ApplySettings
     | ReleasePollers
     | CountPollers
     | RecordCallback

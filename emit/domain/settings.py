@@ -1,0 +1,65 @@
+"""A space's settings (spec §7): what each one means and how it is validated. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidRequest
+from .model import MAX_NAME, RetryBackoff, valid_url, validate_backoff
+
+KNOWN = frozenset({"retryBackoff", "signingSecret", "pushUrl", "pushHeaders", "pushNames"})
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceSettings:
+    retry_backoff: RetryBackoff | None = None
+    signing_secret: str | None = None
+    push_url: str | None = None
+    """The worker wake: a best-effort POST when a job becomes pending."""
+    push_headers: dict[str, str] | None = None
+    push_names: frozenset[str] | None = None
+    """Only jobs of these names wake the push URL (None: all)."""
+
+    def wakes(self, name: str) -> bool:
+        return self.push_url is not None and (self.push_names is None or name in self.push_names)
+
+
+def read_settings(stored: Mapping[str, Any]) -> SpaceSettings:
+    """Settings as stored (already validated when they were set)."""
+    return validate_settings(stored)
+
+
+def validate_settings(raw: Mapping[str, Any]) -> SpaceSettings:
+    unknown = sorted(set(raw) - KNOWN)
+    if unknown:
+        raise InvalidRequest(f"unknown setting {unknown[0]!r}", field=unknown[0])
+    secret = raw.get("signingSecret")
+    if secret is not None and not (isinstance(secret, str) and 16 <= len(secret) <= 256):
+        raise InvalidRequest(
+            "signingSecret must be a string of 16 to 256 characters, or null",
+            field="signingSecret",
+        )
+    url = raw.get("pushUrl")
+    if url is not None and not (isinstance(url, str) and valid_url(url)):
+        raise InvalidRequest("pushUrl must be an http(s) URL, or null", field="pushUrl")
+    headers = raw.get("pushHeaders")
+    if headers is not None and (
+        not isinstance(headers, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise InvalidRequest("pushHeaders must be an object of strings", field="pushHeaders")
+    names = raw.get("pushNames")
+    if names is not None and (
+        not isinstance(names, list)
+        or not all(isinstance(n, str) and 1 <= len(n) <= MAX_NAME for n in names)
+    ):
+        raise InvalidRequest("pushNames must be a list of job names, or null", field="pushNames")
+    return SpaceSettings(
+        retry_backoff=validate_backoff(raw.get("retryBackoff"), "retryBackoff"),
+        signing_secret=secret,
+        push_url=url,
+        push_headers=dict(headers) if headers else None,
+        push_names=None if names is None else frozenset(names),
+    )
