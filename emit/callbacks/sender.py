@@ -115,19 +115,30 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
     async def _push(self, space_id: str, settings: SpaceSettings, job_id: str, name: str) -> None:
         url = settings.push_url
         assert url is not None
-        host = urlsplit(url).hostname or ""
         body = dumps({"event": "job.pending", "jobId": job_id, "spaceId": space_id, "name": name})
+        try:
+            await self._post(url, body, settings.push_headers)
+        except (_Refused, httpx.HTTPError, OSError) as exc:
+            log.info("push wake to %s failed: %s", url, exc)
+
+    async def _post(
+        self, url: str, body: str, extra: dict[str, str] | None, secret: str | None = None
+    ) -> httpx.Response:
+        """One POST to a permitted target, in its host's slots, within the timeout."""
+        host = urlsplit(url).hostname or ""
         slots = self.hosts.setdefault(host, trio.Semaphore(self.policy.per_host))
         async with slots:
-            try:
-                if not self.policy.allow_private:
-                    await self._check_target(host)
-                headers = {"Content-Type": "application/json", "User-Agent": f"emit/{__version__}"}
-                headers.update(settings.push_headers or {})
-                with trio.move_on_after(self.policy.timeout):
-                    await self.client.post(url, content=body, headers=headers)
-            except (_Refused, httpx.HTTPError, OSError) as exc:
-                log.info("push wake to %s failed: %s", url, exc)
+            if not self.policy.allow_private:
+                await self._check_target(host)
+            headers = {"Content-Type": "application/json", "User-Agent": f"emit/{__version__}"}
+            headers.update(extra or {})
+            if secret:
+                headers["Emit-Signature"] = signature(secret, int(self.clock.now()), body)
+            # httpx's own timeouts cover each network step; this covers the whole try,
+            # whatever the transport does (a receiver that trickles bytes, a mock).
+            with trio.move_on_after(self.policy.timeout):
+                return await self.client.post(url, content=body, headers=headers)
+            raise httpx.TimeoutException("the whole try")
 
     def wakeup_at(self) -> float:
         return self.clock.to_trio(self.heap[0][0]) if self.heap else math.inf
@@ -143,33 +154,22 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
 
     async def _deliver(self, callback: Callback) -> None:
         try:
-            host = urlsplit(callback.url).hostname or ""
-            slots = self.hosts.setdefault(host, trio.Semaphore(self.policy.per_host))
-            async with slots:
-                status, error, permanent = await self._try(callback, host)
+            status, error, permanent = await self._try(callback)
             await self._settle(callback, status, error, permanent)
         finally:
             self.in_flight.discard(callback.id)
 
-    async def _try(self, callback: Callback, host: str) -> tuple[int | None, str | None, bool]:
-        """One POST: (status code, error, whether retrying is pointless)."""
+    async def _try(self, callback: Callback) -> tuple[int | None, str | None, bool]:
+        """One try: (status code, error, whether retrying is pointless)."""
         try:
-            if not self.policy.allow_private:
-                await self._check_target(host)
-            body = callback.body
-            headers = {"Content-Type": "application/json", "User-Agent": f"emit/{__version__}"}
-            headers.update(callback.headers or {})
             space = await self.store.get_space(callback.space_id)
             secret = None if space is None else space.settings.get("signingSecret")
-            if isinstance(secret, str) and secret:
-                headers["Emit-Signature"] = signature(secret, int(self.clock.now()), body)
-            response = None
-            # httpx's own timeouts cover each network step; this covers the whole try,
-            # whatever the transport does (a receiver that trickles bytes, a mock).
-            with trio.move_on_after(self.policy.timeout):
-                response = await self.client.post(callback.url, content=body, headers=headers)
-            if response is None:
-                raise httpx.TimeoutException("the whole try")
+            response = await self._post(
+                callback.url,
+                callback.body,
+                callback.headers,
+                secret if isinstance(secret, str) else None,
+            )
         except _Refused as exc:
             return None, str(exc), True
         except httpx.TimeoutException:
