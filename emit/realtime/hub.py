@@ -24,7 +24,7 @@ from ..clock import iso
 
 SUBSCRIBER_QUEUE = 1024
 """Messages a subscriber may have waiting before it is cut off."""
-REPLAY_BUFFER = 10_000
+REPLAY_BUFFER = 2000
 """Messages per space kept for reconnecting streams."""
 FINAL = frozenset({"completed", "dead", "killed"})
 
