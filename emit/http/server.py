@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -24,7 +25,15 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTP API until cancelled or ``shutdown_trigger`` returns. Reports the
-    bound URLs (port 0 picks a free port)."""
+    bound URLs (port 0 picks a free port).
+
+    Serving tunes the process's garbage collector for latency (``gc.freeze()`` and a
+    higher young-generation threshold): a program that embeds the server shares it."""
+    # A server process: everything made so far lives as long as it does, so take it out of
+    # the collector's sight, and collect the young generation less often. Full
+    # collections stalled the event loop for 200+ ms under load (bench/realtime.py).
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout
