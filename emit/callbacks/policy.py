@@ -12,7 +12,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class CallbackPolicy:
     tries: int = 8
-    """Tries in all, the first included (8: about an hour with the defaults)."""
+    """Tries in all, the first included (8: the last about 18 minutes after the first)."""
     first_delay: float = 1.0
     factor: float = 3.0
     spread: float = 0.2

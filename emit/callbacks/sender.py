@@ -39,6 +39,8 @@ from .policy import CallbackPolicy, refused_address, signature
 
 Record = Callable[[Callback, EventType, JSON], Awaitable[None]]
 log = logging.getLogger("emit.callbacks")
+MAX_PUSHES = 256
+"""Push wakes in flight at most; more are dropped (they are best effort)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         self.seq = itertools.count()
         self.hosts: dict[str, trio.Semaphore] = {}
         self.in_flight: set[str] = set()
+        self.pushing = 0
 
     async def started(self) -> None:
         self.client = httpx.AsyncClient(
@@ -107,6 +110,12 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
                 self._schedule(callback)
         elif isinstance(message, PushWake):
             for job_id, name in message.jobs:
+                if self.pushing >= MAX_PUSHES:
+                    # Best effort: a push host that cannot keep up loses wakes rather than
+                    # piling up tasks (workers still find the job by polling).
+                    log.warning("push wake for job %s dropped: %d in flight", job_id, MAX_PUSHES)
+                    continue
+                self.pushing += 1
                 self.context.nursery.start_soon(
                     self._push, message.space_id, message.settings, job_id, name
                 )
@@ -119,7 +128,9 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         try:
             await self._post(url, body, settings.push_headers)
         except (_Refused, httpx.HTTPError, OSError) as exc:
-            log.info("push wake to %s failed: %s", url, exc)
+            log.warning("push wake to %s failed: %s", url, exc)
+        finally:
+            self.pushing -= 1
 
     async def _post(
         self, url: str, body: str, extra: dict[str, str] | None, secret: str | None = None
@@ -187,7 +198,8 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
             try:
                 infos = await trio.socket.getaddrinfo(host, None)
             except OSError as exc:
-                raise _Refused(f"cannot resolve {host}: {exc}") from None
+                # Not a refusal: DNS may be back for the next try.
+                raise httpx.ConnectError(f"cannot resolve {host}: {exc}") from None
             addresses = [str(info[4][0]) for info in infos]
         for address in addresses:
             if refused_address(address):

@@ -13,7 +13,7 @@ def test_backoff_starts_near_a_second_and_triples_within_the_jitter() -> None:
     assert [policy.delay(n, 0.5) for n in range(1, 5)] == [1.0, 3.0, 9.0, 27.0]
     assert policy.delay(1, 0.0) == pytest.approx(0.8)
     assert policy.delay(1, 0.999999) == pytest.approx(1.2, rel=1e-5)
-    # 8 tries: the last retry comes after 1 + 3 + ... + 729 s, about an hour of waiting
+    # 8 tries: the last one comes 1 + 3 + ... + 729 = 1,093 s (about 18 min) after the first
     assert sum(policy.delay(n, 0.5) for n in range(1, 8)) == pytest.approx(1093)
 
 
