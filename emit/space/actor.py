@@ -184,6 +184,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         return math.inf if next_at == math.inf else self.clock.to_trio(next_at)
 
     async def wakeup(self) -> None:
+        if self.broken is not None:
+            return  # memory is ahead of the log; the restart from the store is coming
         now = self.clock.now()
         for job in self.timers.due(now, EXPIRE_BATCH):
             old = job.status
@@ -299,7 +301,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 self.pending.changes.callbacks.append(callback)
                 return None
             case CountPollers():
-                return sum(1 for waiter in self.waiting if not waiter.done)
+                return sum(1 for w in self.waiting if not w.done and not w.reply.done)
             case ReleasePollers():
                 released = [waiter for waiter in self.waiting if not waiter.done]
                 for waiter in released:
@@ -439,6 +441,10 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         job = self.jobs.get(job_id)
         if job is not None:
             return job
+        # Ended by this very message (a batch naming it twice): memory knows its state.
+        ended = self.pending.touched.get(job_id) or self.pending.inserted.get(job_id)
+        if ended is not None:
+            raise Conflict(f"cannot {action} a job that is {ended.status}")
         stored = await self._stored(job_id)
         raise Conflict(f"cannot {action} a job that is {stored.status}")
 

@@ -34,3 +34,14 @@ async def test_each_item_of_a_batch_fail_stands_alone(jobs: emit.SpaceJobs) -> N
     assert isinstance(outcomes[0], emit.JobView) and outcomes[0].status == "dead"
     assert isinstance(outcomes[1], emit.Conflict)
     assert (await jobs.get(b.id)).status == "delivered"
+
+
+async def test_a_batch_naming_a_job_twice_refuses_the_second_with_its_true_state(
+    jobs: emit.SpaceJobs,
+) -> None:
+    job = await jobs.create("j")
+    await jobs.poll(ack=True)
+    first, second = await jobs.complete_many([{"id": job.id}, {"id": job.id}])
+    assert isinstance(first, emit.JobView) and first.status == "completed"
+    assert isinstance(second, emit.Conflict)
+    assert "that is completed" in second.message

@@ -147,3 +147,11 @@ async def test_poll_validates_its_input(jobs: emit.SpaceJobs) -> None:
         await jobs.poll(count=51)
     with pytest.raises(emit.InvalidRequest, match="wait"):
         await jobs.poll(wait=61)
+
+
+async def test_an_abandoned_long_poll_is_not_counted_as_parked(
+    autojump_clock: MockClock, jobs: emit.SpaceJobs
+) -> None:
+    with trio.move_on_after(1):
+        await jobs.poll(wait=30)
+    assert await jobs.pollers() == 0
