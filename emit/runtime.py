@@ -27,10 +27,11 @@ import actors
 
 from .callbacks.policy import CallbackPolicy
 from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake
-from .clock import Clock, iso
+from .clock import Clock, iso, parse_iso
 from .codec import JSON
 from .domain.model import (
     EventType,
+    Job,
     JobStatus,
     LogLevel,
     PollRequest,
@@ -251,13 +252,13 @@ class SpaceJobs:
             stamp: float | None = None
             if ts is not None:
                 try:
-                    from .clock import parse_iso
-
-                    stamp = parse_iso(ts) if isinstance(ts, str) else None
+                    if not isinstance(ts, str):
+                        raise ValueError
+                    stamp = parse_iso(ts)
                 except ValueError:
-                    stamp = None
-                if stamp is None:
-                    raise InvalidRequest(f"{where}.ts must be an ISO 8601 time", field=where)
+                    raise InvalidRequest(
+                        f"{where}.ts must be an ISO 8601 time", field=where
+                    ) from None
             fields = line.get("fields")
             if fields is not None and not isinstance(fields, Mapping):
                 raise InvalidRequest(f"{where}.fields must be an object", field=where)
@@ -348,13 +349,17 @@ class SpaceJobs:
 
     # --------------------------------------------------------------------- queries
 
-    async def get(self, job_id: str) -> JobView:
-        """The job as last committed, with its events."""
-        store = self._runtime.store
-        job = await store.get_job(_ulid_or_404(job_id))
+    async def _own_job(self, job_id: str) -> Job:
+        """The job as last committed; 404 unless it is in this space."""
+        job = await self._runtime.store.get_job(_ulid_or_404(job_id))
         if job is None or job.space_id != self.space_id:
             raise NotFound(f"no job {job_id} in this space")
-        return JobView.of(job, await store.get_events(job.id))
+        return job
+
+    async def get(self, job_id: str) -> JobView:
+        """The job as last committed, with its events."""
+        job = await self._own_job(job_id)
+        return JobView.of(job, await self._runtime.store.get_events(job.id))
 
     async def counts(self) -> dict[JobStatus, int]:
         answer: dict[JobStatus, int] = await self._ask(CountJobs())
@@ -374,7 +379,7 @@ class SpaceJobs:
         level: str | None = None,
         q: str | None = None,
     ) -> list[LogLine]:
-        await self.get(job_id)  # 404 unless the job is in this space
+        await self._own_job(job_id)  # 404 unless the job is in this space
         minimum: LogLevel | None = None if level is None else validate_log_level(level)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")

@@ -4,6 +4,7 @@ MockClock (the autojump clock would jump while a thread works) and for embedding
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -56,18 +57,7 @@ class MemoryStore(Store):
             for token in batch.tokens:
                 self.tokens[token.id] = token
             for token_id, at in batch.revoked_tokens:
-                token = self.tokens[token_id]
-                self.tokens[token_id] = Token(
-                    token.id,
-                    token.space_id,
-                    token.name,
-                    token.prefix,
-                    token.key_hash,
-                    token.scopes,
-                    token.created_at,
-                    at,
-                    token.public,
-                )
+                self.tokens[token_id] = replace(self.tokens[token_id], revoked_at=at)
             for row in batch.inserts:
                 self.jobs[row[0]] = dict(zip(JOB_COLUMNS, row, strict=True))
             for row in batch.updates:
