@@ -394,6 +394,8 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
         data = base / f"lifecycle-{round_no}"
         emit_rates.append(await emit_lifecycle(data, args.jobs, args.workers, args.batch))
         shutil.rmtree(data, ignore_errors=True)
+        if args.emit_only:
+            continue
         for label, flags in modes:
             rate = await trio.to_thread.run_sync(
                 beanstalkd_lifecycle, args.beanstalkd, flags, args.jobs, args.workers
@@ -409,6 +411,8 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
         f"{best.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(emit_rates)})"
     )
     print(f"  {'':48}  create_many({args.batch}) -> poll(50, wait=1, ack) -> complete_many")
+    if args.emit_only:
+        return
     for label, _ in modes:
         rates = beanstalk_rates[label]
         top = max(rates, key=lambda rate: rate.jobs_per_s)
@@ -532,8 +536,16 @@ if __name__ == "__main__":
         help="then profile emit's lifecycle, top N functions",
     )
     parser.add_argument("--beanstalkd", default=shutil.which("beanstalkd") or "/usr/bin/beanstalkd")
+    parser.add_argument(
+        "--emit-only", action="store_true", help="skip beanstalkd (quick iterations)"
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval (s)"
+    )
     parser.add_argument("--recover", type=Path, help=argparse.SUPPRESS)  # the fresh process
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     if args.recover is not None:
         recover_in_child(args.recover)
     else:
