@@ -1,8 +1,13 @@
-"""What callers get back: frozen snapshots of a job, a delivery, a space, a token.
+"""What callers get back: snapshots of a job, a delivery, a space, a token.
 
 Snapshots are taken inside the space actor when the answer is made, so they show the
 state the caller's own change produced, however the job moves on afterwards. Each view
 renders itself for the wire with camelCase names and ISO times.
+
+Views are read-only by contract. The two made for every job (`JobView`, `Delivery`) are
+plain slotted dataclasses, not ``frozen`` ones: a frozen dataclass sets each of its
+fields through ``object.__setattr__``, which made building a 21-field view cost about
+3.5 µs, twice per job.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ def _loads(text: str | None) -> Any:
     return None if text is None else loads(text)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobView:
     id: str
     space_id: str
@@ -116,7 +121,7 @@ def event_to_wire(event: Event) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """The poll descriptor: what a worker needs to run one attempt."""
 
