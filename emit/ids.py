@@ -44,17 +44,24 @@ class MonotonicIds:
         self._last_ms = -1
         self._last_random = 0
         self._prefix = ""
+        """All but the last two characters of the last id: the time, and the random part
+        but for its low 10 bits, which is all that a +1 changes 1,023 times in 1,024."""
 
     def next(self, wall: float) -> str:
-        ms = max(int(wall * 1000), self._last_ms)
-        if ms == self._last_ms:
-            self._last_random = (self._last_random + 1) & ((1 << 80) - 1)
-        else:
+        ms = int(wall * 1000)
+        if ms > self._last_ms:
             self._last_ms = ms
-            self._last_random = int.from_bytes(secrets.token_bytes(10)) >> 1
+            value = self._last_random = int.from_bytes(secrets.token_bytes(10)) >> 1
             # 48 bits of time: 10 characters (the top 2 bits of the first are zero).
-            self._prefix = _base32(ms, 5)
-        return self._prefix + _base32(self._last_random, 8)
+            self._prefix = _base32(ms, 5) + _base32(value >> 10, 7)
+        else:
+            value = self._last_random = (self._last_random + 1) & _RANDOM_MASK
+            if not value & 1023:  # a carry into the upper bits
+                self._prefix = self._prefix[:10] + _base32(value >> 10, 7)
+        return self._prefix + _PAIRS[value & 1023]
+
+
+_RANDOM_MASK = (1 << 80) - 1
 
 
 def new_key(prefix: str = KEY_PREFIX) -> str:
