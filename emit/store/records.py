@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..codec import JSON, dumps, loads
 from ..domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
 
@@ -173,13 +175,16 @@ def job_from_row(row: JobRow, names: dict[str, str] | None = None) -> Job:
 
 
 def event_row(job_id: str, event: Event) -> EventRow:
+    seq, kind, attempt, data, created_at = event
+    # Event data is emit's own, or user values that passed `dumps` on the way in (the
+    # NaN check): encode it without checking again.
     return (
         job_id,
-        event.seq,
-        event.type,
-        event.attempt_number,
-        _json_or_none(event.data),
-        event.created_at,
+        seq,
+        kind,
+        attempt,
+        None if data is None else orjson.dumps(data).decode(),
+        created_at,
     )
 
 
