@@ -367,6 +367,7 @@ async def main(args: argparse.Namespace) -> None:
         f"CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.2f} at start; data in {base}"
     )
+    print(f"collector thresholds {gc.get_threshold()}, switch interval {sys.getswitchinterval()} s")
     try:
         await lifecycle_part(args, base)
         await state_part(args, base)
@@ -537,6 +538,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--beanstalkd", default=shutil.which("beanstalkd") or "/usr/bin/beanstalkd")
     parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave the collector as it is (by default the bench calls emit.tune_gc())",
+    )
+    parser.add_argument(
         "--emit-only", action="store_true", help="skip beanstalkd (quick iterations)"
     )
     parser.add_argument(
@@ -546,6 +552,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
+    if not args.default_gc:
+        emit.tune_gc()  # as `emit serve` does; see emit/tuning.py
     if args.recover is not None:
         recover_in_child(args.recover)
     else:

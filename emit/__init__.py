@@ -25,6 +25,7 @@ from .errors import (
 )
 from .http.settings import HttpSettings
 from .runtime import NewToken, Runtime, SpaceJobs, open_runtime
+from .tuning import tune_gc
 from .version import __version__
 from .views import Delivery, ItemResult, JobView
 
@@ -75,4 +76,5 @@ __all__ = [
     "__version__",
     "open_runtime",
     "serve",
+    "tune_gc",
 ]
