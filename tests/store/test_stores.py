@@ -202,3 +202,16 @@ async def test_committed_data_survives_reopening(tmp_path: Path) -> None:
     got = await again.get_job(make_job(1).id)
     await again.close()
     assert got is not None and job_row(got) == job_row(make_job(1))
+
+
+async def test_event_times_and_data_read_back_bit_exact(store: Store) -> None:
+    job = make_job(1)
+    times = [1795861396.438682, 0.1 + 0.2, 1e-7, 1764322476.9999998]
+    events = [
+        Event(i + 1, EventType.EVENT, 1, {"x": [1.5, "é", None, 2**40]}, at)
+        for i, at in enumerate(times)
+    ]
+    await store.commit(
+        [Changes(inserts=[job_row(job)], events=[event_row(job.id, e) for e in events])]
+    )
+    assert await store.get_events(job.id) == events
