@@ -1,9 +1,11 @@
-"""The SQLite store: WAL journal, one writer connection, a reader connection per thread.
+"""The SQLite store: WAL journal, one writer connection in a process of its own, a reader
+connection per worker thread.
 
-SQLite work runs in worker threads (``trio.to_thread``), never on the event loop. The
-writer connection is used by one commit at a time (the store writer actor guarantees
-it); readers see only committed transactions, which is what makes "durable before
-anyone hears of it" hold for every read.
+Writes go to the writer process (`_writer_process.py`), one transaction per message,
+one at a time (the store writer actor sends them in order; a lock here makes sure);
+see docs/persistence.md for why a process. Reads run in worker threads
+(``trio.to_thread``), never on the event loop, and see only committed transactions,
+which is what makes "durable before anyone hears of it" hold for every read.
 
 ``synchronous`` is FULL by default: a commit returns only once it is on disk, so an
 acknowledged change survives power loss. NORMAL (a setting) survives a crash of emit
@@ -13,7 +15,12 @@ but may lose the last transactions on power loss, for more commits per second.
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import sqlite3
+import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +38,11 @@ from .records import (
     Callback,
     Changes,
     EventRow,
+    JobRow,
     LogLine,
     LogRow,
     Space,
+    StateRow,
     Token,
     callback_from_row,
     event_from_row,
@@ -63,16 +72,91 @@ _INSERT_JOB = (
 )
 _UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in STATE_COLUMNS)} WHERE id = ?"
 _INSERT_EVENT = "INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?)"
-_INSERT_EVENTS = (
-    "INSERT INTO job_events SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
-    "value->>5 FROM json_each(?)"
-)
-"""All of a transaction's events in one statement, from one JSON array of rows: one
-trip through SQLite instead of one per row, so the writer thread releases the GIL once
-for the whole insert rather than once per row (each reacquire can wait out the event
-loop's switch interval)."""
 _INSERT_LOG = "INSERT INTO job_logs VALUES (?, ?, ?, ?, ?, ?)"
 _LIVE = ("scheduled", "pending", "delivered", "running")
+_PUT_SPACE = "INSERT OR REPLACE INTO spaces VALUES (?, ?, ?, ?, ?)"
+_DELETE_SPACE = (
+    "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE space_id = ?)",
+    "DELETE FROM job_logs WHERE job_id IN (SELECT id FROM jobs WHERE space_id = ?)",
+    "DELETE FROM jobs WHERE space_id = ?",
+    "DELETE FROM callbacks WHERE space_id = ?",
+    "DELETE FROM tokens WHERE space_id = ?",
+    "DELETE FROM spaces WHERE id = ?",
+)
+_PUT_TOKEN = "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_REVOKE_TOKEN = "UPDATE tokens SET revoked_at = ? WHERE id = ?"
+_PUT_CALLBACK = "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_LENGTH = struct.Struct("<I")
+_WRITER_PROCESS = Path(__file__).with_name("_writer_process.py")
+
+
+class WriterGone(sqlite3.OperationalError):
+    """The writer process ended before answering: the transaction may or may not have
+    committed, as after a crash. The next commit starts a new process."""
+
+
+Step = tuple[str, list[tuple[Any, ...]]]
+
+
+def _steps(batches: list[Changes]) -> list[Step]:
+    """One transaction's statements for the writer process, in an order that keeps every
+    batch's meaning: each table's rows of consecutive batches go in one statement (jobs
+    before their updates and events), and a batch that changes spaces or tokens first
+    closes what came before it, so that a deleted space's last jobs are deleted too."""
+    steps: list[Step] = []
+    inserts: list[JobRow] = []
+    updates: list[StateRow] = []
+    events: list[EventRow] = []
+    logs: list[LogRow] = []
+    callbacks: list[tuple[Any, ...]] = []
+
+    def close() -> None:
+        for sql, rows in (
+            (_INSERT_JOB, inserts),
+            (_UPDATE_JOB, updates),
+            (_INSERT_EVENT, events),
+            (_INSERT_LOG, logs),
+            (_PUT_CALLBACK, callbacks),
+        ):
+            if rows:
+                steps.append((sql, rows.copy()))
+                rows.clear()
+
+    for batch in batches:
+        if batch.spaces or batch.deleted_spaces or batch.tokens or batch.revoked_tokens:
+            close()
+            steps.extend(
+                (_PUT_SPACE, [(s.id, s.name, s.public_token, s.created_at, dumps(s.settings))])
+                for s in batch.spaces
+            )
+            for space_id in batch.deleted_spaces:
+                steps.extend((sql, [(space_id,)]) for sql in _DELETE_SPACE)
+            steps.extend((_PUT_TOKEN, [_token_row(token)]) for token in batch.tokens)
+            if batch.revoked_tokens:
+                steps.append(
+                    (_REVOKE_TOKEN, [(at, token_id) for token_id, at in batch.revoked_tokens])
+                )
+        inserts += batch.inserts
+        updates += batch.updates
+        events += batch.events
+        logs += batch.logs
+        callbacks += [callback.row() for callback in batch.callbacks]
+    close()
+    return steps
+
+
+def _token_row(token: Token) -> tuple[Any, ...]:
+    return (
+        token.id,
+        token.space_id,
+        token.name,
+        token.prefix,
+        token.key_hash,
+        dumps(sorted(token.scopes)),
+        token.created_at,
+        token.revoked_at,
+        int(token.public),
+    )
 
 
 def _space(row: tuple[Any, ...]) -> Space:
@@ -99,7 +183,12 @@ class SQLiteStore(Store):
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
         self.path = path
         self.synchronous = synchronous.upper()
-        self._writer: sqlite3.Connection | None = None
+        self._writer: trio.SocketStream | None = None
+        self._process: trio.Process | None = None
+        self._buffer = bytearray()
+        self._commit_lock = trio.Lock()
+        self.writer_settings: dict[str, Any] = {}
+        """How the writer process opened the database (journal_mode, synchronous)."""
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -118,17 +207,21 @@ class SQLiteStore(Store):
         if mode.lower() != "wal":
             raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
         writer.execute(f"PRAGMA synchronous = {self.synchronous}")
-        migrate(writer)
-        self._writer = writer
+        try:
+            migrate(writer)
+        finally:
+            writer.close()  # from here on, the writer process is the one that writes
 
     async def open(self) -> None:
         await trio.to_thread.run_sync(self._open)
+        await self._start_writer()
 
     async def close(self) -> None:
+        async with self._commit_lock:
+            with trio.CancelScope(shield=True):
+                await self._stop_writer()
+
         def close_all() -> None:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
             with self._readers_lock:
                 for reader in self._readers:
                     reader.close()
@@ -138,75 +231,76 @@ class SQLiteStore(Store):
 
     # ----------------------------------------------------------------------- writes
 
-    def _apply(self, batches: list[Changes]) -> None:
-        db = self._writer
-        if db is None:
-            raise RuntimeError("the store is closed")
-        db.execute("BEGIN IMMEDIATE")
+    async def commit(self, batches: list[Changes]) -> None:
+        body = orjson.dumps(_steps(batches))
+        async with self._commit_lock:
+            # Shielded: once a transaction is sent, its answer is read, whatever happens
+            # to the caller, so the next one never reads it by mistake (an in-process
+            # thread could not be cancelled either).
+            with trio.CancelScope(shield=True):
+                writer = self._writer or await self._start_writer()
+                try:
+                    await writer.send_all(_LENGTH.pack(len(body)) + body)
+                    answer = orjson.loads(await self._receive(writer))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
+                    await self._stop_writer()
+                    raise WriterGone("the store's writer process ended") from exc
+        if answer is not None:
+            name, message = answer
+            error = getattr(sqlite3, name, None)
+            if isinstance(error, type) and issubclass(error, Exception):
+                raise error(message)
+            raise sqlite3.OperationalError(f"{name}: {message}")
+
+    async def _start_writer(self) -> trio.SocketStream:
+        ours, theirs = socket.socketpair()
         try:
-            for batch in batches:
-                self._apply_one(db, batch)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            self._process = await trio.lowlevel.open_process(
+                [sys.executable, str(_WRITER_PROCESS), str(self.path), self.synchronous,
+                 str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        writer = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        self._writer, self._buffer = writer, bytearray()
+        try:
+            hello = orjson.loads(await self._receive(writer))
+        except EOFError:
+            hello = ["OSError", "the writer process ended at start"]
+        if not isinstance(hello, dict):
+            await self._stop_writer()
+            raise RuntimeError(f"the store's writer process could not open {self.path}: {hello}")
+        self.writer_settings = hello
+        return writer
+
+    async def _receive(self, writer: trio.SocketStream) -> bytes:
+        buffer = self._buffer
+        while len(buffer) < _LENGTH.size:
+            await self._fill(writer, buffer)
+        size = _LENGTH.unpack_from(buffer)[0] + _LENGTH.size
+        while len(buffer) < size:
+            await self._fill(writer, buffer)
+        body = bytes(buffer[_LENGTH.size : size])
+        del buffer[:size]
+        return body
 
     @staticmethod
-    def _apply_one(db: sqlite3.Connection, batch: Changes) -> None:
-        for space in batch.spaces:
-            db.execute(
-                "INSERT OR REPLACE INTO spaces VALUES (?, ?, ?, ?, ?)",
-                (space.id, space.name, space.public_token, space.created_at, dumps(space.settings)),
-            )
-        for space_id in batch.deleted_spaces:
-            db.execute(
-                "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE space_id = ?)",
-                (space_id,),
-            )
-            db.execute(
-                "DELETE FROM job_logs WHERE job_id IN (SELECT id FROM jobs WHERE space_id = ?)",
-                (space_id,),
-            )
-            db.execute("DELETE FROM jobs WHERE space_id = ?", (space_id,))
-            db.execute("DELETE FROM callbacks WHERE space_id = ?", (space_id,))
-            db.execute("DELETE FROM tokens WHERE space_id = ?", (space_id,))
-            db.execute("DELETE FROM spaces WHERE id = ?", (space_id,))
-        for token in batch.tokens:
-            db.execute(
-                "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    token.id,
-                    token.space_id,
-                    token.name,
-                    token.prefix,
-                    token.key_hash,
-                    dumps(sorted(token.scopes)),
-                    token.created_at,
-                    token.revoked_at,
-                    int(token.public),
-                ),
-            )
-        if batch.revoked_tokens:
-            db.executemany(
-                "UPDATE tokens SET revoked_at = ? WHERE id = ?",
-                [(at, token_id) for token_id, at in batch.revoked_tokens],
-            )
-        if batch.inserts:
-            db.executemany(_INSERT_JOB, batch.inserts)
-        if batch.updates:
-            db.executemany(_UPDATE_JOB, batch.updates)
-        if batch.events:
-            db.execute(_INSERT_EVENTS, (orjson.dumps(batch.events),))
-        if batch.logs:
-            db.executemany(_INSERT_LOG, batch.logs)
-        if batch.callbacks:
-            db.executemany(
-                "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [callback.row() for callback in batch.callbacks],
-            )
+    async def _fill(writer: trio.SocketStream, buffer: bytearray) -> None:
+        chunk = await writer.receive_some()
+        if not chunk:
+            raise EOFError
+        buffer += chunk
 
-    async def commit(self, batches: list[Changes]) -> None:
-        await trio.to_thread.run_sync(self._apply, batches)
+    async def _stop_writer(self) -> None:
+        """Close our end: the process finishes what it has and exits; wait for it."""
+        writer, process = self._writer, self._process
+        self._writer = self._process = None
+        if writer is not None:
+            await writer.aclose()
+        if process is not None:
+            await process.wait()
 
     # ------------------------------------------------------------------------ reads
 

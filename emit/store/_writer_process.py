@@ -1,0 +1,109 @@
+"""The SQLite store's writer process: the one connection that writes, in a process of
+its own, so that its work never waits on the server's GIL (and the server's never on
+its). See docs/persistence.md, "The writer process".
+
+Run by `SQLiteStore` as ``python _writer_process.py PATH SYNCHRONOUS FD PARENT_PID`` (by
+path, not as a module, so that it imports neither emit nor trio: it starts in a few tens
+of ms). FD is its end of a socket pair. Every message either way is framed as a 4-byte
+little-endian length and an orjson body. First the process says how it opened the
+database (``{"journal_mode": ..., "synchronous": n}``, or ``[error class, message]`` and
+it exits). Then each request is one transaction: a list of ``[sql, rows]`` steps, each
+run with ``executemany``; the answer is ``null`` once the transaction is committed, or
+``[error class name, message]`` once it is rolled back. When the parent closes its end,
+the process exits.
+
+On Linux the process dies with its parent (``PR_SET_PDEATHSIG``): a transaction in
+flight when the server is killed is then either committed or rolled back before any new
+server opens the store, never committed behind the back of one that already loaded it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import sys
+
+import orjson
+
+_LENGTH = struct.Struct("<I")
+
+
+def _null(value: None) -> None:
+    return value
+
+
+def _receive(sock: socket.socket, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send(sock: socket.socket, message: object) -> None:
+    body = orjson.dumps(message)
+    sock.sendall(_LENGTH.pack(len(body)) + body)
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before we asked
+        sys.exit(0)
+
+
+def serve(path: str, synchronous: str, sock: socket.socket) -> None:
+    # Without this, sqlite3 looks None up as an adaptable object and fails two
+    # attribute lookups per NULL parameter (see sqlite.py).
+    sqlite3.register_adapter(type(None), _null)
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        db.execute("PRAGMA busy_timeout = 30000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise RuntimeError(f"SQLite refused WAL mode for {path} (got {mode})")
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        level = db.execute("PRAGMA synchronous").fetchone()[0]
+    except Exception as exc:
+        _send(sock, [type(exc).__name__, str(exc)])
+        return
+    _send(sock, {"journal_mode": mode.lower(), "synchronous": level})
+    while True:
+        header = _receive(sock, _LENGTH.size)
+        if header is None:
+            break  # the store closed (or its process ended): nothing more will come
+        body = _receive(sock, _LENGTH.unpack(header)[0])
+        if body is None:
+            break
+        answer: object = None
+        try:
+            steps = orjson.loads(body)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in steps:
+                    db.executemany(sql, rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except Exception as exc:
+            answer = [type(exc).__name__, str(exc)]
+        try:
+            _send(sock, answer)
+        except OSError:
+            break  # the store is gone: nobody to answer
+    db.close()
+
+
+if __name__ == "__main__":
+    _die_with_parent(int(sys.argv[4]))
+    serve(sys.argv[1], sys.argv[2], socket.socket(fileno=int(sys.argv[3])))

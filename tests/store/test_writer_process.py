@@ -1,0 +1,149 @@
+"""The SQLite store's writer process: its settings, its death (killed alone: one commit
+fails and the next starts a new process; its server killed: it dies too), and that an
+error in one transaction leaves it working."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import emit
+from emit.store.records import Changes, job_row
+from emit.store.sqlite import SQLiteStore, WriterGone
+
+from .test_stores import SPACE, make_job
+
+
+async def _exited(pid: int) -> None:
+    """Wait, without polling, until process ``pid`` (not ours to reap) has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("FULL", 2), ("NORMAL", 1)])
+async def test_the_writer_process_opens_the_store_as_configured(
+    tmp_path: Path, synchronous: str, level: int
+) -> None:
+    store = SQLiteStore(tmp_path / "emit.db", synchronous=synchronous)
+    await store.open()
+    try:
+        assert store.writer_settings == {"journal_mode": "wal", "synchronous": level}
+    finally:
+        await store.close()
+
+
+async def test_a_killed_writer_fails_one_commit_and_the_next_starts_a_new_one(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    try:
+        await store.commit([Changes(spaces=[SPACE], inserts=[job_row(make_job(1))])])
+        process = store._process
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        with pytest.raises(WriterGone):
+            await store.commit([Changes(inserts=[job_row(make_job(2))])])
+        await store.commit([Changes(inserts=[job_row(make_job(3))])])
+        assert store._process is not None and store._process.pid != process.pid
+        found = [await store.get_job(make_job(n).id) for n in (1, 2, 3)]
+        assert [job is not None for job in found] == [True, False, True]
+    finally:
+        await store.close()
+
+
+async def test_an_error_in_one_transaction_leaves_the_writer_working(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    try:
+        await store.commit([Changes(spaces=[SPACE], inserts=[job_row(make_job(1))])])
+        process = store._process
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.commit([Changes(inserts=[job_row(make_job(1))])])
+        await store.commit([Changes(inserts=[job_row(make_job(2))])])
+        assert store._process is process
+        assert await store.get_job(make_job(2).id) is not None
+    finally:
+        await store.close()
+
+
+async def test_closing_the_store_ends_the_writer_process(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    process = store._process
+    assert process is not None
+    await store.close()
+    assert process.returncode == 0
+
+
+_SERVER = """
+import sys, orjson, trio
+from pathlib import Path
+from emit.store.records import Changes, job_row
+from emit.store.sqlite import SQLiteStore, _LENGTH, _steps
+from tests.store.test_stores import SPACE, make_job
+
+async def main():
+    store = SQLiteStore(Path(sys.argv[1]))
+    await store.open()
+    body = orjson.dumps(_steps([Changes(spaces=[SPACE], inserts=[job_row(make_job(1))])]))
+    await store._writer.send_all(_LENGTH.pack(len(body)) + body)  # a transaction in flight
+    print(store._process.pid, flush=True)
+    await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+async def test_the_writer_process_dies_with_its_server_mid_transaction(tmp_path: Path) -> None:
+    """The server is killed while its writer waits for a lock inside a transaction: the
+    writer dies at once (not when its 30 s busy timeout ends), and the transaction never
+    commits behind the back of the next server."""
+    path = tmp_path / "emit.db"
+    store = SQLiteStore(path)  # make the schema, then hold the write lock
+    await store.open()
+    await store.close()
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    server = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _SERVER, str(path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(emit.__file__).parent.parent,
+    )
+    try:
+        assert server.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await server.stdout.receive_some()
+            assert chunk, "the server ended before it started its writer"
+            line += chunk
+        writer = int(line)
+        server.kill()
+        with trio.fail_after(10):
+            await _exited(writer)
+    finally:
+        server.kill()
+        await server.wait()
+        lock.execute("ROLLBACK")
+        lock.close()
+    again = SQLiteStore(path)
+    await again.open()
+    try:
+        assert await again.get_job(make_job(1).id) is None
+    finally:
+        await again.close()
