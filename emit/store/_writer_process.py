@@ -62,8 +62,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def serve(path: str, synchronous: str, sock: socket.socket) -> None:
-    # Without this, sqlite3 looks None up as an adaptable object and fails two
-    # attribute lookups per NULL parameter (see sqlite.py).
+    # sqlite3 binds int, float and str directly but looks None up as an adaptable
+    # object, failing two attribute lookups each time: about 0.4 µs per NULL, and a job's
+    # insert and updates bind some twenty-five. A registered adapter is one dict hit.
     sqlite3.register_adapter(type(None), _null)
     try:
         db = sqlite3.connect(path, isolation_level=None, timeout=30)
