@@ -19,12 +19,15 @@ once it is written), the hub, the server's WebSocket send and the client's read.
 latency is also split at the event's ``timestamp`` (stamped by the server when it applies
 the change, before the commit; ms resolution). The first --warmup seconds of events are
 not sampled; the next --seconds are. Events not sent by LATE_LIMIT after the schedule's
-end (the producer fell behind) are counted as unsent, so a run stops on time. Two
-producers, each against a fresh server and a fresh subscriber process:
+end (the producer fell behind) are counted as unsent, so a run stops on time. The
+producer wakes every PACE_TICK (5 ms) and sends the events due by then. Three producers,
+each against a fresh server and a fresh subscriber process (--producer both runs a, b):
   (a) embedded: the server process runs emit's runtime and its HTTP app (``emit.serve``,
       the app ``emit serve`` runs, rate limit off) plus a producer task calling
       ``SpaceJobs.progress`` from --lanes concurrent tasks: the fan-out path without one
       HTTP request per event.
+  (a') hub (--producer hub): as (a), but the task publishes each event straight to the
+      hub, with no write: the fan-out path alone (hub, streams, Quart, Hypercorn).
   (b) HTTP: ``python -m emit serve --rate-limit 1000000``, and the producer in this process:
       --connections keep-alive connections POSTing /api/v1/jobs/{id}/progress with the
       worker key, through a bare HTTP/1.1 client on trio sockets (about 0.2 ms of CPU a
