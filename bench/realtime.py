@@ -19,12 +19,15 @@ once it is written), the hub, the server's WebSocket send and the client's read.
 latency is also split at the event's ``timestamp`` (stamped by the server when it applies
 the change, before the commit; ms resolution). The first --warmup seconds of events are
 not sampled; the next --seconds are. Events not sent by LATE_LIMIT after the schedule's
-end (the producer fell behind) are counted as unsent, so a run stops on time. Two
-producers, each against a fresh server and a fresh subscriber process:
+end (the producer fell behind) are counted as unsent, so a run stops on time. The
+producer wakes every PACE_TICK (5 ms) and sends the events due by then. Three producers,
+each against a fresh server and a fresh subscriber process (--producer both runs a, b):
   (a) embedded: the server process runs emit's runtime and its HTTP app (``emit.serve``,
       the app ``emit serve`` runs, rate limit off) plus a producer task calling
       ``SpaceJobs.progress`` from --lanes concurrent tasks: the fan-out path without one
       HTTP request per event.
+  (a') hub (--producer hub): as (a), but the task publishes each event straight to the
+      hub, with no write: the fan-out path alone (hub, streams, Quart, Hypercorn).
   (b) HTTP: ``python -m emit serve --rate-limit 1000000``, and the producer in this process:
       --connections keep-alive connections POSTing /api/v1/jobs/{id}/progress with the
       worker key, through a bare HTTP/1.1 client on trio sockets (about 0.2 ms of CPU a
@@ -67,6 +70,8 @@ CONNECT_AT_ONCE = 50
 START_TIMEOUT = 30.0
 IDLE_SECONDS = 2.0
 """Seconds the server's CPU is read with every subscriber in and no events."""
+PACE_TICK = 0.005
+"""Seconds between the producer's wake-ups: the events due by then go out together."""
 LATE_LIMIT = 1.0
 """Seconds past the schedule's end after which the producer gives up unsent events."""
 SUBSCRIBE_TIMEOUT = 180.0
@@ -123,23 +128,35 @@ async def paced(
     send: Send, jobs: list[str], rate: float, warmup: float, seconds: float, lanes: int
 ) -> Produced:
     """Event k is due at start + k / rate, for job k mod N, percent (k // N) mod 101 and
-    message "k time.time()"; ``lanes`` tasks take the events in order, each waiting for
-    its slot (or sending at once when late) and for its answer. Events still unsent when
-    the schedule ends are given up."""
+    message "k time.time()". One ticker task wakes every PACE_TICK and hands each event
+    due by then to ``lanes`` tasks through a channel; a lane takes the next one, sends it
+    and waits for its answer. Events still unsent when the schedule ends are given up.
+
+    The ticker, rather than one sleep per lane per event, and PACE_TICK rather than a
+    wake-up per event: a trio sleep that expires costs 50-150 us of CPU (a cancel scope's
+    deadline, its Cancelled unwound), and with the embedded producer that CPU is the
+    server's: a sixth of it at 1,000/s with a sleep per event. Each event's send time is
+    read when it is sent, so the latency measured is the event's own."""
     total = int(rate * (warmup + seconds))
     out = Produced()
     start = trio.current_time() + 0.05
     end = start + warmup + seconds
     out.first = time.time() + 0.05
-    cursor = 0
+    hand, take = trio.open_memory_channel[int](total)
 
-    async def lane() -> None:
-        nonlocal cursor
-        while cursor < total:
-            k = cursor
-            cursor += 1
+    async def ticker() -> None:
+        async with hand:
+            k = 0
+            while k < total:
+                await trio.sleep_until(max(start + k / rate, trio.current_time() + PACE_TICK))
+                now = trio.current_time()
+                while k < total and start + k / rate <= now:
+                    hand.send_nowait(k)
+                    k += 1
+
+    async def lane(take: trio.MemoryReceiveChannel[int]) -> None:
+        async for k in take:
             due = start + k / rate
-            await trio.sleep_until(due)
             now = trio.current_time()
             if now > end + LATE_LIMIT:
                 out.unsent += 1
@@ -154,8 +171,10 @@ async def paced(
             out.last = time.time()
 
     async with trio.open_nursery() as nursery:
-        for _ in range(lanes):
-            nursery.start_soon(lane)
+        nursery.start_soon(ticker)
+        async with take:
+            for _ in range(lanes):
+                nursery.start_soon(lane, take.clone())
     return out
 
 
@@ -237,11 +256,71 @@ async def produce_http(
 # ------------------------------------------------- child: the embedded-producer server
 
 
+def collector_pauses() -> Callable[[], str]:
+    """Times the garbage collector's passes from now on; the function returned stops
+    and says, per generation, how many there were and the longest."""
+    import gc
+
+    began: list[float] = [0.0]
+    seen: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            seen[info["generation"]].append(time.perf_counter() - began[0])
+
+    gc.callbacks.append(watch)
+
+    def stop() -> str:
+        gc.callbacks.remove(watch)
+        return "collector: " + ", ".join(
+            f"gen{gen} {len(times)}x max {max(times, default=0) * 1000:.1f} ms"
+            for gen, times in seen.items()
+        )
+
+    return stop
+
+
+class LoopPasses(trio.abc.Instrument):
+    """Times the event loop's passes (from waking up from I/O to waiting again): a long
+    one holds every event in flight. Reports how many took over 10 ms, and the longest
+    with the CPU the loop's thread used in it (less than its length: the thread was
+    descheduled or waited for the GIL)."""
+
+    def __init__(self) -> None:
+        self.woke = self.cpu = 0.0
+        self.passes = 0
+        self.busy = 0.0
+        self.long: list[tuple[float, float]] = []
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.woke, self.cpu = time.perf_counter(), time.thread_time()
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.woke:
+            took = time.perf_counter() - self.woke
+            self.passes += 1
+            self.busy += took
+            if took > 0.010:
+                self.long.append((took, time.thread_time() - self.cpu))
+
+    def report(self) -> str:
+        top = " ".join(
+            f"{wall * 1000:.0f}/{cpu * 1000:.0f}" for wall, cpu in sorted(self.long)[-5:]
+        )
+        return (
+            f"loop: {self.passes:,} passes, busy {self.busy:.1f} s, {len(self.long)} over 10 ms"
+            + (f" (longest, ms wall/CPU: {top})" if top else "")
+        )
+
+
 def serve_embedded(base: Path, args: argparse.Namespace) -> None:
     """emit's runtime and HTTP app in this process, with a producer task: SIGUSR1 starts
     it on the jobs in BASE/jobs.json (answered with BASE/produced.json and a line
     "produced"); SIGTERM stops the server. Prints its keys, then "ready"."""
     import emit
+    from emit.realtime.hub import Published
 
     async def run() -> None:
         async with emit.open_runtime(base / "data") as rt:
@@ -256,10 +335,29 @@ def serve_embedded(base: Path, args: argparse.Namespace) -> None:
             async def send(job_id: str, percent: int, message: str) -> None:
                 await jobs.progress(job_id, percent, message)
 
+            seq = iter(range(1_000_000, sys.maxsize))
+
+            async def publish(job_id: str, percent: int, message: str) -> None:
+                data = {"percent": percent, "message": message, "subProgress": None}
+                event = Published(
+                    job_id, "bench", "running", "progress", 0, data, time.time(), next(seq)
+                )
+                rt.hub.publish(space.id, [event])
+
             async def produce() -> None:
                 ids = json.loads(await trio.Path(base / "jobs.json").read_text())
-                done = await paced(send, ids, args.rate, args.warmup, args.seconds, args.lanes)
-                await trio.Path(base / "produced.json").write_text(json.dumps(asdict(done)))
+                pauses, passes = collector_pauses(), LoopPasses()
+                trio.lowlevel.add_instrument(passes)
+                lanes = 1 if args.hub_only else args.lanes
+                how = publish if args.hub_only else send
+                done = await paced(how, ids, args.rate, args.warmup, args.seconds, lanes)
+                trio.lowlevel.remove_instrument(passes)
+                # In a thread: encoding 25,000 events took the loop 100 ms, with the last
+                # deliveries still to send.
+                text = await trio.to_thread.run_sync(json.dumps, asdict(done))
+                await trio.Path(base / "produced.json").write_text(text)
+                print(pauses(), flush=True)
+                print(passes.report(), flush=True)
                 print("produced", flush=True)
 
             async with trio.open_nursery() as nursery:
@@ -448,6 +546,7 @@ def start_server(producer: str, base: Path, args: argparse.Namespace) -> Server:
         sys.executable, "-m", "bench.realtime", "--serve-embedded", str(base),
         "--rate", str(args.rate), "--warmup", str(args.warmup),
         "--seconds", str(args.seconds), "--lanes", str(args.lanes),
+        *(["--hub-only"] if producer == "hub" else []),
     ]  # fmt: skip
     served = Served(command, lambda line: line.startswith("ready"))
     found = dict(line.split(" ", 1) for line in served.lines if " " in line)
@@ -533,7 +632,7 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
         window()
         (start, first), (end, last) = marks
         phase.cpu |= {name: (last[name] - first[name]) / (end - start) for name in first}
-        if producer == "embedded":
+        if producer != "http":
             del phase.cpu["producer"]  # the bench process only waited
         phase.memory["end of run"] = memory(server.pid)
         phase.received = subscribers.finish(len(phase.produced.acked), args.grace)
@@ -635,6 +734,7 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
             notes.append(f"({phase.label}) server printed nothing after its start (no errors)")
     titles = {
         "embedded": "(a) embedded producer",
+        "hub": "(a') fan-out only",
         "http": f"(b) HTTP, {args.connections} conns",
     }
     labels = list(cells[phases[0].label])
@@ -685,11 +785,15 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds sampled")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for stragglers")
     parser.add_argument(
-        "--producer", choices=["both", "embedded", "http"], default="both", help="which phases"
+        "--producer",
+        choices=["both", "embedded", "http", "hub"],
+        default="both",
+        help="which phases",
     )
     parser.add_argument("--lanes", type=int, default=64, help="(a): concurrent progress calls")
     parser.add_argument("--connections", type=int, default=32, help="(b): HTTP connections")
     parser.add_argument("--serve-embedded", metavar="BASE", help=argparse.SUPPRESS)
+    parser.add_argument("--hub-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", metavar="WS_URL", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe-token", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe-jobs", help=argparse.SUPPRESS)

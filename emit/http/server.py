@@ -7,11 +7,34 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol import ws_stream
 from hypercorn.trio import serve as hypercorn_serve
+from wsproto.extensions import PerMessageDeflate
 
 from ..runtime import Runtime
 from .app import create_app
 from .settings import HttpSettings
+
+
+class _NoDeflate(PerMessageDeflate):
+    """permessage-deflate, declined: every offer is refused, so no WebSocket compresses."""
+
+    def accept(self, offer: str) -> None:
+        return None
+
+
+def decline_permessage_deflate() -> None:
+    """Make Hypercorn refuse the permessage-deflate extension browsers always offer.
+
+    Hypercorn accepts it whenever a client offers it, with no setting to turn it off
+    (pgjones/hypercorn#307): its handshake builds ``[PerMessageDeflate()]`` from the name
+    in its ``ws_stream`` module, so that name is pointed at a class that declines. The
+    streams send small JSON messages, one at a time: compressing them costs a zlib
+    compressor per socket (~90 KiB, twice what the rest of a subscriber holds) and ~5 us
+    a message, to save ~150 bytes (docs/realtime.md). Process-wide, like the collector
+    tuning below; tests/realtime/test_streams.py fails if Hypercorn changes how it
+    negotiates."""
+    setattr(ws_stream, "PerMessageDeflate", _NoDeflate)  # noqa: B010 (mypy: not re-exported)
 
 
 async def serve(
@@ -34,6 +57,7 @@ async def serve(
     # collections stalled the event loop for 200+ ms under load (bench/realtime.py).
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    decline_permessage_deflate()
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout

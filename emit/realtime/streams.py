@@ -16,12 +16,11 @@ import trio
 from quart import websocket
 from quart_trio import QuartTrio
 
-from ..clock import iso
 from ..domain import scopes
 from ..errors import Unauthorized
 from ..http.auth import Authenticator, Caller
 from ..runtime import Runtime
-from .hub import FINAL, Published, Subscription
+from .hub import FINAL, JobMessage, SpaceMessage, Subscription
 
 CLOSE_GRACE = 2.0
 """Seconds a close frame may take (a stalled client does not hold the task)."""
@@ -58,19 +57,6 @@ async def _end(subscription: Subscription) -> None:
         await _close(subscription.close_code)
 
 
-def job_message(event: Published, full: bool) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "type": event.type,
-        "jobId": event.job_id,
-        "status": event.status,
-        "attemptNumber": event.attempt_number,
-        "timestamp": iso(event.timestamp),
-    }
-    if full or event.type == "progress":
-        message["data"] = event.data
-    return message
-
-
 def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> None:
     hub = runtime.hub
 
@@ -98,11 +84,13 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
                     "counts": {status.value: n for status, n in counts.items()},
                 }
             )
-            for message in replay:
-                await _send(message)
+            send = websocket.send  # the proxy looked up once, not once per message
+            entry: SpaceMessage
+            for entry in replay:
+                await send(entry.text())
             with subscription.scope:
-                async for message in subscription.receive:
-                    await _send(message)
+                async for entry in subscription.receive:
+                    await send(entry.text())
             await _end(subscription)
         finally:
             hub.unsubscribe(subscription)
@@ -136,14 +124,17 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
                 await _close(1000)
                 return
             seen = job.event_seq
+            send = websocket.send  # the proxy looked up once, not once per message
+            message: JobMessage
             with subscription.scope:
-                async for event in subscription.receive:
+                async for message in subscription.receive:
+                    event = message.event
                     if event.type == "log":
                         if not full:
                             continue
                     elif event.event_seq <= seen:
                         continue  # already in the state init showed
-                    await _send(job_message(event, full))
+                    await send(message.text(full))
                     if event.type in FINAL:
                         await _close(1000)
                         return

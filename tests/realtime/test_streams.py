@@ -200,3 +200,26 @@ async def test_a_slow_client_is_dropped_while_a_fast_one_keeps_receiving(live: L
     assert code == 1013
     stats = live.rt.hub  # the slow subscription is gone from the hub
     assert all(sub.close_code is None for sub in stats._feeds[live.space].jobs.get(job.id, ()))
+
+
+async def test_permessage_deflate_is_declined(live: Live) -> None:
+    """Browsers always offer permessage-deflate and Hypercorn would accept it; the server
+    declines (emit/http/server.py), so messages go uncompressed: no RSV1 bit."""
+    job = await live.jobs.create("j")
+    host, port = live.ws.removeprefix("ws://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            f"GET /api/v1/realtime/{job.id}?token={live.public} HTTP/1.1\r\nhost: {host}\r\n"
+            "upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n"
+            "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "sec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n\r\n".encode()
+        )
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.partition(b"\r\n\r\n")[2]) < 2:
+            received += await stream.receive_some(65536)
+    head, _, frames = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert b"sec-websocket-accept" in head.lower()
+    assert b"sec-websocket-extensions" not in head.lower()
+    assert frames[0] == 0x81  # FIN, no RSV1 (not compressed), a text frame: init

@@ -1,0 +1,57 @@
+"""The hub's rendering, without sockets: its timestamps are `emit.clock.iso`'s to the
+character, a job event is encoded once per view however many streams send it, and a
+space's messages are encoded only when a stream sends them."""
+
+import json
+import random
+
+import pytest
+
+from emit.clock import iso
+from emit.realtime.hub import EventHub, Published, stamp
+
+
+def test_stamp_is_iso_to_the_character() -> None:
+    rnd = random.Random(5)
+    walls = [rnd.uniform(-1e9, 4e9) for _ in range(50_000)]
+    base = 1_764_323_755.0
+    for ms in range(1000):  # every millisecond, and either side of each boundary
+        for offset in (0.0, 0.0005, 0.0004995, 0.0000005, 0.0009995, 0.0009999995):
+            walls.append(base + ms / 1000 + offset)
+    walls += [0.0, -0.0005, 999_999_999.9999996, base + 0.9999995, base - 1e-7]
+    assert [stamp(wall) for wall in walls] == [iso(wall) for wall in walls]
+
+
+def event(kind: str, data: object, seq: int = 1, job: str = "J" * 26) -> Published:
+    return Published(job, "resize", "running", kind, 0, data, 1_764_323_755.038, seq)
+
+
+@pytest.mark.parametrize("full", [True, False])
+async def test_a_job_event_is_encoded_once_per_view(full: bool) -> None:
+    hub = EventHub()
+    streams = [hub.subscribe_job("S", "J" * 26, full) for _ in range(3)]
+    hub.publish("S", [event("completed", {"result": 42}), event("progress", {"percent": 5})])
+    got = [[s.receive.receive_nowait().text(full) for _ in range(2)] for s in streams]
+    assert all(texts[0] is got[0][0] and texts[1] is got[0][1] for texts in got)
+    completed, progress = (json.loads(text) for text in got[0])
+    assert completed == {
+        "type": "completed", "jobId": "J" * 26, "status": "running", "attemptNumber": 0,
+        "timestamp": "2025-11-28T09:55:55.038Z", **({"data": {"result": 42}} if full else {}),
+    }  # fmt: skip
+    assert progress["data"] == {"percent": 5}  # progress keeps its data in either view
+
+
+async def test_a_space_nobody_streams_counts_and_buffers_without_encoding() -> None:
+    hub = EventHub()
+    hub.subscribe_job("S", "K" * 26, False)  # the space is watched, its stream is not
+    hub.publish("S", [event("created", None, 1), event("log", {"seq": 1}, 0)])
+    hub.publish("S", [event("progress", {"percent": 1}, 2)])
+    feed = hub._feeds["S"]
+    assert feed.seq == 2 and all(entry._text is None for entry in feed.buffer)
+    _, seq, missed, replay = hub.subscribe_space("S", True, 0, hub.instance_id)
+    assert (seq, missed) == (2, False)
+    shown = [json.loads(entry.text()) for entry in replay]
+    assert [(m["seq"], m["type"], m["jobName"]) for m in shown] == [
+        (1, "created", "resize"), (2, "progress", "resize"),
+    ]  # fmt: skip
+    assert shown[0]["timestamp"] == iso(1_764_323_755.038)
