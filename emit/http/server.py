@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -12,6 +11,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from wsproto.extensions import PerMessageDeflate
 
 from ..runtime import Runtime
+from ..tuning import tune_gc
 from .app import create_app
 from .settings import HttpSettings
 
@@ -55,8 +55,7 @@ async def serve(
     # A server process: everything made so far lives as long as it does, so take it out of
     # the collector's sight, and collect the young generation less often. Full
     # collections stalled the event loop for 200+ ms under load (bench/realtime.py).
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    tune_gc()
     decline_permessage_deflate()
     config = Config()
     config.bind = [f"{host}:{port}"]
