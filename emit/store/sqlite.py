@@ -173,7 +173,7 @@ class SQLiteStore(Store):
         self.path = path
         self.synchronous = synchronous.upper()
         self._writer: trio.SocketStream | None = None
-        self._process: trio.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._buffer = bytearray()
         self._commit_lock = trio.Lock()
         self.writer_settings: dict[str, Any] = {}
@@ -244,7 +244,12 @@ class SQLiteStore(Store):
     async def _start_writer(self) -> trio.SocketStream:
         ours, theirs = socket.socketpair()
         try:
-            self._process = await trio.lowlevel.open_process(
+            # Forked from this thread, the event loop's, on purpose: the child dies when the
+            # thread that forked it ends (PR_SET_PDEATHSIG follows the thread, not the
+            # process), and trio.lowlevel.open_process forks in a worker thread, which
+            # ends after 10 s idle, killing the writer with it. A fork+exec here blocks the
+            # loop for a few ms, once per store open.
+            self._process = subprocess.Popen(  # noqa: ASYNC220
                 [sys.executable, str(_WRITER_PROCESS), str(self.path), self.synchronous,
                  str(theirs.fileno()), str(os.getpid())],
                 pass_fds=[theirs.fileno()],
@@ -289,7 +294,7 @@ class SQLiteStore(Store):
         if writer is not None:
             await writer.aclose()
         if process is not None:
-            await process.wait()
+            await trio.to_thread.run_sync(process.wait)
 
     # ------------------------------------------------------------------------ reads
 

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import trio
 
 import emit
 from emit.store.sqlite import SQLiteStore
@@ -24,7 +25,7 @@ async def test_a_killed_writer_process_refuses_one_write_and_the_engine_carries_
         process = store._process
         assert process is not None
         process.send_signal(signal.SIGKILL)
-        await process.wait()
+        await trio.to_thread.run_sync(process.wait)
         with pytest.raises(emit.Unavailable, match="storage failed"):
             await jobs.create("lost")
         # The space reloaded from the store; a new writer process takes the next write.

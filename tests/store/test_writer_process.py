@@ -55,7 +55,7 @@ async def test_a_killed_writer_fails_one_commit_and_the_next_starts_a_new_one(
         process = store._process
         assert process is not None
         process.send_signal(signal.SIGKILL)
-        await process.wait()
+        await trio.to_thread.run_sync(process.wait)
         with pytest.raises(WriterGone):
             await store.commit([Changes(inserts=[job_row(make_job(2))])])
         await store.commit([Changes(inserts=[job_row(make_job(3))])])
@@ -147,3 +147,44 @@ async def test_the_writer_process_dies_with_its_server_mid_transaction(tmp_path:
         assert await again.get_job(make_job(1).id) is None
     finally:
         await again.close()
+
+
+_IDLE_THREADS = """
+import sys, threading, trio
+from pathlib import Path
+from trio._core import _thread_cache
+from emit.store.records import Changes
+from emit.store.sqlite import SQLiteStore
+from tests.store.test_stores import SPACE
+
+_thread_cache.IDLE_TIMEOUT = 2.0  # worker threads end 2 s after their last job
+
+async def main():
+    store = SQLiteStore(Path(sys.argv[1]))
+    await store.open()
+    for worker in threading.enumerate():  # the ones opening used: let them end
+        if worker is not threading.current_thread():
+            worker.join()  # blocking, on purpose: no new worker thread while we wait
+    await store.commit([Changes(spaces=[SPACE])])
+    await store.close()
+    print("ok")
+
+trio.run(main)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+async def test_the_writer_outlives_the_servers_worker_threads(tmp_path: Path) -> None:
+    """The writer dies with the thread that forked it (PR_SET_PDEATHSIG follows threads):
+    that must be the event loop's, not a worker thread that ends when idle. Worker
+    threads here end 2 s after their last job: well after the writer has set its death
+    signal (before it says hello), so a writer forked by one would be killed."""
+    done = await trio.run_process(
+        [sys.executable, "-c", _IDLE_THREADS, str(tmp_path / "emit.db")],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=Path(emit.__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"ok\n"
