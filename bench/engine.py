@@ -4,7 +4,8 @@
 Measures, in one run on the same machine, through the embedding API (`emit.open_runtime`):
   1. durable lifecycle throughput (jobs/s): create -> poll -> ack -> complete, batched
      (create_many of --batch, poll count=50 wait=1 ack=True, complete_many), SQLite store
-     with synchronous=FULL (the default), --workers worker tasks and one producer task;
+     with synchronous=FULL (the default) and with NORMAL, --workers worker tasks and one
+     producer task;
      beside beanstalkd 1.x started here on a free loopback port with its binlog on
      (``-b DIR``), driven by greenstalk put -> reserve -> delete from --workers processes,
      once with beanstalkd's default fsync (at most every 50 ms) and once with ``-f0``
@@ -109,9 +110,11 @@ def children_cpu() -> float:
     return total
 
 
-async def emit_lifecycle(data: Path, total: int, workers: int, batch: int) -> Rate:
-    """jobs/s of create -> poll(ack) -> complete for ``total`` jobs, synchronous=FULL."""
-    async with emit.open_runtime(data) as rt:
+async def emit_lifecycle(
+    data: Path, total: int, workers: int, batch: int, synchronous: str = "FULL"
+) -> Rate:
+    """jobs/s of create -> poll(ack) -> complete for ``total`` jobs."""
+    async with emit.open_runtime(data, synchronous=synchronous) as rt:
         space = await rt.create_space("lifecycle")
         jobs = rt.space(space.id)
         completed = 0
@@ -406,53 +409,64 @@ def _rates(rates: list[Rate]) -> str:
 
 
 async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
+    """Each emit mode beside the beanstalkd mode of the same durability: FULL (fsync
+    per commit) beside ``-f0`` (fsync per write); NORMAL (a crash of emit loses nothing,
+    power loss may lose the last commits) beside beanstalkd's default (fsync at most
+    every 50 ms). The target is judged against beanstalkd's default, as the issue asks."""
     if args.jobs <= 0:
         return
-    modes = [("default fsync, <= every 50 ms", []), ("-f0, fsync every write", ["-f", "0"])]
-    emit_rates: list[Rate] = []
-    beanstalk_rates: dict[str, list[Rate]] = {label: [] for label, _ in modes}
+    pairs = [
+        ("FULL", "-f0, fsync every write", ["-f", "0"]),
+        ("NORMAL", "default fsync, <= every 50 ms", []),
+    ]
+    emit_rates: dict[str, list[Rate]] = {mode: [] for mode, _, _ in pairs}
+    beanstalk_rates: dict[str, list[Rate]] = {label: [] for _, label, _ in pairs}
     for round_no in range(args.rounds):  # interleaved, so drift on the machine hits all
-        data = base / f"lifecycle-{round_no}"
-        emit_rates.append(await emit_lifecycle(data, args.jobs, args.workers, args.batch))
-        shutil.rmtree(data, ignore_errors=True)
-        if args.emit_only:
-            continue
-        for label, flags in modes:
+        for mode, label, flags in pairs:
+            data = base / f"lifecycle-{round_no}-{mode}"
+            emit_rates[mode].append(
+                await emit_lifecycle(data, args.jobs, args.workers, args.batch, mode)
+            )
+            shutil.rmtree(data, ignore_errors=True)
+            if args.emit_only:
+                continue
             rate = await trio.to_thread.run_sync(
                 beanstalkd_lifecycle, args.beanstalkd, flags, args.jobs, args.workers
             )
             beanstalk_rates[label].append(rate)
-    best = max(emit_rates, key=lambda rate: rate.jobs_per_s)
     print(
         f"\n1. durable lifecycle: {args.jobs:,} jobs, {args.workers} workers, best of "
-        f"{args.rounds} (CPU: emit's whole process; beanstalkd's server alone)"
+        f"{args.rounds} (CPU: emit's process and its store's writer process; beanstalkd's "
+        "server alone)"
     )
-    print(
-        f"  {'emit, SQLite synchronous=FULL':48}: {best.jobs_per_s:8,.0f} jobs/s  "
-        f"{best.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(emit_rates)})"
-    )
-    print(
-        f"  {'':48}  of the CPU, {best.writer_cpu_us_per_job:,.0f} us/job in the store's "
-        "writer process"
-    )
-    print(f"  {'':48}  create_many({args.batch}) -> poll(50, wait=1, ack) -> complete_many")
+    print(f"  emit: create_many({args.batch}) -> poll(50, wait=1, ack) -> complete_many")
+    best: dict[str, Rate] = {}
+    for mode, label, _ in pairs:
+        top = best[mode] = max(emit_rates[mode], key=lambda rate: rate.jobs_per_s)
+        print(
+            f"  {'emit, SQLite synchronous=' + mode:48}: {top.jobs_per_s:8,.0f} jobs/s  "
+            f"{top.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(emit_rates[mode])}; "
+            f"writer process {top.writer_cpu_us_per_job:,.0f} us/job)"
+        )
+        if args.emit_only:
+            continue
+        rates = beanstalk_rates[label]
+        peer = max(rates, key=lambda rate: rate.jobs_per_s)
+        print(
+            f"  {'beanstalkd binlog, ' + label:48}: {peer.jobs_per_s:8,.0f} jobs/s  "
+            f"{peer.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(rates)})   "
+            f"emit {mode} / this {top.jobs_per_s / peer.jobs_per_s:.2f}x"
+        )
     if args.emit_only:
         return
-    for label, _ in modes:
-        rates = beanstalk_rates[label]
-        top = max(rates, key=lambda rate: rate.jobs_per_s)
+    reference = max(rate.jobs_per_s for rate in beanstalk_rates[pairs[1][1]])
+    for mode in ("FULL", "NORMAL"):
+        ratio = best[mode].jobs_per_s / reference
+        verdict = "met" if ratio >= LIFECYCLE_TARGET else "NOT met"
         print(
-            f"  {'beanstalkd binlog, ' + label:48}: {top.jobs_per_s:8,.0f} jobs/s  "
-            f"{top.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(rates)})   "
-            f"emit / this {best.jobs_per_s / top.jobs_per_s:.2f}x"
+            f"  target: emit ({mode}) >= {LIFECYCLE_TARGET:g}x beanstalkd with its default "
+            f"fsync: {ratio:.2f}x, {verdict}"
         )
-    reference = max(rate.jobs_per_s for rate in beanstalk_rates[modes[0][0]])
-    ratio = best.jobs_per_s / reference
-    verdict = "met" if ratio >= LIFECYCLE_TARGET else "NOT met"
-    print(
-        f"  target: emit >= {LIFECYCLE_TARGET:g}x beanstalkd with its default fsync: "
-        f"{ratio:.2f}x, {verdict}"
-    )
 
 
 async def state_part(args: argparse.Namespace, base: Path) -> None:
