@@ -13,9 +13,7 @@ buffer does not survive one.
 
 from __future__ import annotations
 
-import math
 import secrets
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,32 +21,13 @@ from typing import Any
 import orjson
 import trio
 
+from ..clock import stamp
+
 SUBSCRIBER_QUEUE = 1024
 """Messages a subscriber may have waiting before it is cut off."""
 REPLAY_BUFFER = 2000
 """Messages per space kept for reconnecting streams."""
 FINAL = frozenset({"completed", "dead", "killed"})
-
-
-def stamp(wall: float) -> str:
-    """``2026-11-28T10:30:00.000Z``: what `emit.clock.iso` gives, at a fraction of its cost
-    (the date and time of day are formatted once per second, not once per message).
-    The microseconds are rounded half to even as ``datetime.fromtimestamp`` rounds them,
-    then truncated to milliseconds, so the two never differ."""
-    fraction, whole = math.modf(wall)
-    micros = round(fraction * 1_000_000)
-    second = int(whole)
-    if micros >= 1_000_000:
-        second, micros = second + 1, micros - 1_000_000
-    elif micros < 0:
-        second, micros = second - 1, micros + 1_000_000
-    if second != _second[0]:
-        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))]
-    return f"{_second[1]}{micros // 1000:03d}Z"
-
-
-_second: list[Any] = [None, ""]
-"""The last second `stamp` formatted, and its text up to the milliseconds."""
 
 
 @dataclass(frozen=True, slots=True)
