@@ -45,7 +45,7 @@ from ..ids import MonotonicIds
 from ..realtime.hub import EventHub, Published
 from ..store.base import Store
 from ..store.records import Callback, Changes, LogLine, event_row, job_row, log_row, state_row
-from ..store.writer import Commit, Write
+from ..store.writer import Commit, Source, Write
 from ..views import Delivery, JobView, log_to_wire
 from .messages import (
     AckJob,
@@ -137,7 +137,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.waiters: list[tuple[float, int, _Waiter]] = []  # heap by deadline
         self.waiting: list[_Waiter] = []  # the same waiters, FIFO among pollers
         self.waiter_seq = itertools.count()
-        self.source = object()  # this incarnation, to the writer
+        self.source = Source()  # this incarnation, to the writer
         self.broken: BaseException | None = None
         self.inflight = 0
         self.last_inflight: list[tuple[actors.Reply, Any]] | None = None

@@ -8,6 +8,7 @@ in commit order. Stopping drains: what was accepted is committed before the writ
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,15 @@ MAX_PENDING = 4096
 """Writes held before the writer stops taking more (its mailbox then fills: backpressure)."""
 
 
+class Source:
+    """One client of the writer: one space actor incarnation. The writer remembers a
+    source whose write failed only while something still refers to the source (its
+    incarnation, or a write of it still queued), so the record of failures never grows
+    past the incarnations alive."""
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     """Commit ``changes``, then call ``done(None)``, or ``done(error)`` if it failed.
@@ -36,7 +46,7 @@ class Write:
 
     changes: Changes
     done: Done
-    source: object = None
+    source: Source | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +60,10 @@ class Commit(actors.Request[None]):
 class StoreWriter(actors.Actor[Write | Commit]):
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.pending: list[tuple[Changes, Done, object]] = []
-        self.failed_sources: dict[object, BaseException] = {}
+        self.pending: list[tuple[Changes, Done, Source | None]] = []
+        self.failed_sources: weakref.WeakKeyDictionary[Source, BaseException] = (
+            weakref.WeakKeyDictionary()
+        )
         self.transactions = 0
         self._wake = trio.Event()
         self._room = trio.Event()
@@ -92,10 +104,12 @@ class StoreWriter(actors.Actor[Write | Commit]):
             while self.pending:
                 batch, self.pending = self.pending, []
                 self._room.set()
-                refused = [item for item in batch if item[2] in self.failed_sources]
-                batch = [item for item in batch if item[2] not in self.failed_sources]
+                failed = self.failed_sources
+                refused = [item for item in batch if item[2] is not None and item[2] in failed]
+                batch = [item for item in batch if item[2] is None or item[2] not in failed]
                 for _, done, source in refused:
-                    done(self.failed_sources[source])
+                    assert source is not None
+                    done(failed[source])
                 if not batch:
                     continue
                 error: BaseException | None = None
@@ -103,9 +117,12 @@ class StoreWriter(actors.Actor[Write | Commit]):
                     await self.store.commit([changes for changes, _, _ in batch])
                 except Exception as exc:
                     error = exc
+                    # Kept apart from ``exc``: its traceback holds this frame, and so the
+                    # sources, which would keep the weak keys alive for good.
+                    refusal = Unavailable(f"an earlier write of this client failed: {exc!r}")
                     for _, _, source in batch:
                         if source is not None:
-                            self.failed_sources[source] = exc
+                            self.failed_sources[source] = refusal
                 self.transactions += 1
                 for _, done, _ in batch:
                     done(error)
