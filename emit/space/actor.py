@@ -213,8 +213,11 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             # Refused before anything changed (the rules check first).
             self.pending.answers.append((reply, exc))
         except Exception:
-            # A bug: what this message half did must not be written. Start over.
+            # A bug: what this message half did must not be written. Start over, once the
+            # writes of earlier messages have settled: their callers get their outcome
+            # (ending now would answer them "restarting" while their change commits).
             self.pending = _Pending()
+            await self.settled.wait()
             self.context.stop()
             raise
         else:

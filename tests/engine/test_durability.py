@@ -128,3 +128,40 @@ async def test_writes_built_on_a_failed_write_never_reach_the_log(
         store.gate.set()
     assert sorted(outcomes) == ["create refused", "poll refused"]
     assert store.jobs == {} and store.events == {}
+
+
+async def test_a_bug_in_one_message_does_not_refuse_the_writes_before_it(
+    autojump_clock: MockClock,
+    gated: tuple[emit.Runtime, GatedStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unexpected error in a handler restarts the space; writes of earlier messages
+    already with the writer still get their real outcome, not a refusal."""
+    rt, store = gated
+    jobs = rt.space((await rt.create_space("s")).id)
+    victim = await jobs.create("victim")
+    store.gate = trio.Event()
+    answered: list[emit.JobView] = []
+    errors: list[BaseException] = []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    async def kill() -> None:
+        try:
+            await jobs.kill(victim.id)
+        except Exception as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _create_into(jobs, answered))
+        await trio.sleep(1)  # that create's write now waits at the gate
+        monkeypatch.setattr(emit.domain.lifecycle, "kill", broken)
+        nursery.start_soon(kill)
+        await trio.sleep(1)
+        store.gate.set()
+    monkeypatch.undo()
+    assert [str(error) for error in errors] == ["a bug"]
+    assert len(answered) == 1  # the create before the bug was answered, as created
+    page, total = await jobs.list()
+    assert total == 2 and {job.id for job in page} == {victim.id, answered[0].id}
