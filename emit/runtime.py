@@ -572,6 +572,7 @@ class Runtime:
             raise NotFound(f"no token {token_id!r} in space {space_id}")
         if token.revoked_at is None:
             await self._commit(Changes(revoked_tokens=[(token_id, self.clock.now())]))
+        self.hub.end_key(token_id, 4401)  # its open WebSockets end now
 
     async def authenticate(self, key: str) -> Token | None:
         """The live token a key stands for, or None (unknown or revoked)."""

@@ -112,6 +112,15 @@ class JobMessage:
         return orjson.dumps(message).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A stream's key: the token's id and the SHA-256 of the key (what the store looks
+    up), so a revocation made by another process can be found too."""
+
+    token_id: str
+    key_hash: str
+
+
 @dataclass(eq=False, slots=True)
 class Subscription:
     """One WebSocket's queue. ``close_code`` is set when the hub ends it."""
@@ -122,6 +131,8 @@ class Subscription:
     job_id: str | None
     full: bool
     """True for keys with jobs:read: data and log lines; False strips data (§6)."""
+    key: Key | None = None
+    """The key the socket was opened with: revoking it ends the socket."""
     close_code: int | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
@@ -176,12 +187,17 @@ class EventHub:
                     subscription.offer(message)
 
     def subscribe_space(
-        self, space_id: str, full: bool, since: int | None, instance: str | None
+        self,
+        space_id: str,
+        full: bool,
+        since: int | None,
+        instance: str | None,
+        key: Key | None = None,
     ) -> tuple[Subscription, int, bool, list[SpaceMessage]]:
         """A space stream: the subscription, the current seq, whether the client missed
         events it cannot be given, and the messages to replay first."""
         feed = self._feeds.setdefault(space_id, _Feed())
-        subscription = self._subscription(space_id, None, full)
+        subscription = self._subscription(space_id, None, full, key)
         feed.streams.add(subscription)
         missed, replay = False, []
         if since is not None:
@@ -192,15 +208,19 @@ class EventHub:
                 replay = [message for message in feed.buffer if message.seq > since]
         return subscription, feed.seq, missed, replay
 
-    def subscribe_job(self, space_id: str, job_id: str, full: bool) -> Subscription:
+    def subscribe_job(
+        self, space_id: str, job_id: str, full: bool, key: Key | None = None
+    ) -> Subscription:
         feed = self._feeds.setdefault(space_id, _Feed())
-        subscription = self._subscription(space_id, job_id, full)
+        subscription = self._subscription(space_id, job_id, full, key)
         feed.jobs.setdefault(job_id, set()).add(subscription)
         return subscription
 
-    def _subscription(self, space_id: str, job_id: str | None, full: bool) -> Subscription:
+    def _subscription(
+        self, space_id: str, job_id: str | None, full: bool, key: Key | None
+    ) -> Subscription:
         send, receive = trio.open_memory_channel[Any](self.queue_size)
-        return Subscription(send, receive, space_id, job_id, full)
+        return Subscription(send, receive, space_id, job_id, full, key)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         feed = self._feeds.get(subscription.space_id)
@@ -213,6 +233,24 @@ class EventHub:
                 watchers.discard(subscription)
                 if not watchers:
                     del feed.jobs[subscription.job_id]
+
+    def _all(self) -> list[Subscription]:
+        return [
+            subscription
+            for feed in self._feeds.values()
+            for subscription in (*feed.streams, *(s for w in feed.jobs.values() for s in w))
+        ]
+
+    def open_keys(self) -> set[Key]:
+        """The keys of the open streams."""
+        return {s.key for s in self._all() if s.key is not None and s.close_code is None}
+
+    def end_key(self, token_id: str, code: int = 4401) -> int:
+        """End every stream opened with token ``token_id`` (it was revoked); how many."""
+        ended = [s for s in self._all() if s.key is not None and s.key.token_id == token_id]
+        for subscription in ended:
+            subscription.end(code)
+        return len(ended)
 
     def end_all(self, code: int) -> None:
         """End every subscription (server shutdown: 1001; space deleted: 1000)."""

@@ -19,8 +19,9 @@ from quart_trio import QuartTrio
 from ..domain import scopes
 from ..errors import Unauthorized
 from ..http.auth import Authenticator, Caller
+from ..ids import hash_key
 from ..runtime import Runtime
-from .hub import FINAL, JobMessage, SpaceMessage, Subscription
+from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
 
 CLOSE_GRACE = 2.0
 """Seconds a close frame may take (a stalled client does not hold the task)."""
@@ -40,16 +41,30 @@ async def _send(message: Any) -> None:
     await websocket.send(orjson.dumps(message).decode())
 
 
-async def _caller(auth: Authenticator) -> Caller | None:
+async def _caller(auth: Authenticator) -> tuple[Caller, Key] | None:
+    token = websocket.args.get("token") or None
     try:
-        caller = await auth.caller(websocket.args.get("token") or None)
+        caller = await auth.caller(token)
     except Unauthorized:
         await _refuse(4401)
         return None
-    if caller.admin:
+    if caller.admin or token is None:
         await _refuse(4403)  # the admin key manages spaces and tokens only
         return None
-    return caller
+    return caller, Key(caller.key_id, hash_key(token))
+
+
+async def watch_keys(runtime: Runtime, auth: Authenticator, interval: float) -> None:
+    """End the streams of keys revoked behind this server's back (by the CLI, another
+    process): every ``interval`` seconds, look up each key that has a stream open. A key
+    revoked through this server ends its streams at once (`Runtime.revoke_token`)."""
+    while True:
+        await trio.sleep(interval)
+        for key in runtime.hub.open_keys():
+            token = await runtime.store.token_by_hash(key.key_hash)
+            if token is None or token.revoked_at is not None:
+                auth.forget(key.token_id)
+                runtime.hub.end_key(key.token_id, 4401)
 
 
 async def _end(subscription: Subscription) -> None:
@@ -60,18 +75,25 @@ async def _end(subscription: Subscription) -> None:
 def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> None:
     hub = runtime.hub
 
+    @app.before_serving
+    async def start_watching_keys() -> None:
+        app.add_background_task(watch_keys, runtime, auth, max(auth.cache_seconds, 0.1))
+
     @app.websocket("/api/v1/realtime/spaces/<space_id>")
     async def space_stream(space_id: str) -> None:
-        caller = await _caller(auth)
-        if caller is None:
+        found = await _caller(auth)
+        if found is None:
             return
+        caller, key = found
         if scopes.READ not in caller.scopes or caller.space_id != space_id:
             await _refuse(4403)
             return
         since_text = websocket.args.get("since")
         since = int(since_text) if since_text and since_text.isdigit() else None
         instance = websocket.args.get("streamInstanceId")
-        subscription, seq, missed, replay = hub.subscribe_space(space_id, True, since, instance)
+        subscription, seq, missed, replay = hub.subscribe_space(
+            space_id, True, since, instance, key
+        )
         try:
             counts = await runtime.space(space_id).counts()
             await websocket.accept()
@@ -97,15 +119,16 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
 
     @app.websocket("/api/v1/realtime/<job_id>")
     async def job_stream(job_id: str) -> None:
-        caller = await _caller(auth)
-        if caller is None:
+        found = await _caller(auth)
+        if found is None:
             return
+        caller, key = found
         if scopes.READ_PROGRESS not in caller.scopes or caller.space_id is None:
             await _refuse(4403)
             return
         full = scopes.READ in caller.scopes
         # Subscribe before reading the job, so nothing falls between the two.
-        subscription = hub.subscribe_job(caller.space_id, job_id, full)
+        subscription = hub.subscribe_job(caller.space_id, job_id, full, key)
         try:
             job = await runtime.store.get_job(job_id) if len(job_id) == 26 else None
             if job is None or job.space_id != caller.space_id:

@@ -16,6 +16,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 import emit
 from emit.http.settings import HttpSettings
+from emit.store.records import Changes
 
 
 @dataclass
@@ -223,3 +224,36 @@ async def test_permessage_deflate_is_declined(live: Live) -> None:
     assert b"sec-websocket-accept" in head.lower()
     assert b"sec-websocket-extensions" not in head.lower()
     assert frames[0] == 0x81  # FIN, no RSV1 (not compressed), a text frame: init
+
+
+async def test_revoking_a_key_ends_its_streams_at_once(live: Live) -> None:
+    doomed = await live.rt.create_token(live.space, name="doomed", scopes=["jobs:read"])
+    job = await live.jobs.create("j")
+    space_url = f"{live.ws}/api/v1/realtime/spaces/{live.space}?token={doomed.key}"
+    job_url = f"{live.ws}/api/v1/realtime/{job.id}?token={doomed.key}"
+    kept_url = f"{live.ws}/api/v1/realtime/{job.id}?token={live.reader}"
+    async with (
+        open_websocket_url(space_url) as space_ws,
+        open_websocket_url(job_url) as job_ws,
+        open_websocket_url(kept_url) as kept_ws,
+    ):
+        assert (await receive(space_ws))["type"] == "connected"
+        assert (await receive(job_ws))["type"] == "init"
+        assert (await receive(kept_ws))["type"] == "init"
+        await live.rt.revoke_token(live.space, doomed.id)
+        with trio.fail_after(10):
+            assert (await until_closed(space_ws))[1] == 4401
+            assert (await until_closed(job_ws))[1] == 4401
+        await live.jobs.claim(job.id)  # another key's stream goes on
+        assert (await receive(kept_ws))["type"] == "delivered"
+
+
+async def test_a_key_revoked_by_another_process_ends_its_streams(live: Live) -> None:
+    """The CLI revokes in the store directly; the server finds out by looking again."""
+    doomed = await live.rt.create_token(live.space, name="doomed", scopes=["jobs:read"])
+    job = await live.jobs.create("j")
+    async with open_websocket_url(f"{live.ws}/api/v1/realtime/{job.id}?token={doomed.key}") as ws:
+        assert (await receive(ws))["type"] == "init"
+        await live.rt.store.commit([Changes(revoked_tokens=[(doomed.id, 1.0)])])
+        with trio.fail_after(10):
+            assert (await until_closed(ws))[1] == 4401
