@@ -190,29 +190,59 @@ class _Nothing:
 _NOTHING = _Nothing()
 
 
+BURST = 64
+BURST_SECONDS = 0.002
+"""How long, and for how many messages, an actor may take waiting messages from its
+mailbox without yielding to the scheduler.
+
+Taking a waiting message needs no wait, but a trio checkpoint per message costs the
+actor a whole scheduler pass each: with a thousand other tasks in the loop (sockets), an
+actor of small messages that yields per message serves a few thousand a second at most,
+and its queue, and every caller's latency, grows long before its own work fills the
+loop (bench/realtime.py: the p99 from a call to its handling fell from 45 to 6 ms). So
+an actor takes waiting messages in a row for up to 2 ms (and at most BURST of them),
+then checkpoints: the other tasks' turns, and cancellation, are never
+further away than that, and an actor of big messages still yields after each, so what
+it hands to others (the store writer) is picked up at once."""
+
+
 async def _serve(actor: Actor[M], mailbox: Mailbox, context: Context[M]) -> None:
     """Hand messages to ``actor`` one at a time until stopped, closed and drained."""
     receive = actor.receive
+    burst, burst_ends = BURST, 0.0
     while not context._stop_requested:
         deadline = actor.wakeup_at()
-        if deadline == math.inf:
+        now = trio.current_time()
+        if deadline != math.inf and now >= deadline:
+            await trio.lowlevel.checkpoint()
+            burst = BURST
+            await actor.wakeup()
+            continue
+        item: object = _NOTHING
+        if burst < BURST and now < burst_ends:
             try:
-                item = await mailbox.get()
+                item = mailbox.get_nowait()
+            except trio.WouldBlock:
+                pass
             except MailboxClosed:
                 return
-        else:
-            if trio.current_time() >= deadline:
-                await trio.lowlevel.checkpoint()
-                await actor.wakeup()
-                continue
-            item = _NOTHING
-            with trio.move_on_at(deadline):
+            else:
+                burst += 1
+        if item is _NOTHING:
+            if deadline == math.inf:
                 try:
                     item = await mailbox.get()
                 except MailboxClosed:
                     return
-            if item is _NOTHING:
-                continue  # the deadline came first: the loop's top calls wakeup()
+            else:
+                with trio.move_on_at(deadline):
+                    try:
+                        item = await mailbox.get()
+                    except MailboxClosed:
+                        return
+                if item is _NOTHING:
+                    continue  # the deadline came first: the loop's top calls wakeup()
+            burst, burst_ends = 0, trio.current_time() + BURST_SECONDS
         if type(item) is Ask:
             slot = item.slot
             context._current = slot

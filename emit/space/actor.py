@@ -566,7 +566,10 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             lambda error: self._written(answers, published, callbacks, woken, error),
             self.source,
         )
-        await self.writer.send(write)
+        try:
+            self.writer.tell_nowait(write)  # no scheduler pass when there is room
+        except actors.MailboxFull:
+            await self.writer.send(write)  # backpressure
 
     def _written(
         self,

@@ -4,6 +4,8 @@ All of them run on trio's MockClock with autojump (the ``autojump_clock`` fixtur
 passes only when every task is blocked, so no test sleeps for real.
 """
 
+import itertools
+
 import pytest
 import trio
 from trio.testing import MockClock
@@ -112,3 +114,34 @@ async def test_a_sender_parked_on_a_full_mailbox_is_released_when_the_actor_stop
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         actors.ActorSpec("w", lambda: None, capacity=0)  # type: ignore[arg-type,return-value]
+
+
+class Counter(actors.Actor[int]):
+    def __init__(self) -> None:
+        self.handled = 0
+
+    async def receive(self, message: int) -> None:
+        self.handled += 1
+
+
+async def test_an_actor_takes_waiting_messages_in_bursts_and_yields_between_them(
+    autojump_clock: MockClock,
+) -> None:
+    """Not a scheduler pass per message (a queue of small messages would crawl behind
+    a busy loop), but never more than BURST messages without one."""
+    from actors._actor import BURST
+
+    counter = Counter()
+    seen: list[int] = []
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: counter, capacity=1000)
+        for n in range(1000):
+            ref.tell_nowait(n)
+        while counter.handled < 1000:  # one scheduler pass per turn of this loop
+            seen.append(counter.handled)
+            await trio.lowlevel.checkpoint()
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    # A turn is the message waited for plus up to BURST more; trio runs each task once
+    # per pass, in a shuffled order, so between two looks the actor can have had two.
+    assert max(gaps) <= 2 * (BURST + 1)
+    assert len(seen) < 1000 / 4  # far fewer passes than messages
