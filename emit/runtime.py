@@ -588,7 +588,8 @@ class Runtime:
         for key in self.spaces.children():
             ref = self.spaces.whereis(key)
             if isinstance(ref, actors.ActorRef) and not ref.stopped:
-                with contextlib.suppress(actors.ActorError):
+                # A space that is failing or restarting has no parked polls to release.
+                with contextlib.suppress(actors.ActorError, EmitError):
                     released += await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
         return released
 

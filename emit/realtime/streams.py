@@ -9,6 +9,7 @@ see the stream with 4403, an unknown job (or one of another space) with 4404. A 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -22,6 +23,8 @@ from ..http.auth import Authenticator, Caller
 from ..ids import hash_key
 from ..runtime import Runtime
 from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
+
+log = logging.getLogger("emit.realtime")
 
 CLOSE_GRACE = 2.0
 """Seconds a close frame may take (a stalled client does not hold the task)."""
@@ -61,7 +64,11 @@ async def watch_keys(runtime: Runtime, auth: Authenticator, interval: float) -> 
     while True:
         await trio.sleep(interval)
         for key in runtime.hub.open_keys():
-            token = await runtime.store.token_by_hash(key.key_hash)
+            try:
+                token = await runtime.store.token_by_hash(key.key_hash)
+            except Exception:  # a busy or failing store: look again next time
+                log.warning("could not check a stream's key", exc_info=True)
+                continue
             if token is None or token.revoked_at is not None:
                 auth.forget(key.token_id)
                 runtime.hub.end_key(key.token_id, 4401)

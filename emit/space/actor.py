@@ -43,7 +43,7 @@ from ..domain.timers import Timers
 from ..errors import Conflict, EmitError, NotFound, Unavailable
 from ..ids import MonotonicIds
 from ..realtime.hub import EventHub, Published
-from ..store.base import Store
+from ..store.base import OutcomeUnknown, Store
 from ..store.records import Callback, Changes, LogLine, event_row, job_row, log_row, state_row
 from ..store.writer import Commit, Source, Write
 from ..views import Delivery, JobView, log_to_wire
@@ -593,7 +593,13 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             for reply, answer in answers:
                 _resolve(reply, answer)
             return
-        failure = Unavailable("storage failed; nothing was accepted")
+        if isinstance(error, OutcomeUnknown):
+            failure = Unavailable(
+                "storage failed while saving this change: it may or may not have been saved"
+                " (retry with an idempotency key, or read it back)"
+            )
+        else:
+            failure = Unavailable("storage failed; nothing was accepted")
         for reply, _ in answers:
             reply.fail(failure)
         if self.broken is None:

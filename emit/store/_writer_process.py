@@ -4,7 +4,7 @@ its). See docs/persistence.md, "The writer process".
 
 Run by `SQLiteStore` as ``python _writer_process.py PATH SYNCHRONOUS FD PARENT_PID`` (by
 path, not as a module, so that it imports neither emit nor trio: it starts in a few tens
-of ms). FD is its end of a socket pair. Every message either way is framed as a 4-byte
+of ms). FD is its end of a socket pair. Every message either way is framed as an 8-byte
 little-endian length and an orjson body. First the process says how it opened the
 database (``{"journal_mode": ..., "synchronous": n}``, or ``[error class, message]`` and
 it exits). Then each request is one transaction: a list of ``[sql, rows]`` steps, each
@@ -15,6 +15,8 @@ the process exits.
 On Linux the process dies with its parent (``PR_SET_PDEATHSIG``): a transaction in
 flight when the server is killed is then either committed or rolled back before any new
 server opens the store, never committed behind the back of one that already loaded it.
+Elsewhere it only sees the end of the stream, after the transaction in hand. It ignores
+SIGINT and SIGTERM: the server stops it, by closing the stream, once it has drained.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import sys
 
 import orjson
 
-_LENGTH = struct.Struct("<I")
+_LENGTH = struct.Struct("<Q")
 
 
 def _null(value: None) -> None:
@@ -52,6 +54,11 @@ def _send(sock: socket.socket, message: object) -> None:
 
 
 def _die_with_parent(parent: int) -> None:
+    # Ctrl+C and `systemctl stop` signal the whole process group: the server drains on
+    # them and closes the store when done, which ends this process (end of stream). Left
+    # to the default, this process would die first, under the drain's last writes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform == "linux":
         import ctypes
 

@@ -11,6 +11,12 @@ from ..domain.model import Event, Job, JobStatus, LogLevel
 from .records import Callback, Changes, LogLine, Space, Token
 
 
+class OutcomeUnknown(Exception):
+    """A commit failed in a way that leaves its outcome unknown (the writer ended after
+    it was sent, before it answered): the change may have been saved. Callers are told
+    so, rather than "nothing was accepted"."""
+
+
 @dataclass(frozen=True, slots=True)
 class SpaceState:
     """What a space actor rebuilds itself from on start."""

@@ -31,7 +31,7 @@ import trio
 
 from ..codec import dumps, loads
 from ..domain.model import Event, Job, JobStatus, LogLevel
-from .base import SpaceState, Store
+from .base import OutcomeUnknown, SpaceState, Store
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
@@ -75,11 +75,11 @@ _DELETE_SPACE = (
 _PUT_TOKEN = "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _REVOKE_TOKEN = "UPDATE tokens SET revoked_at = ? WHERE id = ?"
 _PUT_CALLBACK = "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_LENGTH = struct.Struct("<I")
+_LENGTH = struct.Struct("<Q")
 _WRITER_PROCESS = Path(__file__).with_name("_writer_process.py")
 
 
-class WriterGone(sqlite3.OperationalError):
+class WriterGone(sqlite3.OperationalError, OutcomeUnknown):
     """The writer process ended before answering: the transaction may or may not have
     committed, as after a crash. The next commit starts a new process."""
 
@@ -176,6 +176,8 @@ class SQLiteStore(Store):
         self._process: subprocess.Popen[bytes] | None = None
         self._buffer = bytearray()
         self._commit_lock = trio.Lock()
+        self._closed = False
+        self._abandoned: list[subprocess.Popen[bytes]] = []
         self.writer_settings: dict[str, Any] = {}
         """How the writer process opened the database (journal_mode, synchronous)."""
         self._local = threading.local()
@@ -202,13 +204,18 @@ class SQLiteStore(Store):
             writer.close()  # from here on, the writer process is the one that writes
 
     async def open(self) -> None:
+        self._closed = False
         await trio.to_thread.run_sync(self._open)
         await self._start_writer()
 
     async def close(self) -> None:
-        async with self._commit_lock:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):  # also when the runtime is left by cancellation
+            async with self._commit_lock:
+                self._closed = True
                 await self._stop_writer()
+                for process in self._abandoned:
+                    await trio.to_thread.run_sync(process.wait)
+                self._abandoned.clear()
 
         def close_all() -> None:
             with self._readers_lock:
@@ -222,18 +229,30 @@ class SQLiteStore(Store):
 
     async def commit(self, batches: list[Changes]) -> None:
         body = orjson.dumps(_steps(batches))
-        async with self._commit_lock:
-            # Shielded: once a transaction is sent, its answer is read, whatever happens
-            # to the caller, so the next one never reads it by mistake (an in-process
-            # thread could not be cancelled either).
-            with trio.CancelScope(shield=True):
+        # Shielded: once a transaction is sent, its answer is read, whatever happens to
+        # the caller, so the next one never reads it by mistake (an in-process thread
+        # could not be cancelled either).
+        with trio.CancelScope(shield=True):
+            async with self._commit_lock:
+                if self._closed:
+                    raise RuntimeError("the store is closed")
                 writer = self._writer or await self._start_writer()
                 try:
-                    await writer.send_all(_LENGTH.pack(len(body)) + body)
+                    await writer.send_all(_LENGTH.pack(len(body)))
+                    await writer.send_all(body)
                     answer = orjson.loads(await self._receive(writer))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
                     await self._stop_writer()
-                    raise WriterGone("the store's writer process ended") from exc
+                    raise WriterGone(
+                        "the store's writer process ended before it answered: the change "
+                        "may or may not have been saved"
+                    ) from exc
+                except BaseException:
+                    # Anything else between sending and reading the answer (an interrupt,
+                    # memory): the answer would be read by the next commit. Drop this
+                    # process; the next commit starts another.
+                    self._abandon_writer()
+                    raise
         if answer is not None:
             name, message = answer
             error = getattr(sqlite3, name, None)
@@ -286,6 +305,16 @@ class SQLiteStore(Store):
         if not chunk:
             raise EOFError
         buffer += chunk
+
+    def _abandon_writer(self) -> None:
+        """Close our end now, without waiting: the process exits on its own (end of
+        stream); `close` reaps it."""
+        writer, process = self._writer, self._process
+        self._writer = self._process = None
+        if writer is not None:
+            writer.socket.close()
+        if process is not None:
+            self._abandoned.append(process)
 
     async def _stop_writer(self) -> None:
         """Close our end: the process finishes what it has and exits; wait for it."""

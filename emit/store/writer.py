@@ -21,9 +21,27 @@ from .base import Store
 from .records import Changes
 
 Done = Callable[[BaseException | None], None]
+_Item = tuple["Changes", Done, "Source | None"]
 
 MAX_PENDING = 4096
 """Writes held before the writer stops taking more (its mailbox then fills: backpressure)."""
+GROUP_ROWS = 50_000
+"""Rows at most in one transaction (one write may have more, alone): a burst of big
+writes is committed in several transactions, so none needs gigabytes of memory."""
+
+
+def _rows(changes: Changes) -> int:
+    return len(changes.inserts) + len(changes.updates) + len(changes.events) + len(changes.logs)
+
+
+def _take_group(pending: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+    """The writes for the next transaction, in order, and the rest."""
+    rows = 0
+    for n, item in enumerate(pending):
+        rows += _rows(item[0])
+        if rows > GROUP_ROWS and n > 0:
+            return pending[:n], pending[n:]
+    return pending, []
 
 
 class Source:
@@ -60,7 +78,7 @@ class Commit(actors.Request[None]):
 class StoreWriter(actors.Actor[Write | Commit]):
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.pending: list[tuple[Changes, Done, Source | None]] = []
+        self.pending: list[_Item] = []
         self.failed_sources: weakref.WeakKeyDictionary[Source, BaseException] = (
             weakref.WeakKeyDictionary()
         )
@@ -102,7 +120,7 @@ class StoreWriter(actors.Actor[Write | Commit]):
         """Commit everything pending, in as few transactions as it takes."""
         async with self._lock:
             while self.pending:
-                batch, self.pending = self.pending, []
+                batch, self.pending = _take_group(self.pending)
                 self._room.set()
                 failed = self.failed_sources
                 refused = [item for item in batch if item[2] is not None and item[2] in failed]

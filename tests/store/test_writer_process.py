@@ -188,3 +188,68 @@ async def test_the_writer_outlives_the_servers_worker_threads(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout == b"ok\n"
+
+
+async def test_the_writer_ignores_the_signals_a_terminal_sends_its_group(tmp_path: Path) -> None:
+    """Ctrl+C (or systemctl stop) signals the server's whole process group: the server
+    drains, and the writer must live on to save the drain's writes."""
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    try:
+        process = store._process
+        assert process is not None
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
+        await store.commit([Changes(spaces=[SPACE], inserts=[job_row(make_job(1))])])
+        assert store._process is process and process.poll() is None
+    finally:
+        await store.close()
+
+
+async def test_a_commit_after_close_is_refused(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.commit([Changes(spaces=[SPACE])])
+    assert store._process is None
+
+
+async def test_close_ends_the_writer_even_when_cancelled(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    process = store._process
+    assert process is not None
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.close()
+    assert process.poll() is not None
+
+
+class Interrupted(Exception):
+    """Stands for anything that can strike between sending and reading an answer."""
+
+
+async def test_an_error_between_send_and_answer_never_pairs_answers_wrongly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    try:
+        await store.commit([Changes(spaces=[SPACE])])
+        receive = store._receive
+
+        async def interrupted(writer: object) -> bytes:
+            monkeypatch.setattr(store, "_receive", receive)
+            raise Interrupted
+
+        monkeypatch.setattr(store, "_receive", interrupted)
+        with pytest.raises(Interrupted):  # sent; its answer never read
+            await store.commit([Changes(inserts=[job_row(make_job(1))])])
+        # The next commits get their own answers: a clash is a clash, a good one is good.
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.commit([Changes(inserts=[job_row(make_job(1))])])
+        await store.commit([Changes(inserts=[job_row(make_job(2))])])
+        assert await store.get_job(make_job(2).id) is not None
+    finally:
+        await store.close()
