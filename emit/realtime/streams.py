@@ -59,17 +59,21 @@ async def _caller(auth: Authenticator) -> tuple[Caller, Key] | None:
 
 async def watch_keys(runtime: Runtime, auth: Authenticator, interval: float) -> None:
     """End the streams of keys revoked behind this server's back (by the CLI, another
-    process): every ``interval`` seconds, look up each key that has a stream open. A key
-    revoked through this server ends its streams at once (`Runtime.revoke_token`)."""
+    process): every ``interval`` seconds, look up the keys that have a stream open, in
+    one read. A key revoked through this server ends its streams at once
+    (`Runtime.revoke_token`)."""
     while True:
         await trio.sleep(interval)
-        for key in runtime.hub.open_keys():
-            try:
-                token = await runtime.store.token_by_hash(key.key_hash)
-            except Exception:  # a busy or failing store: look again next time
-                log.warning("could not check a stream's key", exc_info=True)
-                continue
-            if token is None or token.revoked_at is not None:
+        keys = runtime.hub.open_keys()
+        if not keys:
+            continue
+        try:
+            live = await runtime.store.live_key_hashes({key.key_hash for key in keys})
+        except Exception:  # a busy or failing store: look again next time
+            log.warning("could not check the keys of open streams", exc_info=True)
+            continue
+        for key in keys:
+            if key.key_hash not in live:
                 auth.forget(key.token_id)
                 runtime.hub.end_key(key.token_id, 4401)
 

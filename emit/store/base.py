@@ -55,6 +55,11 @@ class Store(abc.ABC):
     async def token_by_hash(self, key_hash: str) -> Token | None: ...
 
     @abc.abstractmethod
+    async def live_key_hashes(self, key_hashes: set[str]) -> set[str]:
+        """Which of ``key_hashes`` belong to tokens that exist and are not revoked (one
+        read, however many)."""
+
+    @abc.abstractmethod
     async def list_tokens(self, space_id: str) -> list[Token]: ...
 
     @abc.abstractmethod

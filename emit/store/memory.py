@@ -118,6 +118,14 @@ class MemoryStore(Store):
         await trio.lowlevel.checkpoint()
         return next((t for t in self.tokens.values() if t.key_hash == key_hash), None)
 
+    async def live_key_hashes(self, key_hashes: set[str]) -> set[str]:
+        await trio.lowlevel.checkpoint()
+        return {
+            t.key_hash
+            for t in self.tokens.values()
+            if t.key_hash in key_hashes and t.revoked_at is None
+        }
+
     async def list_tokens(self, space_id: str) -> list[Token]:
         await trio.lowlevel.checkpoint()
         return sorted(

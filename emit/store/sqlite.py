@@ -404,6 +404,17 @@ class SQLiteStore(Store):
 
         return await self._read(get)
 
+    async def live_key_hashes(self, key_hashes: set[str]) -> set[str]:
+        def get(db: sqlite3.Connection) -> set[str]:
+            rows = db.execute(
+                "SELECT key_hash FROM tokens WHERE revoked_at IS NULL "
+                "AND key_hash IN (SELECT value FROM json_each(?))",
+                (dumps(sorted(key_hashes)),),
+            )
+            return {row[0] for row in rows}
+
+        return await self._read(get)
+
     async def list_tokens(self, space_id: str) -> list[Token]:
         return await self._read(
             lambda db: [

@@ -215,3 +215,12 @@ async def test_event_times_and_data_read_back_bit_exact(store: Store) -> None:
         [Changes(inserts=[job_row(job)], events=[event_row(job.id, e) for e in events])]
     )
     assert await store.get_events(job.id) == events
+
+
+async def test_live_key_hashes_leaves_out_unknown_and_revoked_keys(store: Store) -> None:
+    live = Token("01TOKA", SPACE.id, "a", "emit_a", "hash-a", frozenset(), 1.0, None, False)
+    revoked = Token("01TOKB", SPACE.id, "b", "emit_b", "hash-b", frozenset(), 1.0, 2.0, False)
+    await store.commit([Changes(tokens=[live, revoked])])
+    asked = {"hash-a", "hash-b", "hash-unknown"}
+    assert await store.live_key_hashes(asked) == {"hash-a"}
+    assert await store.live_key_hashes(set()) == set()
