@@ -39,8 +39,12 @@ received --grace seconds after the last send), latency p50/p99/max and its split
 subscribers dropped (closed before the end: 1013 is the hub cutting off a slow client)
 or not connected, the server's RSS (VmRSS from /proc) before and after subscribing, at
 the end of the run and after the subscribers left, its peak (VmHWM), each process's CPU
-share over the sampled window (one core = 100%), and the server's over IDLE_SECONDS with
-every subscriber in and no events.
+share over the sampled window (one core = 100%), the CPU the hypervisor stole from this
+machine meanwhile (/proc/stat; when it rises, so does every tail here), and the server's
+over IDLE_SECONDS with every subscriber in and no events. Notes give the collector's
+passes and the event loop's long passes in the server and in each subscriber process
+(--subscriber-processes splits the clients; the subscribers tune their collector as a
+server does, since one process stands in for 1,000 browsers that share no heap).
 """
 
 from __future__ import annotations
@@ -401,7 +405,7 @@ def subscribe(args: argparse.Namespace) -> None:
     failed: list[str] = []
     others: list[str] = []
     sockets: list[Any] = []
-    state = {"settled": 0, "stopping": False, "expected": float("inf")}
+    state: dict[str, Any] = {"settled": 0, "stopping": False, "expected": float("inf")}
     all_settled, all_received = trio.Event(), trio.Event()
     gate = trio.Semaphore(CONNECT_AT_ONCE)
 
@@ -448,6 +452,17 @@ def subscribe(args: argparse.Namespace) -> None:
                 nursery.start_soon(one, nursery, job_id)
             await all_settled.wait()
             seconds = time.perf_counter() - started
+            # This process stands in for 1,000 browsers, which do not share one heap:
+            # with the default collector, full passes over its 1,000 connections paused
+            # it for up to 90 ms, and went into every latency. Tuned as a server is
+            # (emit.tune_gc); its passes are still counted and reported.
+            import gc
+
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 100)
+            state["pauses"] = collector_pauses()
+            state["passes"] = LoopPasses()
+            trio.lowlevel.add_instrument(state["passes"])
             print(f"ready {len(sockets)} {len(failed)} {seconds:.3f}", flush=True)
             line = await trio.to_thread.run_sync(sys.stdin.readline)
             state["expected"] = int(line.split()[1])
@@ -463,56 +478,100 @@ def subscribe(args: argparse.Namespace) -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(run)
-    result = {"samples": samples, "dropped": dropped, "failed": failed, "others": others}
+    result = {
+        "samples": samples,
+        "dropped": dropped,
+        "failed": failed,
+        "others": others,
+        "collector": state["pauses"]() if "pauses" in state else "",
+        "loop": state["passes"].report() if "passes" in state else "",
+    }
     Path(args.subscribe_out).write_text(json.dumps(result))
 
 
 class Subscribers:
-    """The subscriber process, started and waited for until every client is in."""
+    """The subscriber processes (the jobs split between them in contiguous slices),
+    started and waited for until every client is in."""
 
-    def __init__(self, ws_url: str, token: str, base: Path, grace: float) -> None:
-        self.out = base / "received.json"
-        command = [
-            sys.executable, "-m", "bench.realtime", "--subscribe", ws_url,
-            "--subscribe-token", token, "--subscribe-jobs", str(base / "jobs.json"),
-            "--subscribe-out", str(self.out), "--grace", str(grace),
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        watchdog = threading.Timer(SUBSCRIBE_TIMEOUT, self.proc.kill)
-        watchdog.start()
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        watchdog.cancel()
-        if not line.startswith("ready"):
-            self.proc.kill()
-            raise RuntimeError(f"the subscribers did not start: {line!r}")
-        _, connected, failed, seconds = line.split()
-        self.connected, self.failed, self.seconds = int(connected), int(failed), float(seconds)
+    def __init__(
+        self, ws_url: str, token: str, base: Path, grace: float, processes: int = 1
+    ) -> None:
+        jobs: list[str] = json.loads((base / "jobs.json").read_text())
+        self.total = len(jobs)
+        self.processes = max(1, min(processes, len(jobs)))
+        self.bounds = [p * len(jobs) // self.processes for p in range(self.processes + 1)]
+        self.outs: list[Path] = []
+        self.procs: list[subprocess.Popen[str]] = []
+        for p in range(self.processes):
+            part = base / f"jobs-{p}.json"
+            part.write_text(json.dumps(jobs[self.bounds[p] : self.bounds[p + 1]]))
+            out = base / f"received-{p}.json"
+            self.outs.append(out)
+            command = [
+                sys.executable, "-m", "bench.realtime", "--subscribe", ws_url,
+                "--subscribe-token", token, "--subscribe-jobs", str(part),
+                "--subscribe-out", str(out), "--grace", str(grace),
+            ]  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+                )
+            )
+        self.connected = self.failed = 0
+        self.seconds = 0.0
+        for proc in self.procs:
+            watchdog = threading.Timer(SUBSCRIBE_TIMEOUT, proc.kill)
+            watchdog.start()
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            watchdog.cancel()
+            if not line.startswith("ready"):
+                self.kill()
+                raise RuntimeError(f"the subscribers did not start: {line!r}")
+            _, connected, failed, seconds = line.split()
+            self.connected += int(connected)
+            self.failed += int(failed)
+            self.seconds = max(self.seconds, float(seconds))
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
 
-    def finish(self, expected: int, grace: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"stop {expected}\n")
-        self.proc.stdin.flush()
-        try:
-            self.proc.wait(timeout=grace + 60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError("the subscribers did not finish") from None
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"the subscribers exited with {self.proc.returncode}")
-        answer: dict[str, Any] = json.loads(self.out.read_text())
-        return answer
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def finish(self, acked: list[int], grace: float) -> dict[str, Any]:
+        """Tell each process how many events its jobs were sent, wait for them, and merge
+        what they saw."""
+        expected = [0] * self.processes
+        for k in acked:
+            job = k % self.total
+            expected[next(p for p in range(self.processes) if job < self.bounds[p + 1])] += 1
+        for proc, n in zip(self.procs, expected, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(f"stop {n}\n")
+            proc.stdin.flush()
+        merged: dict[str, Any] = {"samples": [], "dropped": [], "failed": [], "others": []}
+        notes: list[str] = []
+        for p, proc in enumerate(self.procs):
+            try:
+                proc.wait(timeout=grace + 60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise RuntimeError("the subscribers did not finish") from None
+            if proc.returncode != 0:
+                raise RuntimeError(f"the subscribers exited with {proc.returncode}")
+            answer: dict[str, Any] = json.loads(self.outs[p].read_text())
+            for key in ("samples", "dropped", "failed", "others"):
+                merged[key] += answer[key]
+            for key in ("collector", "loop"):
+                if answer.get(key):
+                    notes.append(f"process {p + 1}/{self.processes}: {answer[key]}")
+        merged["notes"] = notes
+        return merged
 
 
 # ------------------------------------------------------------------------- a phase
@@ -595,6 +654,13 @@ class Phase:
     server_lines: list[str] = field(default_factory=list)
 
 
+def stolen_seconds() -> float:
+    """CPU seconds the hypervisor has taken from this machine so far, all CPUs together
+    (the "steal" column of /proc/stat): when it rises, every latency here does too."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
     phase = Phase(producer)
     base.mkdir(parents=True)
@@ -605,17 +671,20 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
         (base / "jobs.json").write_text(json.dumps(jobs))
         phase.memory["before subscribing"] = memory(server.pid)
         ws_url = server.url.replace("http://", "ws://")
-        subscribers = phase.subscribers = Subscribers(ws_url, server.public, base, args.grace)
+        subscribers = phase.subscribers = Subscribers(
+            ws_url, server.public, base, args.grace, args.subscriber_processes
+        )
         phase.memory["subscribed"] = memory(server.pid)
         idle = cpu_seconds(server.pid)
         time.sleep(IDLE_SECONDS)
         phase.cpu["idle"] = (cpu_seconds(server.pid) - idle) / IDLE_SECONDS
-        pids = {"server": server.pid, "subscribers": subscribers.pid}
+        pids = {"server": [server.pid], "subscribers": subscribers.pids}
         marks: list[tuple[float, dict[str, float]]] = []
 
         def window() -> None:
-            readings = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            marks.append((time.perf_counter(), {**readings, "producer": time.process_time()}))
+            readings = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+            readings |= {"producer": time.process_time(), "stolen": stolen_seconds()}
+            marks.append((time.perf_counter(), readings))
 
         if producer == "http":
             phase.produced = trio.run(produce_http, server.url, server.worker, jobs, args, window)
@@ -635,13 +704,12 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
         if producer != "http":
             del phase.cpu["producer"]  # the bench process only waited
         phase.memory["end of run"] = memory(server.pid)
-        phase.received = subscribers.finish(len(phase.produced.acked), args.grace)
+        phase.received = subscribers.finish(phase.produced.acked, args.grace)
         time.sleep(1.0)
         phase.memory["subscribers gone"] = memory(server.pid)
     finally:
-        if subscribers is not None and subscribers.proc.poll() is None:
-            subscribers.proc.kill()
-            subscribers.proc.wait()
+        if subscribers is not None:
+            subscribers.kill()
         server.served.stop()
     phase.server_lines = [
         line
@@ -712,10 +780,11 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
             "server RSS peak (VmHWM)": f"{mem['subscribers gone']['VmHWM']:.1f} MiB",
             "CPU, server, subscribed and idle": f"{phase.cpu['idle']:.0%}",
             "CPU, server process": f"{phase.cpu['server']:.0%}",
-            "CPU, subscriber process": f"{phase.cpu['subscribers']:.0%}",
+            "CPU, subscriber processes": f"{phase.cpu['subscribers']:.0%}",
             "CPU, producer (this process)": f"{phase.cpu['producer']:.0%}"
             if "producer" in phase.cpu
             else "(in server)",
+            "CPU stolen by the host (of 2 CPUs)": f"{phase.cpu['stolen'] / 2:.0%}",
         }
         for line in produced.errors[:5]:
             notes.append(f"({phase.label}) producer error: {line}")
@@ -728,6 +797,8 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
             notes.append(
                 f"({phase.label}) non-progress messages: {len(received['others'])} {kinds}"
             )
+        for line in received.get("notes", []):
+            notes.append(f"({phase.label}) subscribers, {line}")
         for line in phase.server_lines[:20]:
             notes.append(f"({phase.label}) server: {line}")
         if not phase.server_lines:
@@ -791,6 +862,12 @@ if __name__ == "__main__":
         help="which phases",
     )
     parser.add_argument("--lanes", type=int, default=64, help="(a): concurrent progress calls")
+    parser.add_argument(
+        "--subscriber-processes",
+        type=int,
+        default=1,
+        help="client processes the subscribers are split between",
+    )
     parser.add_argument("--connections", type=int, default=32, help="(b): HTTP connections")
     parser.add_argument("--serve-embedded", metavar="BASE", help=argparse.SUPPRESS)
     parser.add_argument("--hub-only", action="store_true", help=argparse.SUPPRESS)
