@@ -68,6 +68,7 @@ from .space.messages import (
     RetryJob,
     SaveCheckpoint,
     SpaceMessage,
+    StreamSnapshot,
 )
 from .store.base import Store
 from .store.memory import MemoryStore
@@ -363,6 +364,13 @@ class SpaceJobs:
 
     async def counts(self) -> dict[JobStatus, int]:
         answer: dict[JobStatus, int] = await self._ask(CountJobs())
+        return answer
+
+    async def stream_snapshot(self) -> tuple[dict[JobStatus, int], int]:
+        """The counts as of the last commit and the space stream's seq at that commit:
+        a stream that starts from them and applies the messages after that seq counts
+        every change once."""
+        answer: tuple[dict[JobStatus, int], int] = await self._ask(StreamSnapshot())
         return answer
 
     async def pollers(self) -> int:

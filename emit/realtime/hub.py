@@ -164,6 +164,11 @@ class EventHub:
         self.queue_size = queue_size
         self._feeds: dict[str, _Feed] = {}
 
+    def seq(self, space_id: str) -> int:
+        """The seq of the space's last stream message (0 before any)."""
+        feed = self._feeds.get(space_id)
+        return 0 if feed is None else feed.seq
+
     def watched(self, space_id: str) -> bool:
         """Whether anyone ever streamed this space (else publishing is skipped)."""
         return space_id in self._feeds

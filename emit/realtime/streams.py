@@ -106,12 +106,17 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
             space_id, True, since, instance, key
         )
         try:
-            counts = await runtime.space(space_id).counts()
+            # The counts as of a commit, and the stream's seq at that same commit: a
+            # client starting fresh gets the messages after that seq only, so each change
+            # is counted once (the subscription, made first, already queues them).
+            counts, at = await runtime.space(space_id).stream_snapshot()
+            replaying = since is not None and not missed
+            skip = 0 if replaying else at
             await websocket.accept()
             await _send(
                 {
                     "type": "connected",
-                    "seq": seq,
+                    "seq": seq if replaying else at,
                     "streamInstanceId": hub.instance_id,
                     "missed": missed,
                     "counts": {status.value: n for status, n in counts.items()},
@@ -123,7 +128,8 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
                 await send(entry.text())
             with subscription.scope:
                 async for entry in subscription.receive:
-                    await send(entry.text())
+                    if entry.seq > skip:
+                        await send(entry.text())
             await _end(subscription)
         finally:
             hub.unsubscribe(subscription)

@@ -67,6 +67,7 @@ from .messages import (
     RetryJob,
     SaveCheckpoint,
     SpaceMessage,
+    StreamSnapshot,
 )
 
 EXPIRE_BATCH = 1000
@@ -103,6 +104,8 @@ class _Pending:
     """New webhooks, for the sender once durable."""
     woken: list[tuple[str, str]] = field(default_factory=list)
     """(job id, name) of jobs that became pending, for the push wake once durable."""
+    deltas: dict[JobStatus, int] = field(default_factory=dict)
+    """How the counts by status changed, for the durable counts once durable."""
     """For the streams, once durable; only collected while someone watches the space."""
 
 
@@ -129,6 +132,9 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.queue = ReadyQueue()
         self.timers = Timers()
         self.counts: dict[JobStatus, int] = {status: 0 for status in JobStatus}
+        self.durable_counts: dict[JobStatus, int] = dict(self.counts)
+        """The counts as of the last commit (``counts`` runs ahead while writes are in
+        flight): what a space stream starts from, beside the stream's seq."""
         self.idempotency: dict[str, str] = {}
         self.default_backoff: RetryBackoff | None = None
         self.seq = 0
@@ -157,6 +163,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.settings = read_settings(state.space.settings)
         self.default_backoff = self.settings.retry_backoff
         self.counts.update(state.counts)
+        self.durable_counts = dict(self.counts)
         self.seq = state.max_seq
         self.idempotency = dict(state.idempotency)
         jobs = self.jobs
@@ -294,6 +301,9 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 return await self._retry(job_id, now)
             case CountJobs():
                 return dict(self.counts)
+            case StreamSnapshot():
+                seq = 0 if self.hub is None else self.hub.seq(self.space_id)
+                return dict(self.durable_counts), seq
             case ApplySettings(settings):
                 self.settings = settings
                 self.default_backoff = settings.retry_backoff
@@ -355,6 +365,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 self.idempotency[key] = job.id
             self.jobs[job.id] = job
             self.counts[job.status] += 1
+            deltas = self.pending.deltas
+            deltas[job.status] = deltas.get(job.status, 0) + 1
             self.pending.inserted[job.id] = job
             self._record(job, lifecycle.created(job, now))
             self._file(job)
@@ -469,6 +481,9 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         if job.status is not old:
             self.counts[old] -= 1
             self.counts[job.status] += 1
+            deltas = self.pending.deltas
+            deltas[old] = deltas.get(old, 0) - 1
+            deltas[job.status] = deltas.get(job.status, 0) + 1
             if old is JobStatus.PENDING:
                 self.queue.discard(job)
             if job.callback_url is not None and job.status.final:
@@ -557,13 +572,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         published = pending.published
         callbacks = pending.callbacks
         woken = pending.woken
+        deltas = pending.deltas
         self.inflight += 1
         self.last_inflight = answers
         if self.settled.is_set():
             self.settled = trio.Event()
         write = Write(
             changes,
-            lambda error: self._written(answers, published, callbacks, woken, error),
+            lambda error: self._written(answers, published, callbacks, woken, deltas, error),
             self.source,
         )
         try:
@@ -577,6 +593,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         published: list[Published],
         callbacks: list[Callback],
         woken: list[tuple[str, str]],
+        deltas: dict[JobStatus, int],
         error: BaseException | None,
     ) -> None:
         self.inflight -= 1
@@ -584,6 +601,11 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             self.last_inflight = None
             self.settled.set()
         if error is None:
+            durable = self.durable_counts
+            for status, change in deltas.items():
+                durable[status] += change
+            # Together with the publish below, in one step: a stream's snapshot (the
+            # durable counts and the stream's seq) never falls between the two.
             if published and self.hub is not None:
                 self.hub.publish(self.space_id, published)  # durable now: tell the streams
             if callbacks and self.notify_callbacks is not None:

@@ -123,6 +123,12 @@ class CountJobs(actors.Request[dict[JobStatus, int]]):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSnapshot(actors.Request[tuple[dict[JobStatus, int], int]]):
+    """For a space stream starting: the counts as of the last commit, and the seq of the
+    space's stream at that same commit, so counts and stream messages never overlap."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApplySettings(actors.Request[None]):
     """The space's settings changed (they are already stored)."""
 
@@ -166,6 +172,7 @@ SpaceMessage = (
     | KillJob
     | RetryJob
     | CountJobs
+    | StreamSnapshot
     | ApplySettings
     | ReleasePollers
     | CountPollers

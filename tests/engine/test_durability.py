@@ -165,3 +165,42 @@ async def test_a_bug_in_one_message_does_not_refuse_the_writes_before_it(
     assert len(answered) == 1  # the create before the bug was answered, as created
     page, total = await jobs.list()
     assert total == 2 and {job.id for job in page} == {victim.id, answered[0].id}
+
+
+async def test_a_stream_snapshot_never_counts_a_change_its_stream_also_sends(
+    autojump_clock: MockClock, gated: tuple[emit.Runtime, GatedStore]
+) -> None:
+    """A space stream starts from counts and a seq: counts as of a commit, and the
+    stream's seq at that same commit. A create still in flight is in neither, and its
+    event comes after the seq: counted once, not twice."""
+    rt, store = gated
+    space = await rt.create_space("s")
+    jobs = rt.space(space.id)
+    await jobs.create("before")
+    subscription, seq0, _, _ = rt.hub.subscribe_space(space.id, True, None, None)
+    store.gate = trio.Event()
+    snapshots: list[tuple[dict[emit.JobStatus, int], int]] = []
+
+    async def snapshot() -> None:
+        snapshots.append(await jobs.stream_snapshot())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: jobs.create("held"))  # its write waits at the gate
+        await trio.sleep(1)
+        nursery.start_soon(snapshot)
+        await trio.sleep(1)
+        store.gate.set()
+    [(counts, at)] = snapshots
+    assert counts[emit.JobStatus.PENDING] == 1 and at == seq0
+    after = []
+    while True:
+        try:
+            message = subscription.receive.receive_nowait()
+        except trio.WouldBlock:
+            break
+        if message.seq > at:
+            after.append(message.event.type)
+    assert after == ["created"]
+    assert (
+        counts[emit.JobStatus.PENDING] + len(after) == (await jobs.counts())[emit.JobStatus.PENDING]
+    )
