@@ -419,6 +419,9 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
         ("FULL", "-f0, fsync every write", ["-f", "0"]),
         ("NORMAL", "default fsync, <= every 50 ms", []),
     ]
+    from bench.realtime import stolen_seconds
+
+    stolen, began = stolen_seconds(), time.perf_counter()
     emit_rates: dict[str, list[Rate]] = {mode: [] for mode, _, _ in pairs}
     beanstalk_rates: dict[str, list[Rate]] = {label: [] for _, label, _ in pairs}
     for round_no in range(args.rounds):  # interleaved, so drift on the machine hits all
@@ -440,6 +443,10 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
         "server alone)"
     )
     print(f"  emit: create_many({args.batch}) -> poll(50, wait=1, ack) -> complete_many")
+    share = (stolen_seconds() - stolen) / (time.perf_counter() - began) / (os.cpu_count() or 1)
+    print(
+        f"  CPU stolen by the host meanwhile: {share:.0%} (when it is more than a few %, runs vary)"
+    )
     best: dict[str, Rate] = {}
     for mode, label, _ in pairs:
         top = best[mode] = max(emit_rates[mode], key=lambda rate: rate.jobs_per_s)
