@@ -125,6 +125,8 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
             send = websocket.send  # the proxy looked up once, not once per message
             entry: SpaceMessage
             for entry in replay:
+                if subscription.close_code is not None:
+                    break  # ended meanwhile (its key revoked, the space deleted)
                 await send(entry.text())
             with subscription.scope:
                 async for entry in subscription.receive:
