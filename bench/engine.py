@@ -49,6 +49,7 @@ from typing import Any
 import trio
 
 import emit
+from bench.proc import cpu_seconds, stolen_seconds
 from emit import JobStatus
 from emit.codec import dumps
 
@@ -106,7 +107,7 @@ def children_cpu() -> float:
     for task in Path("/proc/self/task").iterdir():
         for pid in (task / "children").read_text().split():
             with contextlib.suppress(OSError):
-                total += process_cpu(int(pid))
+                total += cpu_seconds(int(pid))
     return total
 
 
@@ -189,13 +190,6 @@ def _beanstalk_worker(port: int, n: int, barrier: Any, results: Any) -> None:
         client.close()
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid``."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def beanstalkd_lifecycle(binary: str, flags: list[str], total: int, workers: int) -> Rate:
     """jobs/s of put -> reserve -> delete for ``total`` jobs against a beanstalkd of our
     own (loopback, binlog on in a fresh directory), stopped before returning."""
@@ -230,9 +224,9 @@ def beanstalkd_lifecycle(binary: str, flags: list[str], total: int, workers: int
             process.start()
         try:
             barrier.wait(timeout=60)
-            cpu_start = process_cpu(server.pid)
+            cpu_start = cpu_seconds(server.pid)
             spans = [results.get(timeout=max(120.0, total / 200)) for _ in processes]
-            cpu = process_cpu(server.pid) - cpu_start
+            cpu = cpu_seconds(server.pid) - cpu_start
         finally:
             for process in processes:
                 process.join(timeout=10)
@@ -419,8 +413,6 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
         ("FULL", "-f0, fsync every write", ["-f", "0"]),
         ("NORMAL", "default fsync, <= every 50 ms", []),
     ]
-    from bench.realtime import stolen_seconds
-
     stolen, began = stolen_seconds(), time.perf_counter()
     emit_rates: dict[str, list[Rate]] = {mode: [] for mode, _, _ in pairs}
     beanstalk_rates: dict[str, list[Rate]] = {label: [] for _, label, _ in pairs}

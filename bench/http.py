@@ -63,12 +63,13 @@ import greenstalk
 import httpx
 import trio
 
+from bench.proc import cpu_seconds
+
 FLOW_TARGET = 0.9
 BATCH_TARGET = 1.0
 P50_TARGET_MS = 5.0
 P99_TARGET_MS = 25.0
 START_TIMEOUT = 30.0
-TICKS = os.sysconf("SC_CLK_TCK")
 JSON_HEADERS = {"content-type": "application/json"}
 
 
@@ -81,13 +82,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def job_body(i: int) -> bytes:

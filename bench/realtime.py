@@ -68,6 +68,8 @@ from typing import Any
 
 import trio
 
+from bench.proc import cpu_seconds, stolen_seconds
+
 P99_TARGET_MS = 50.0
 CONNECT_AT_ONCE = 50
 """WebSocket handshakes in flight at once (Hypercorn's listen backlog is 100)."""
@@ -79,7 +81,6 @@ PACE_TICK = 0.005
 LATE_LIMIT = 1.0
 """Seconds past the schedule's end after which the producer gives up unsent events."""
 SUBSCRIBE_TIMEOUT = 180.0
-TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -87,13 +88,6 @@ JSON_HEADERS = {"content-type": "application/json"}
 def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -456,10 +450,9 @@ def subscribe(args: argparse.Namespace) -> None:
             # with the default collector, full passes over its 1,000 connections paused
             # it for up to 90 ms, and went into every latency. Tuned as a server is
             # (emit.tune_gc); its passes are still counted and reported.
-            import gc
+            from emit.tuning import tune_gc
 
-            gc.freeze()
-            gc.set_threshold(50_000, 50, 100)
+            tune_gc()
             state["pauses"] = collector_pauses()
             state["passes"] = LoopPasses()
             trio.lowlevel.add_instrument(state["passes"])
@@ -652,13 +645,6 @@ class Phase:
     memory: dict[str, dict[str, float]] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     server_lines: list[str] = field(default_factory=list)
-
-
-def stolen_seconds() -> float:
-    """CPU seconds the hypervisor has taken from this machine so far, all CPUs together
-    (the "steal" column of /proc/stat): when it rises, every latency here does too."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
 
 
 def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
