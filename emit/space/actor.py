@@ -364,9 +364,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             if key is not None:
                 self.idempotency[key] = job.id
             self.jobs[job.id] = job
-            self.counts[job.status] += 1
-            deltas = self.pending.deltas
-            deltas[job.status] = deltas.get(job.status, 0) + 1
+            self._count(job.status, 1)
             self.pending.inserted[job.id] = job
             self._record(job, lifecycle.created(job, now))
             self._file(job)
@@ -479,17 +477,21 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
     def _change(self, job: Job, old: JobStatus, events: list[Event]) -> None:
         """Account for a transition that just happened to ``job`` (from ``old``)."""
         if job.status is not old:
-            self.counts[old] -= 1
-            self.counts[job.status] += 1
-            deltas = self.pending.deltas
-            deltas[old] = deltas.get(old, 0) - 1
-            deltas[job.status] = deltas.get(job.status, 0) + 1
+            self._count(old, -1)
+            self._count(job.status, 1)
             if old is JobStatus.PENDING:
                 self.queue.discard(job)
             if job.callback_url is not None and job.status.final:
                 self._queue_callback(job)
         self._record(job, events)
         self._file(job)
+
+    def _count(self, status: JobStatus, change: int) -> None:
+        """Count a job in or out of ``status``, now and (once written) in the durable
+        counts."""
+        self.counts[status] += change
+        deltas = self.pending.deltas
+        deltas[status] = deltas.get(status, 0) + change
 
     def _queue_callback(self, job: Job) -> None:
         """The job ended and has a callbackUrl: an outbox row, written with the change."""
@@ -568,50 +570,36 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             else:
                 self.last_inflight.extend(pending.answers)
             return
-        answers = pending.answers
-        published = pending.published
-        callbacks = pending.callbacks
-        woken = pending.woken
-        deltas = pending.deltas
         self.inflight += 1
-        self.last_inflight = answers
+        self.last_inflight = pending.answers
         if self.settled.is_set():
             self.settled = trio.Event()
-        write = Write(
-            changes,
-            lambda error: self._written(answers, published, callbacks, woken, deltas, error),
-            self.source,
-        )
+        write = Write(changes, lambda error: self._written(pending, error), self.source)
         try:
             self.writer.tell_nowait(write)  # no scheduler pass when there is room
         except actors.MailboxFull:
             await self.writer.send(write)  # backpressure
 
-    def _written(
-        self,
-        answers: list[tuple[actors.Reply, Any]],
-        published: list[Published],
-        callbacks: list[Callback],
-        woken: list[tuple[str, str]],
-        deltas: dict[JobStatus, int],
-        error: BaseException | None,
-    ) -> None:
+    def _written(self, pending: _Pending, error: BaseException | None) -> None:
+        """The writer's word on ``pending``'s changes (its answers may have grown since,
+        by answers that changed nothing and waited behind it)."""
         self.inflight -= 1
         if self.inflight == 0:
             self.last_inflight = None
             self.settled.set()
+        answers = pending.answers
         if error is None:
             durable = self.durable_counts
-            for status, change in deltas.items():
+            for status, change in pending.deltas.items():
                 durable[status] += change
             # Together with the publish below, in one step: a stream's snapshot (the
             # durable counts and the stream's seq) never falls between the two.
-            if published and self.hub is not None:
-                self.hub.publish(self.space_id, published)  # durable now: tell the streams
-            if callbacks and self.notify_callbacks is not None:
-                self.notify_callbacks(callbacks)
-            if woken and self.wake is not None:
-                self.wake(self.space_id, self.settings, woken)
+            if pending.published and self.hub is not None:
+                self.hub.publish(self.space_id, pending.published)  # durable: tell the streams
+            if pending.callbacks and self.notify_callbacks is not None:
+                self.notify_callbacks(pending.callbacks)
+            if pending.woken and self.wake is not None:
+                self.wake(self.space_id, self.settings, pending.woken)
             for reply, answer in answers:
                 _resolve(reply, answer)
             return
