@@ -157,6 +157,10 @@ class _Feed:
     streams: set[Subscription] = field(default_factory=set)
     jobs: dict[str, set[Subscription]] = field(default_factory=dict)
 
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription of the space, space streams and job streams (a copy)."""
+        return [*self.streams, *(s for watchers in self.jobs.values() for s in watchers)]
+
 
 class EventHub:
     def __init__(self, *, queue_size: int = SUBSCRIBER_QUEUE) -> None:
@@ -240,11 +244,7 @@ class EventHub:
                     del feed.jobs[subscription.job_id]
 
     def _all(self) -> list[Subscription]:
-        return [
-            subscription
-            for feed in self._feeds.values()
-            for subscription in (*feed.streams, *(s for w in feed.jobs.values() for s in w))
-        ]
+        return [s for feed in self._feeds.values() for s in feed.subscriptions()]
 
     def open_keys(self) -> set[Key]:
         """The keys of the open streams."""
@@ -259,15 +259,11 @@ class EventHub:
 
     def end_all(self, code: int) -> None:
         """End every subscription (server shutdown: 1001; space deleted: 1000)."""
-        for feed in self._feeds.values():
-            for subscription in list(feed.streams):
-                subscription.end(code)
-            for watchers in list(feed.jobs.values()):
-                for subscription in list(watchers):
-                    subscription.end(code)
+        for subscription in self._all():
+            subscription.end(code)
 
     def forget_space(self, space_id: str) -> None:
         feed = self._feeds.pop(space_id, None)
         if feed is not None:
-            for subscription in [*feed.streams, *(s for w in feed.jobs.values() for s in w)]:
+            for subscription in feed.subscriptions():
                 subscription.end(1000)
