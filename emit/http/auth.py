@@ -28,6 +28,8 @@ class Caller:
     space_id: str | None
     scopes: frozenset[str]
     admin: bool = False
+    key_hash: str = ""
+    """The SHA-256 the key was looked up by (the store's name for it)."""
 
 
 ADMIN = Caller("admin", None, frozenset(), admin=True)
@@ -70,7 +72,7 @@ class Authenticator:
                 if len(self._cache) > 100_000:
                     self._cache.clear()
                 self._cache[digest] = (token, now)
-        return Caller(token.id, token.space_id, token.scopes)
+        return Caller(token.id, token.space_id, token.scopes, key_hash=digest)
 
     def forget(self, token_id: str) -> None:
         """A token was revoked here: stop honouring it at once."""
