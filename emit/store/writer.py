@@ -123,11 +123,15 @@ class StoreWriter(actors.Actor[Write | Commit]):
                 batch, self.pending = _take_group(self.pending)
                 self._room.set()
                 failed = self.failed_sources
-                refused = [item for item in batch if item[2] is not None and item[2] in failed]
-                batch = [item for item in batch if item[2] is None or item[2] not in failed]
-                for _, done, source in refused:
-                    assert source is not None
-                    done(failed[source])
+                if failed:
+                    kept = []
+                    for item in batch:
+                        source = item[2]
+                        if source is not None and source in failed:
+                            item[1](failed[source])  # refused without being tried
+                        else:
+                            kept.append(item)
+                    batch = kept
                 if not batch:
                     continue
                 error: BaseException | None = None
