@@ -22,6 +22,8 @@ from .ratelimit import RateLimiter
 from .routes import ADMIN, PUBLIC, ROUTES, Call, Reply, Route, retry_after
 from .settings import HttpSettings
 
+_NO_QUERY: dict[str, str] = {}
+
 
 def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     if body is None:
@@ -95,7 +97,8 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                 runtime=runtime,
                 caller=caller,
                 params=params,
-                query=request.args,
+                # Only the GET routes read the query: parse it for them alone.
+                query=request.args if route.method == "GET" else _NO_QUERY,
                 headers=request.headers,  # type: ignore[arg-type]  # a str→str multidict
                 body=body if isinstance(body, bytes) else body.encode(),
                 max_body=settings.max_body,

@@ -18,7 +18,6 @@ import trio
 from ..errors import Unauthorized
 from ..ids import hash_key
 from ..runtime import Runtime
-from ..store.records import Token
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +49,8 @@ class Authenticator:
         self.runtime = runtime
         self.admin_hash = None if admin_key is None else hash_key(admin_key)
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[Token, float]] = {}
+        self._cache: dict[str, tuple[Caller, float]] = {}
+        """Key hash → the caller it made and when it was read from the store."""
 
     async def caller(self, key: str | None) -> Caller:
         if key is None:
@@ -61,24 +61,23 @@ class Authenticator:
         now = trio.current_time()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[1] < self.cache_seconds:
-            token = cached[0]
-        else:
-            found = await self.runtime.store.token_by_hash(digest)
-            if found is None or found.revoked_at is not None:
-                self._cache.pop(digest, None)
-                raise Unauthorized("unknown or revoked key")
-            token = found
-            if self.cache_seconds > 0:
-                if len(self._cache) > 100_000:
-                    self._cache.clear()
-                self._cache[digest] = (token, now)
-        return Caller(token.id, token.space_id, token.scopes, key_hash=digest)
+            return cached[0]
+        token = await self.runtime.store.token_by_hash(digest)
+        if token is None or token.revoked_at is not None:
+            self._cache.pop(digest, None)
+            raise Unauthorized("unknown or revoked key")
+        caller = Caller(token.id, token.space_id, token.scopes, key_hash=digest)
+        if self.cache_seconds > 0:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[digest] = (caller, now)
+        return caller
 
     def forget(self, token_id: str) -> None:
         """A token was revoked here: stop honouring it at once."""
-        for digest in [d for d, (t, _) in self._cache.items() if t.id == token_id]:
+        for digest in [d for d, (c, _) in self._cache.items() if c.key_id == token_id]:
             del self._cache[digest]
 
     def forget_space(self, space_id: str) -> None:
-        for digest in [d for d, (t, _) in self._cache.items() if t.space_id == space_id]:
+        for digest in [d for d, (c, _) in self._cache.items() if c.space_id == space_id]:
             del self._cache[digest]
