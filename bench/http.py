@@ -462,6 +462,115 @@ def quick_start(emit: Emit, bare: Bare, args: argparse.Namespace) -> None:
     )
 
 
+def quick_start_lean(emit: Emit, bare: Bare, args: argparse.Namespace) -> None:
+    """(a) again with the lean client of (c'): one trio process, raw HTTP/1.1 keep-alive
+    sockets, --lean-workers connections, so the client costs the server's core far less
+    than httpx does (about a quarter of the CPU per request here). Same flow, same bodies,
+    same bare route, windows interleaved, best of --rounds."""
+    emit_runs: list[Window] = []
+    bare_runs: list[Window] = []
+    for _ in range(args.rounds):
+        bare_runs.append(trio.run(lean_window, bare, args.lean_workers, args.seconds, bare_loop))
+        emit_runs.append(trio.run(lean_window, emit, args.lean_workers, args.seconds, flow_loop))
+    best_bare = max(bare_runs, key=lambda w: w.rate)
+    best_emit = max(emit_runs, key=lambda w: w.rate)
+    bare_cost, emit_cost = per_request(bare_runs, 1), per_request(emit_runs, 4)
+    print(
+        f"(a') the same with the lean client: {args.lean_workers} connections in one trio "
+        f"process, {args.seconds:g} s windows, best of {args.rounds}"
+    )
+    print(
+        f"    {'bare quart-trio POST':<27}{best_bare.rate:>12,.0f} req/s{'':>5}  "
+        f"{best_bare.server_cpu:>10.0%}  {best_bare.client_cpu:>10.0%}  {bare_cost:>11.2f} ms"
+    )
+    print(
+        f"    {'emit create+poll+ack+done':<27}{best_emit.rate:>12,.0f} jobs/s{'':>4}  "
+        f"{best_emit.server_cpu:>10.0%}  {best_emit.client_cpu:>10.0%}  {emit_cost:>11.2f} ms"
+    )
+    print(
+        f"    emit jobs/s / (bare req/s / 4) : {best_emit.rate / (best_bare.rate / 4):5.0%}   "
+        f"target >= {FLOW_TARGET:.0%}"
+    )
+    print(
+        "    all rounds: emit jobs/s "
+        + ", ".join(f"{w.rate:,.0f}" for w in emit_runs)
+        + "; bare req/s "
+        + ", ".join(f"{w.rate:,.0f}" for w in bare_runs)
+    )
+
+
+class LeanConnection:
+    """bench/realtime.py's raw HTTP/1.1 client, opened again when the server said it
+    closes the connection (Hypercorn does after 1,000 requests; such a close carries no
+    further request, so nothing is sent twice)."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.http: Any = None
+
+    async def post(self, path: str, key: bytes, body: bytes, status: int) -> bytes:
+        from bench.realtime import Http1
+
+        if self.http is None or self.http.closing:
+            if self.http is not None:
+                await self.http.stream.aclose()
+            self.http = await Http1.open(self.host, self.port)
+        got, answer = await self.http.post(path, key, body)
+        if got != status:
+            raise RuntimeError(f"POST {path} -> {got}: {answer[:300]!r}")
+        return bytes(answer)
+
+
+async def flow_loop(emit: Any, connection: LeanConnection, i: int) -> int:
+    """One job of the quick-start flow: what ``flow_worker`` does, on the lean client."""
+    producer = emit.producer["x-api-key"].encode()
+    worker = emit.worker["x-api-key"].encode()
+    await connection.post(emit.jobs, producer, job_body(i), 201)
+    (job,) = json.loads(await connection.post(f"{emit.jobs}/poll", worker, POLL_ONE, 200))["jobs"]
+    await connection.post(f"/api/v1/jobs/{job['id']}/ack", worker, b"", 200)
+    await connection.post(f"/api/v1/jobs/{job['id']}/complete", worker, RESULT, 200)
+    return 1
+
+
+async def bare_loop(bare: Any, connection: LeanConnection, i: int) -> int:
+    await connection.post("/bare", b"-", job_body(i), 200)
+    return 1
+
+
+async def lean_window(server: Served, workers: int, seconds: float, loop: Any) -> Window:
+    """``workers`` lean connections each running ``loop`` for ``seconds`` after a warm-up;
+    the window is timed from the release to the last one's end."""
+    counts = [0] * workers
+    ends = [0.0] * workers
+    release = trio.Event()
+    warm = [trio.Event() for _ in range(workers)]
+
+    async def run(index: int) -> None:
+        connection = LeanConnection(server.url)  # type: ignore[attr-defined]
+        for i in range(5):
+            await loop(server, connection, i)
+        warm[index].set()
+        await release.wait()
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            counts[index] += await loop(server, connection, counts[index])
+        ends[index] = time.perf_counter()
+
+    async with trio.open_nursery() as nursery:
+        for index in range(workers):
+            nursery.start_soon(run, index)
+        for event in warm:
+            await event.wait()
+        start = time.perf_counter()
+        server0, client0 = cpu_seconds(server.pid), time.process_time()
+        release.set()
+    server_cpu = cpu_seconds(server.pid) - server0
+    client_cpu = time.process_time() - client0
+    elapsed = max(ends) - start
+    return Window(sum(counts), elapsed, server_cpu / elapsed, client_cpu / elapsed, server_cpu)
+
+
 def per_request(windows: list[Window], requests: int) -> float:
     """Server CPU milliseconds per HTTP request, over all rounds."""
     return sum(w.server_seconds for w in windows) * 1000 / sum(w.count * requests for w in windows)
@@ -928,6 +1037,7 @@ def main(args: argparse.Namespace) -> None:
         bare = Bare()
         started = time.perf_counter()
         quick_start(emit, bare, args)
+        quick_start_lean(emit, bare, args)
         bare.stop()
         batched(emit, args)
         latency(emit, args)
@@ -944,6 +1054,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=4, help="client threads (workers)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--lean-workers", type=int, default=16, help="(a'): lean client connections"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="(a): length of a window")
     parser.add_argument("--jobs", type=int, default=20_000, help="(b): jobs a round")
     parser.add_argument("--batch", type=int, default=500, help="(b): jobs a create request")

@@ -183,6 +183,9 @@ class Http1:
         self.stream = stream
         self.host = host
         self.buffer = b""
+        self.closing = False
+        """The last answer said ``connection: close`` (Hypercorn closes a keep-alive
+        connection after 1,000 requests): this connection carries no more requests."""
 
     @classmethod
     async def open(cls, host: str, port: int) -> Http1:
@@ -206,8 +209,11 @@ class Http1:
         length = None
         for line in lines[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                self.closing = True
         if length is None:
             raise ConnectionError(f"an answer without content-length: {head[:200]!r}")
         while len(self.buffer) < length:
