@@ -238,8 +238,7 @@ class SQLiteStore(Store):
                     raise RuntimeError("the store is closed")
                 writer = self._writer or await self._start_writer()
                 try:
-                    await writer.send_all(_LENGTH.pack(len(body)))
-                    await writer.send_all(body)
+                    await writer.send_all(_LENGTH.pack(len(body)) + body)  # one send, not two
                     answer = orjson.loads(await self._receive(writer))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
                     await self._stop_writer()
