@@ -19,6 +19,9 @@ flatter. Measures, in one run:
       POST route that reads the body and answers a small JSON) under Hypercorn's trio
       worker with emit's Hypercorn config, same threads, same body. Windows interleaved,
       best of --rounds. Target: emit jobs/s >= 0.9 x (bare requests/s / 4).
+  (a') the same flow, bodies and bare route on the lean client of (c'): --lean-workers
+      raw HTTP/1.1 connections in one trio process, which costs the machine far less CPU
+      than httpx in threads, so the ratio is less the client's.
   (b) the batched lifecycle: one producer creating --batch jobs a request, --workers
       threads polling count 50 with wait 1 and ack true, then one batch complete per poll
       (POST S/jobs/complete with each job's leaseId); jobs/s from the first create to the
