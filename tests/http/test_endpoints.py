@@ -103,6 +103,36 @@ async def test_long_poll_is_answered_when_a_job_arrives(server: Server) -> None:
     assert got[0].json()["jobs"][0]["id"] == job["id"]
 
 
+async def test_a_long_poll_whose_client_hangs_up_is_handed_no_job(server: Server) -> None:
+    # A worker parks in a long poll, then its connection drops (process killed, network
+    # gone). The server must notice and forget the poll: a job created afterwards stays
+    # pending for the next worker, not leased to nobody until its ack deadline.
+    import trio
+    import trio.testing
+
+    jobs = server.rt.space(server.space)
+
+    async def parked(count: int) -> None:
+        while await jobs.pollers() != count:
+            await trio.testing.wait_all_tasks_blocked(0.01)
+
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    body = b'{"wait": 30, "ack": true}'
+    await stream.send_all(
+        b"POST %s HTTP/1.1\r\nhost: x\r\nx-api-key: %s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s"
+        % (jobs_path(server, "/poll").encode(), server.keys["worker"].encode(), len(body), body)
+    )
+    with trio.fail_after(10):
+        await parked(1)
+        await stream.aclose()
+        await parked(0)
+    job = await make(server)
+    assert (await jobs.get(job["id"])).status == "pending"
+    assert (await take(server))["id"] == job["id"]
+
+
 async def test_the_worker_calls_on_one_job(server: Server) -> None:
     job = await make(server)
     polled = await take(server)
