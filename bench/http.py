@@ -429,14 +429,22 @@ def quick_start(emit: Emit, bare: Bare, args: argparse.Namespace) -> None:
                 [flow_worker(emit, args.seconds, 5) for _ in range(args.workers)], limit
             )
         )
+    flow_report(
+        f"(a) quick-start flow, unbatched: {args.workers} client threads, "
+        f"{args.seconds:g} s windows, best of {args.rounds}",
+        bare_runs,
+        emit_runs,
+    )
+
+
+def flow_report(title: str, bare_runs: list[Window], emit_runs: list[Window]) -> None:
+    """The table of (a) and (a'): the best window of each, the ratio the target judges,
+    and the same by server CPU per request."""
     best_bare = max(bare_runs, key=lambda w: w.rate)
     best_emit = max(emit_runs, key=lambda w: w.rate)
     quarter = best_bare.rate / 4
     bare_cost, emit_cost = per_request(bare_runs, 1), per_request(emit_runs, 4)
-    print(
-        f"(a) quick-start flow, unbatched: {args.workers} client threads, "
-        f"{args.seconds:g} s windows, best of {args.rounds}"
-    )
+    print(title)
     print(
         f"    {'':<27}{'rate':>22}  {'server CPU':>10}  {'client CPU':>10}  {'server CPU/req':>14}"
     )
@@ -475,30 +483,11 @@ def quick_start_lean(emit: Emit, bare: Bare, args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         bare_runs.append(trio.run(lean_window, bare, args.lean_workers, args.seconds, bare_loop))
         emit_runs.append(trio.run(lean_window, emit, args.lean_workers, args.seconds, flow_loop))
-    best_bare = max(bare_runs, key=lambda w: w.rate)
-    best_emit = max(emit_runs, key=lambda w: w.rate)
-    bare_cost, emit_cost = per_request(bare_runs, 1), per_request(emit_runs, 4)
-    print(
+    flow_report(
         f"(a') the same with the lean client: {args.lean_workers} connections in one trio "
-        f"process, {args.seconds:g} s windows, best of {args.rounds}"
-    )
-    print(
-        f"    {'bare quart-trio POST':<27}{best_bare.rate:>12,.0f} req/s{'':>5}  "
-        f"{best_bare.server_cpu:>10.0%}  {best_bare.client_cpu:>10.0%}  {bare_cost:>11.2f} ms"
-    )
-    print(
-        f"    {'emit create+poll+ack+done':<27}{best_emit.rate:>12,.0f} jobs/s{'':>4}  "
-        f"{best_emit.server_cpu:>10.0%}  {best_emit.client_cpu:>10.0%}  {emit_cost:>11.2f} ms"
-    )
-    print(
-        f"    emit jobs/s / (bare req/s / 4) : {best_emit.rate / (best_bare.rate / 4):5.0%}   "
-        f"target >= {FLOW_TARGET:.0%}"
-    )
-    print(
-        "    all rounds: emit jobs/s "
-        + ", ".join(f"{w.rate:,.0f}" for w in emit_runs)
-        + "; bare req/s "
-        + ", ".join(f"{w.rate:,.0f}" for w in bare_runs)
+        f"process, {args.seconds:g} s windows, best of {args.rounds}",
+        bare_runs,
+        emit_runs,
     )
 
 
