@@ -725,18 +725,9 @@ def latency(emit: Emit, args: argparse.Namespace) -> None:
                     now = time.perf_counter()
                     for job in expect(polled, 200).json()["jobs"]:
                         seq = job["payload"]["seq"]
-                        if seq == STOP:
-                            expect(
-                                http.post(
-                                    f"/api/v1/jobs/{job['id']}/complete",
-                                    content=RESULT,
-                                    headers=emit.worker,
-                                ),
-                                200,
-                            )
-                            return
-                        received[seq] = now
-                        delivered[seq].set()
+                        if seq != STOP:
+                            received[seq] = now
+                            delivered[seq].set()
                         expect(
                             http.post(
                                 f"/api/v1/jobs/{job['id']}/complete",
@@ -745,6 +736,8 @@ def latency(emit: Emit, args: argparse.Namespace) -> None:
                             ),
                             200,
                         )
+                        if seq == STOP:
+                            return
         except BaseException as exc:
             errors.append(exc)
 
