@@ -98,6 +98,9 @@ class Served:
     """A server in a child process: started, its first lines read, stopped with SIGTERM.
     A watchdog kills it if it does not start or stop in time."""
 
+    url: str
+    """Where it serves, read from its first lines by the subclass."""
+
     def __init__(self, command: list[str], last_line: Callable[[str], bool]) -> None:
         self.proc = subprocess.Popen(
             command,
@@ -539,7 +542,7 @@ async def lean_window(server: Served, workers: int, seconds: float, loop: Any) -
     warm = [trio.Event() for _ in range(workers)]
 
     async def run(index: int) -> None:
-        connection = LeanConnection(server.url)  # type: ignore[attr-defined]
+        connection = LeanConnection(server.url)
         for i in range(5):
             await loop(server, connection, i)
         warm[index].set()
