@@ -13,12 +13,27 @@ fields through ``object.__setattr__``, which made building a 21-field view cost 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from .clock import iso
 from .codec import JSON, loads
 from .domain.model import Event, Job, JobStatus
 from .store.records import LogLine, Space, Token
+
+_JOB_FIELDS = attrgetter(
+    "id", "space_id", "name", "payload", "status", "priority", "max_retries",
+    "attempt_number", "timeout_seconds", "scheduled_for", "callback_url", "callback_headers",
+    "idempotency_key", "progress", "result", "created_at", "updated_at", "delivered_at",
+    "started_at", "completed_at",
+)  # fmt: skip
+"""The job's attributes in `JobView`'s field order: one C call takes the snapshot, and
+the view is built from it positionally (a third of the cost of 20 keyword arguments)."""
+_DELIVERY_FIELDS = attrgetter(
+    "id", "name", "payload", "priority", "timeout_seconds", "max_retries", "attempt_number",
+    "created_at", "lease_id", "checkpoint",
+)  # fmt: skip
+"""The same for `Delivery`."""
 
 
 def _loads(text: str | None) -> Any:
@@ -51,29 +66,10 @@ class JobView:
 
     @classmethod
     def of(cls, job: Job, events: list[Event] | None = None) -> JobView:
-        return cls(
-            id=job.id,
-            space_id=job.space_id,
-            name=job.name,
-            payload_json=job.payload,
-            status=job.status,
-            priority=job.priority,
-            max_retries=job.max_retries,
-            attempt_number=job.attempt_number,
-            timeout_seconds=job.timeout_seconds,
-            scheduled_for=job.scheduled_for,
-            callback_url=job.callback_url,
-            callback_headers=job.callback_headers,
-            idempotency_key=job.idempotency_key,
-            progress=job.progress,
-            result_json=job.result,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            delivered_at=job.delivered_at,
-            started_at=job.started_at,
-            completed_at=job.completed_at,
-            events=None if events is None else tuple(events),
-        )
+        view = cls(*_JOB_FIELDS(job))
+        if events is not None:
+            view.events = tuple(events)
+        return view
 
     @property
     def payload(self) -> Any:
@@ -139,18 +135,7 @@ class Delivery:
     @classmethod
     def of(cls, job: Job) -> Delivery:
         assert job.lease_id is not None
-        return cls(
-            id=job.id,
-            name=job.name,
-            payload_json=job.payload,
-            priority=job.priority,
-            timeout_seconds=job.timeout_seconds,
-            max_retries=job.max_retries,
-            attempt_number=job.attempt_number,
-            created_at=job.created_at,
-            lease_id=job.lease_id,
-            checkpoint_json=job.checkpoint,
-        )
+        return cls(*_DELIVERY_FIELDS(job))
 
     @property
     def payload(self) -> Any:
