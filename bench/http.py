@@ -504,13 +504,20 @@ class LeanConnection:
         self.host, self.port = host, int(port)
         self.http: Any = None
 
-    async def post(self, path: str, key: bytes, body: bytes, status: int) -> bytes:
+    async def connect(self) -> None:
         from bench.realtime import Http1
 
+        await self.aclose()
+        self.http = await Http1.open(self.host, self.port)
+
+    async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.stream.aclose()
+            self.http = None
+
+    async def post(self, path: str, key: bytes, body: bytes, status: int) -> bytes:
         if self.http is None or self.http.closing:
-            if self.http is not None:
-                await self.http.stream.aclose()
-            self.http = await Http1.open(self.host, self.port)
+            await self.connect()
         got, answer = await self.http.post(path, key, body)
         if got != status:
             raise RuntimeError(f"POST {path} -> {got}: {answer[:300]!r}")
@@ -665,10 +672,71 @@ def beanstalk_batched(server: Beanstalkd, total: int, workers: int) -> Window:
     return Gang(server.pid).run([producer, *[worker] * workers], 300, lambda: state["end"])
 
 
+async def emit_batched_lean(emit: Emit, total: int, batch: int, workers: int) -> Window:
+    """(b) on the lean client: one producer connection and ``workers`` worker
+    connections in this trio process, the same requests and bodies as `emit_batched`."""
+    producer_key = emit.producer["x-api-key"].encode()
+    worker_key = emit.worker["x-api-key"].encode()
+    poll = json.dumps({"count": 50, "wait": 1, "ack": True}).encode()
+    state = {"done": 0, "end": 0.0}
+    finished = trio.Event()
+
+    async def produce(connection: LeanConnection) -> None:
+        for start in range(0, total, batch):
+            items = [{"name": "bench", "payload": {"i": i}} for i in range(start, start + batch)]
+            await connection.post(
+                emit.jobs, producer_key, json.dumps(items[: total - start]).encode(), 201
+            )
+
+    async def work(connection: LeanConnection) -> None:
+        while state["done"] < total:
+            jobs = json.loads(await connection.post(f"{emit.jobs}/poll", worker_key, poll, 200))[
+                "jobs"
+            ]
+            if not jobs:
+                continue
+            items = [{"id": j["id"], "result": {"ok": True}, "leaseId": j["leaseId"]} for j in jobs]
+            body = json.dumps({"jobs": items}).encode()
+            answer = json.loads(
+                await connection.post(f"{emit.jobs}/complete", worker_key, body, 200)
+            )
+            if any(item["status"] != 200 for item in answer["results"]):
+                raise RuntimeError(f"batch complete refused: {answer['results'][:3]}")
+            state["done"] += len(jobs)
+            if state["done"] >= total and not finished.is_set():
+                state["end"] = time.perf_counter()
+                finished.set()
+
+    connections = [LeanConnection(emit.url) for _ in range(workers + 1)]
+    for connection in connections:  # connected before the clock starts
+        await connection.connect()
+    start = time.perf_counter()
+    server0, client0 = cpu_seconds(emit.pid), time.process_time()
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce, connections[0])
+            for connection in connections[1:]:
+                nursery.start_soon(work, connection)
+            await finished.wait()
+            server_cpu = cpu_seconds(emit.pid) - server0
+            client_cpu = time.process_time() - client0
+            nursery.cancel_scope.cancel()  # the other workers sit in a long poll
+    for connection in connections:
+        await connection.aclose()
+    seconds = state["end"] - start
+    return Window(total, seconds, server_cpu / seconds, client_cpu / seconds, server_cpu)
+
+
 def batched(emit: Emit, args: argparse.Namespace) -> None:
-    runs: dict[str, list[Window]] = {"emit": [], "beanstalkd": [], "beanstalkd -f0": []}
+    """(b) with httpx threads and (b') with the lean client, each round beside both
+    beanstalkd runs, rounds interleaved."""
+    labels = ("emit", "emit lean", "beanstalkd", "beanstalkd -f0")
+    runs: dict[str, list[Window]] = {label: [] for label in labels}
     for _ in range(args.rounds):
         runs["emit"].append(emit_batched(emit, args.jobs, args.batch, args.workers))
+        runs["emit lean"].append(
+            trio.run(emit_batched_lean, emit, args.jobs, args.batch, args.workers)
+        )
         for label, flags in (("beanstalkd", []), ("beanstalkd -f0", ["-f0"])):
             server = Beanstalkd(flags)
             try:
@@ -678,11 +746,12 @@ def batched(emit: Emit, args: argparse.Namespace) -> None:
     best = {label: max(windows, key=lambda w: w.rate) for label, windows in runs.items()}
     print(
         f"(b) batched lifecycle: {args.jobs:,} jobs a round, 1 producer + {args.workers} "
-        f"worker threads, best of {args.rounds}"
+        f"workers, best of {args.rounds}; (b') the same on the lean client"
     )
     print(f"    {'':<60}{'rate':>13}  {'server CPU':>10}  {'client CPU':>10}")
     rows = (
-        ("emit", f"emit: create {args.batch}/req, poll 50 wait 1 ack, batch complete"),
+        ("emit", f"(b) emit, httpx threads: create {args.batch}/req, poll 50, complete"),
+        ("emit lean", f"(b') emit, lean client: create {args.batch}/req, poll 50, complete"),
         ("beanstalkd", "beanstalkd -b, fsync <= every 50 ms: put, reserve, delete"),
         ("beanstalkd -f0", "beanstalkd -b -f0, fsync every write: put, reserve, delete"),
     )
@@ -692,11 +761,12 @@ def batched(emit: Emit, args: argparse.Namespace) -> None:
             f"    {text:<60}{window.rate:>6,.0f} jobs/s  {window.server_cpu:>10.0%}  "
             f"{window.client_cpu:>10.0%}"
         )
-    print(
-        f"    emit / beanstalkd: {best['emit'].rate / best['beanstalkd'].rate:.2f}x "
-        f"(default fsync), {best['emit'].rate / best['beanstalkd -f0'].rate:.2f}x (-f0)   "
-        f"target >= {BATCH_TARGET:g}x"
-    )
+    for label, name in (("emit", "(b) "), ("emit lean", "(b')")):
+        print(
+            f"    {name} emit / beanstalkd: {best[label].rate / best['beanstalkd'].rate:.2f}x "
+            f"(default fsync), {best[label].rate / best['beanstalkd -f0'].rate:.2f}x (-f0)   "
+            f"target >= {BATCH_TARGET:g}x"
+        )
     print(
         "    all rounds, jobs/s: "
         + "; ".join(
