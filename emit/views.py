@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
+from orjson import Fragment
+
 from .clock import iso
 from .codec import JSON, loads
 from .domain.model import Event, Job, JobStatus
@@ -38,6 +40,10 @@ _DELIVERY_FIELDS = attrgetter(
 
 def _loads(text: str | None) -> Any:
     return None if text is None else loads(text)
+
+
+def _fragment(text: str | None) -> Fragment | None:
+    return None if text is None else Fragment(text)
 
 
 @dataclass(slots=True)
@@ -79,12 +85,15 @@ class JobView:
     def result(self) -> Any:
         return _loads(self.result_json)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, *, encoded: bool = False) -> dict[str, Any]:
+        """The wire form (spec §4). ``encoded``: the payload and result as the stored JSON
+        text in `orjson.Fragment`s, for a body that orjson encodes (the HTTP API), so they
+        are copied into it rather than parsed and encoded again."""
         wire: dict[str, Any] = {
             "id": self.id,
             "spaceId": self.space_id,
             "name": self.name,
-            "payload": self.payload,
+            "payload": Fragment(self.payload_json) if encoded else self.payload,
             "status": self.status.value,
             "priority": self.priority,
             "maxRetries": self.max_retries,
@@ -95,7 +104,7 @@ class JobView:
             "callbackHeaders": self.callback_headers,
             "idempotencyKey": self.idempotency_key,
             "progress": self.progress,
-            "result": self.result,
+            "result": _fragment(self.result_json) if encoded else self.result,
             "createdAt": iso(self.created_at),
             "updatedAt": iso(self.updated_at),
             "deliveredAt": iso(self.delivered_at),
@@ -145,18 +154,19 @@ class Delivery:
     def checkpoint(self) -> Any:
         return _loads(self.checkpoint_json)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, *, encoded: bool = False) -> dict[str, Any]:
+        """The wire form (spec §4); ``encoded`` as for `JobView.to_wire`."""
         return {
             "id": self.id,
             "name": self.name,
-            "payload": self.payload,
+            "payload": Fragment(self.payload_json) if encoded else self.payload,
             "priority": self.priority,
             "timeoutSeconds": self.timeout_seconds,
             "maxRetries": self.max_retries,
             "attemptNumber": self.attempt_number,
             "createdAt": iso(self.created_at),
             "leaseId": self.lease_id,
-            "checkpoint": self.checkpoint,
+            "checkpoint": _fragment(self.checkpoint_json) if encoded else self.checkpoint,
         }
 
 

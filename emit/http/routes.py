@@ -110,7 +110,7 @@ class Route:
 
 
 def _job(view: JobView) -> dict[str, Any]:
-    return view.to_wire()
+    return view.to_wire(encoded=True)
 
 
 # ------------------------------------------------------------------------ producers
@@ -137,7 +137,7 @@ async def poll(call: Call) -> Reply:
 
         raise Forbidden(f"Missing required scope: {scopes.ACK} (poll with ack: true)")
     deliveries = await call.jobs.poll_request(request)
-    return Reply(200, {"jobs": [delivery.to_wire() for delivery in deliveries]})
+    return Reply(200, {"jobs": [delivery.to_wire(encoded=True) for delivery in deliveries]})
 
 
 def _batch_items(call: Call) -> list[dict[str, Any]]:
@@ -172,7 +172,7 @@ async def fail_many(call: Call) -> Reply:
 
 async def claim(call: Call) -> Reply:
     delivery = await call.jobs.claim(call.params["job_id"])
-    return Reply(200, delivery.to_wire())
+    return Reply(200, delivery.to_wire(encoded=True))
 
 
 async def ack(call: Call) -> Reply:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from emit.domain.model import Event, EventType, Job
+import orjson
+
+from emit.domain.model import Event, EventType, Job, JobStatus
 from emit.views import Delivery, JobView
 
 _RENAMED = {"payload_json": "payload", "result_json": "result", "checkpoint_json": "checkpoint"}
@@ -38,3 +40,28 @@ def test_a_delivery_field_holds_the_job_attribute_of_its_name() -> None:
     delivery = Delivery.of(job)
     for field in dataclasses.fields(Delivery):
         assert getattr(delivery, field.name) == getattr(job, _RENAMED.get(field.name, field.name))
+
+
+def _finished_job() -> Job:
+    job = Job(
+        id="01JDQ0000000000000000000AB", space_id="s", seq=1, name="n",
+        payload='{"to":"é@b.c","n":[1,2.5,null]}', status=JobStatus.COMPLETED, priority=0,
+        max_retries=3, timeout_seconds=300, created_at=1_790_000_000.25,
+        result='{"sent":true}', checkpoint='{"page":3}', lease_id="01JDQ0000000000000000000CD",
+    )  # fmt: skip
+    job.delivered_at = job.completed_at = 1_790_000_001.5
+    return job
+
+
+_NEW = {
+    "id": "01JDQ0000000000000000000EF", "space_id": "s", "seq": 2, "name": "n",
+    "status": JobStatus.DELIVERED, "priority": 0, "max_retries": 3, "timeout_seconds": 300,
+    "created_at": 1_790_000_000.0, "lease_id": "01JDQ0000000000000000000GH",
+}  # fmt: skip
+
+
+def test_the_encoded_wire_form_is_the_same_json_as_the_decoded_one() -> None:
+    for job in (_finished_job(), Job(**{**_NEW, "payload": "null"})):
+        for view in (JobView.of(job), Delivery.of(job)):
+            encoded = orjson.loads(orjson.dumps(view.to_wire(encoded=True)))
+            assert encoded == view.to_wire()
