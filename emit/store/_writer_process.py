@@ -5,7 +5,8 @@ its). See docs/persistence.md, "The writer process".
 Run by `SQLiteStore` as ``python _writer_process.py PATH SYNCHRONOUS FD PARENT_PID`` (by
 path, not as a module, so that it imports neither emit nor trio: it starts in a few tens
 of ms). FD is its end of a socket pair. Every message either way is framed as an 8-byte
-little-endian length and an orjson body. First the process says how it opened the
+little-endian length and a `marshal` body: the same interpreter runs both ends, and
+marshal decodes a transaction's rows about three times faster than JSON would. First the process says how it opened the
 database (``{"journal_mode": ..., "synchronous": n}``, or ``[error class, message]`` and
 it exits). Then each request is one transaction: a list of ``[sql, rows]`` steps, each
 run with ``executemany``; the answer is ``null`` once the transaction is committed, or
@@ -21,14 +22,13 @@ SIGINT and SIGTERM: the server stops it, by closing the stream, once it has drai
 
 from __future__ import annotations
 
+import marshal
 import os
 import signal
 import socket
 import sqlite3
 import struct
 import sys
-
-import orjson
 
 _LENGTH = struct.Struct("<Q")
 
@@ -48,8 +48,8 @@ def _receive(sock: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _send(sock: socket.socket, message: object) -> None:
-    body = orjson.dumps(message)
+def _send(sock: socket.socket, message: dict[str, object] | list[str] | None) -> None:
+    body = marshal.dumps(message)
     sock.sendall(_LENGTH.pack(len(body)) + body)
 
 
@@ -92,9 +92,9 @@ def serve(path: str, synchronous: str, sock: socket.socket) -> None:
         body = _receive(sock, _LENGTH.unpack(header)[0])
         if body is None:
             break
-        answer: object = None
+        answer: list[str] | None = None
         try:
-            steps = orjson.loads(body)
+            steps = marshal.loads(body)
             db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, rows in steps:

@@ -180,6 +180,10 @@ def job_from_row(row: JobRow, names: dict[str, str] | None = None) -> Job:
     return job
 
 
+_EVENT_TEXT = {kind: kind.value for kind in EventType}
+"""Plain strings, as for `_STATUS_TEXT` (and the writer's framing takes no enums)."""
+
+
 def event_row(job_id: str, event: Event) -> EventRow:
     seq, kind, attempt, data, created_at = event
     # Event data is emit's own, or user values that passed `dumps` on the way in (the
@@ -187,7 +191,7 @@ def event_row(job_id: str, event: Event) -> EventRow:
     return (
         job_id,
         seq,
-        kind,
+        _EVENT_TEXT[kind],
         attempt,
         None if data is None else orjson.dumps(data).decode(),
         created_at,

@@ -15,6 +15,7 @@ but may lose the last transactions on power loss, for more commits per second.
 from __future__ import annotations
 
 import gc
+import marshal
 import os
 import socket
 import sqlite3
@@ -26,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import trio
 
 from ..codec import dumps, loads
@@ -228,7 +228,10 @@ class SQLiteStore(Store):
     # ----------------------------------------------------------------------- writes
 
     async def commit(self, batches: list[Changes]) -> None:
-        body = orjson.dumps(_steps(batches))
+        try:
+            body = marshal.dumps(_steps(batches))
+        except ValueError as exc:  # a value of a type marshal does not know: a bug here
+            raise TypeError(f"a row holds a value the store cannot write: {exc}") from None
         # Shielded: once a transaction is sent, its answer is read, whatever happens to
         # the caller, so the next one never reads it by mistake (an in-process thread
         # could not be cancelled either).
@@ -239,7 +242,7 @@ class SQLiteStore(Store):
                 writer = self._writer or await self._start_writer()
                 try:
                     await writer.send_all(_LENGTH.pack(len(body)) + body)  # one send, not two
-                    answer = orjson.loads(await self._receive(writer))
+                    answer = marshal.loads(await self._receive(writer))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
                     await self._stop_writer()
                     raise WriterGone(
@@ -278,7 +281,7 @@ class SQLiteStore(Store):
         writer = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         self._writer, self._buffer = writer, bytearray()
         try:
-            hello = orjson.loads(await self._receive(writer))
+            hello = marshal.loads(await self._receive(writer))
         except EOFError:
             hello = ["OSError", "the writer process ended at start"]
         if not isinstance(hello, dict):

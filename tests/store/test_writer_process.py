@@ -91,7 +91,7 @@ async def test_closing_the_store_ends_the_writer_process(tmp_path: Path) -> None
 
 
 _SERVER = """
-import sys, orjson, trio
+import marshal, sys, trio
 from pathlib import Path
 from emit.store.records import Changes, job_row
 from emit.store.sqlite import SQLiteStore, _LENGTH, _steps
@@ -100,7 +100,7 @@ from tests.store.test_stores import SPACE, make_job
 async def main():
     store = SQLiteStore(Path(sys.argv[1]))
     await store.open()
-    body = orjson.dumps(_steps([Changes(spaces=[SPACE], inserts=[job_row(make_job(1))])]))
+    body = marshal.dumps(_steps([Changes(spaces=[SPACE], inserts=[job_row(make_job(1))])]))
     await store._writer.send_all(_LENGTH.pack(len(body)) + body)  # a transaction in flight
     print(store._process.pid, flush=True)
     await trio.sleep_forever()
