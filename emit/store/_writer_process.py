@@ -6,12 +6,12 @@ Run by `SQLiteStore` as ``python _writer_process.py PATH SYNCHRONOUS FD PARENT_P
 path, not as a module, so that it imports neither emit nor trio: it starts in a few tens
 of ms). FD is its end of a socket pair. Every message either way is framed as an 8-byte
 little-endian length and a `marshal` body: the same interpreter runs both ends, and
-marshal decodes a transaction's rows about three times faster than JSON would. First the process says how it opened the
-database (``{"journal_mode": ..., "synchronous": n}``, or ``[error class, message]`` and
-it exits). Then each request is one transaction: a list of ``[sql, rows]`` steps, each
-run with ``executemany``; the answer is ``null`` once the transaction is committed, or
-``[error class name, message]`` once it is rolled back. When the parent closes its end,
-the process exits.
+marshal decodes a transaction's rows about three times faster than JSON would. First
+the process says how it opened the database (``{"journal_mode": ..., "synchronous": n}``,
+or ``[error class, message]`` and it exits). Then each request is one transaction: a
+list of ``(sql, rows)`` steps, each run with ``executemany``; the answer is ``None`` once
+the transaction is committed, or ``[error class name, message]`` once it is rolled back.
+When the parent closes its end, the process exits.
 
 On Linux the process dies with its parent (``PR_SET_PDEATHSIG``): a transaction in
 flight when the server is killed is then either committed or rolled back before any new
