@@ -153,7 +153,7 @@ class SpaceJobs:
         validated = []
         for index, item in enumerate(items):
             try:
-                if not isinstance(item, Mapping):
+                if type(item) is not dict and not isinstance(item, Mapping):  # dicts: no ABC check
                     raise InvalidRequest("each job must be an object")
                 validated.append(validate_new_job(item, now=now))
             except InvalidRequest as exc:
@@ -323,7 +323,7 @@ class SpaceJobs:
         if not isinstance(items, Sequence) or not 1 <= len(items) <= 500:
             raise InvalidRequest("jobs must be a list of 1 to 500 items", field="jobs")
         for index, item in enumerate(items):
-            if not isinstance(item, Mapping):
+            if type(item) is not dict and not isinstance(item, Mapping):  # dicts: no ABC check
                 raise InvalidRequest(f"jobs[{index}] must be an object", field="jobs")
         return items
 

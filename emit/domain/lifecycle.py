@@ -22,10 +22,14 @@ _WORKING = frozenset({S.DELIVERED, S.RUNNING})
 _LIVE = frozenset({S.SCHEDULED, S.PENDING, S.DELIVERED, S.RUNNING})
 
 
+_new_tuple = tuple.__new__
+
+
 def _event(job: Job, type: EventType, data: JSON, now: float) -> Event:
     job.event_seq += 1
     job.updated_at = now
-    return Event(job.event_seq, type, job.attempt_number, data, now)
+    # The named tuple's own ``__new__`` is a Python function around this same call.
+    return _new_tuple(Event, (job.event_seq, type, job.attempt_number, data, now))
 
 
 def check(job: Job, allowed: frozenset[JobStatus], action: str, lease_id: str | None) -> None:

@@ -343,24 +343,7 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 created.append((JobView.of(existing) if existing else stored[job_id], False))
                 continue
             self.seq += 1
-            job = Job(
-                id=self.ids.next(now),
-                space_id=self.space_id,
-                seq=self.seq,
-                name=new.name,
-                payload=new.payload,
-                status=JobStatus.SCHEDULED if new.scheduled_for else JobStatus.PENDING,
-                priority=new.priority,
-                max_retries=new.max_retries,
-                timeout_seconds=new.timeout_seconds,
-                created_at=now,
-                scheduled_for=new.scheduled_for,
-                callback_url=new.callback_url,
-                callback_headers=new.callback_headers,
-                idempotency_key=key,
-                retry_backoff=new.retry_backoff,
-                deadline=new.scheduled_for,
-            )
+            job = Job.created(self.ids.next(now), self.space_id, self.seq, new, now)
             if key is not None:
                 self.idempotency[key] = job.id
             self.jobs[job.id] = job
