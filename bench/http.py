@@ -708,21 +708,23 @@ async def emit_batched_lean(emit: Emit, total: int, batch: int, workers: int) ->
                 finished.set()
 
     connections = [LeanConnection(emit.url) for _ in range(workers + 1)]
-    for connection in connections:  # connected before the clock starts
-        await connection.connect()
-    start = time.perf_counter()
-    server0, client0 = cpu_seconds(emit.pid), time.process_time()
-    with trio.fail_after(300):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce, connections[0])
-            for connection in connections[1:]:
-                nursery.start_soon(work, connection)
-            await finished.wait()
-            server_cpu = cpu_seconds(emit.pid) - server0
-            client_cpu = time.process_time() - client0
-            nursery.cancel_scope.cancel()  # the other workers sit in a long poll
-    for connection in connections:
-        await connection.aclose()
+    try:
+        for connection in connections:  # connected before the clock starts
+            await connection.connect()
+        start = time.perf_counter()
+        server0, client0 = cpu_seconds(emit.pid), time.process_time()
+        with trio.fail_after(300):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce, connections[0])
+                for connection in connections[1:]:
+                    nursery.start_soon(work, connection)
+                await finished.wait()
+                server_cpu = cpu_seconds(emit.pid) - server0
+                client_cpu = time.process_time() - client0
+                nursery.cancel_scope.cancel()  # the other workers sit in a long poll
+    finally:
+        for connection in connections:
+            await connection.aclose()
     seconds = state["end"] - start
     return Window(total, seconds, server_cpu / seconds, client_cpu / seconds, server_cpu)
 

@@ -134,6 +134,33 @@ def _steps(batches: list[Changes]) -> list[Step]:
     return steps
 
 
+def _encode(steps: list[Step]) -> bytes:
+    """A transaction for the writer process. marshal takes only the exact types; a
+    subclass of str, int or float (an enum a caller passed as a name or a priority, say)
+    makes it refuse, and the rows are then written with those values made plain."""
+    try:
+        return marshal.dumps(steps)
+    except ValueError:
+        return marshal.dumps(
+            [(sql, [tuple(map(_plain, row)) for row in rows]) for sql, rows in steps]
+        )
+
+
+def _plain(value: Any) -> Any:
+    if value is None or type(value) in _EXACT:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)  # the str itself, not the subclass's __str__
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    raise TypeError(f"a row holds a value the store cannot write: {value!r}")
+
+
+_EXACT = frozenset({str, int, float, bytes, bool})
+
+
 def _token_row(token: Token) -> tuple[Any, ...]:
     return (
         token.id,
@@ -228,10 +255,7 @@ class SQLiteStore(Store):
     # ----------------------------------------------------------------------- writes
 
     async def commit(self, batches: list[Changes]) -> None:
-        try:
-            body = marshal.dumps(_steps(batches))
-        except ValueError as exc:  # a value of a type marshal does not know: a bug here
-            raise TypeError(f"a row holds a value the store cannot write: {exc}") from None
+        body = _encode(_steps(batches))
         # Shielded: once a transaction is sent, its answer is read, whatever happens to
         # the caller, so the next one never reads it by mistake (an in-process thread
         # could not be cancelled either).

@@ -2,6 +2,7 @@
 deadlines and counters from the store, and handles at once the deadlines that passed
 while it was down. Real SQLite file, real clock (no autojump: the store uses threads)."""
 
+import enum
 import time
 from pathlib import Path
 
@@ -84,3 +85,35 @@ async def test_spaces_and_tokens_survive_a_restart(tmp_path: Path) -> None:
         assert await rt.authenticate(revoked.key) is None
         public = await rt.authenticate(space.public_token)
         assert public is not None and public.scopes == frozenset({"jobs:read:progress"})
+
+
+class _Kind(enum.StrEnum):
+    SEND = "send"
+
+    def __str__(self) -> str:
+        return "not the value"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 9
+
+
+async def test_enum_values_a_caller_passes_are_written_as_their_plain_values(
+    tmp_path: Path,
+) -> None:
+    """The store's writer takes only exact str, int and float values; an enum passed as
+    a name, a priority or a log line is written as the value it stands for."""
+    async with emit.open_runtime(tmp_path) as rt:
+        space = await rt.create_space(_Kind.SEND)
+        jobs = rt.space(space.id)
+        job = await jobs.create(_Kind.SEND, priority=_Level.HIGH, idempotency_key=_Kind.SEND)
+        await jobs.claim(job.id)
+        await jobs.log(job.id, "info", _Kind.SEND)
+    async with emit.open_runtime(tmp_path) as rt:
+        jobs = rt.space(space.id)
+        stored = await jobs.get(job.id)
+        assert (type(stored.name), stored.name, type(stored.priority)) == (str, "send", int)
+        assert stored.priority == 9
+        [line] = await jobs.logs(job.id)
+        assert (type(line.message), line.message) == (str, "send")
+        assert [s.name for s in await rt.list_spaces()] == ["send"]
