@@ -33,10 +33,6 @@ import sys
 _LENGTH = struct.Struct("<Q")
 
 
-def _null(value: None) -> None:
-    return value
-
-
 def _receive(sock: socket.socket, size: int) -> bytes | None:
     chunks = []
     while size:
@@ -70,9 +66,11 @@ def _die_with_parent(parent: int) -> None:
 
 def serve(path: str, synchronous: str, sock: socket.socket) -> None:
     # sqlite3 binds int, float and str directly but looks None up as an adaptable
-    # object, failing two attribute lookups each time: about 0.4 µs per NULL, and a job's
-    # insert and updates bind some twenty-five. A registered adapter is one dict hit.
-    sqlite3.register_adapter(type(None), _null)
+    # object, failing two attribute lookups each time: about 0.65 µs per NULL, and a job's
+    # insert and updates bind some twenty-five. A registered adapter is one dict hit and
+    # a call; ``{}.get`` (None for None) is a call into C, not a Python frame: 0.17 µs a
+    # NULL, against 0.22 with a Python function.
+    sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]  # overloaded get
     try:
         db = sqlite3.connect(path, isolation_level=None, timeout=30)
         db.execute("PRAGMA busy_timeout = 30000")
