@@ -34,6 +34,10 @@ flatter. Measures, in one run:
       it is delivered; latency = from sending the create to the worker holding the poll
       answer (both stamped with this process's perf_counter). Targets: p50 <= 5 ms,
       p99 <= 25 ms.
+``--front`` also runs (a') and (b') against ``python -m bench.front serve``, which is emit
+with its five hot routes (create, poll, batch complete, ack, complete) answered by a
+plain ASGI function in front of the Quart app, calling the same handlers: (a'') and
+(b''), an experiment that measures what serving them below Quart would give (bench/front.py).
 ``--profile DIR`` instead runs (a) against the bare server and emit, and (b) against emit,
 each server under cProfile for the measured window only (profiles kept in DIR), and prints
 own time per request by package, bare beside emit, JSON's inclusive share, and emit's top
@@ -144,12 +148,13 @@ class Served:
 
 
 class Emit(Served):
-    def __init__(self, data: Path, profile: str | None = None) -> None:
+    def __init__(self, data: Path, profile: str | None = None, module: str = "emit") -> None:
         # ``python -m emit`` is the ``emit`` command; run from the project root, it serves
-        # this tree's emit.
-        command = [sys.executable, "-m", "emit"]
+        # this tree's emit. ``module="bench.front"``: the same with the hot routes served
+        # below Quart (an experiment, bench/front.py).
+        command = [sys.executable, "-m", module]
         if profile is not None:
-            command = [*profiled(profile), "emit"]
+            command = [*profiled(profile), module]
         command += ["serve", "--data", str(data), "--port", "0", "--rate-limit", "1000000"]
         super().__init__(command, lambda line: line.startswith("  public token"))
         self.url = self.lines[0].split()[3]
@@ -476,22 +481,37 @@ def flow_report(title: str, bare_runs: list[Window], emit_runs: list[Window]) ->
     )
 
 
-def quick_start_lean(emit: Emit, bare: Bare, args: argparse.Namespace) -> None:
+def quick_start_lean(
+    emit: Emit, bare: Bare, args: argparse.Namespace, front: Emit | None = None
+) -> None:
     """(a) again with the lean client of (c'): one trio process, raw HTTP/1.1 keep-alive
     sockets, --lean-workers connections, so the client costs the server's core far less
     than httpx does (about a quarter of the CPU per request here). Same flow, same bodies,
-    same bare route, windows interleaved, best of --rounds."""
+    same bare route, windows interleaved, best of --rounds. With ``front`` (--front), the
+    same flow against the server of bench/front.py in the same rounds: (a'')."""
     emit_runs: list[Window] = []
     bare_runs: list[Window] = []
+    front_runs: list[Window] = []
     for _ in range(args.rounds):
         bare_runs.append(trio.run(lean_window, bare, args.lean_workers, args.seconds, bare_loop))
         emit_runs.append(trio.run(lean_window, emit, args.lean_workers, args.seconds, flow_loop))
+        if front is not None:
+            front_runs.append(
+                trio.run(lean_window, front, args.lean_workers, args.seconds, flow_loop)
+            )
     flow_report(
         f"(a') the same with the lean client: {args.lean_workers} connections in one trio "
         f"process, {args.seconds:g} s windows, best of {args.rounds}",
         bare_runs,
         emit_runs,
     )
+    if front is not None:
+        flow_report(
+            "(a'') the same, the hot routes served below Quart (bench/front.py, an "
+            "experiment; same bare runs)",
+            bare_runs,
+            front_runs,
+        )
 
 
 class LeanConnection:
@@ -729,41 +749,54 @@ async def emit_batched_lean(emit: Emit, total: int, batch: int, workers: int) ->
     return Window(total, seconds, server_cpu / seconds, client_cpu / seconds, server_cpu)
 
 
-def batched(emit: Emit, args: argparse.Namespace) -> None:
+def batched(emit: Emit, args: argparse.Namespace, front: Emit | None = None) -> None:
     """(b) with httpx threads and (b') with the lean client, each round beside both
-    beanstalkd runs, rounds interleaved."""
-    labels = ("emit", "emit lean", "beanstalkd", "beanstalkd -f0")
+    beanstalkd runs, rounds interleaved; with ``front`` (--front), (b'') too: (b') against
+    the server of bench/front.py."""
+    labels = ("emit", "emit lean", "front lean", "beanstalkd", "beanstalkd -f0")
     runs: dict[str, list[Window]] = {label: [] for label in labels}
     for _ in range(args.rounds):
         runs["emit"].append(emit_batched(emit, args.jobs, args.batch, args.workers))
         runs["emit lean"].append(
             trio.run(emit_batched_lean, emit, args.jobs, args.batch, args.workers)
         )
+        if front is not None:
+            runs["front lean"].append(
+                trio.run(emit_batched_lean, front, args.jobs, args.batch, args.workers)
+            )
         for label, flags in (("beanstalkd", []), ("beanstalkd -f0", ["-f0"])):
             server = Beanstalkd(flags)
             try:
                 runs[label].append(beanstalk_batched(server, args.jobs, args.workers))
             finally:
                 server.stop()
+    if front is None:
+        del runs["front lean"]
     best = {label: max(windows, key=lambda w: w.rate) for label, windows in runs.items()}
     print(
         f"(b) batched lifecycle: {args.jobs:,} jobs a round, 1 producer + {args.workers} "
         f"workers, best of {args.rounds}; (b') the same on the lean client"
+        + ("; (b'') (b') with the hot routes below Quart (bench/front.py)" if front else "")
     )
     print(f"    {'':<60}{'rate':>13}  {'server CPU':>10}  {'client CPU':>10}")
     rows = (
         ("emit", f"(b) emit, httpx threads: create {args.batch}/req, poll 50, complete"),
         ("emit lean", f"(b') emit, lean client: create {args.batch}/req, poll 50, complete"),
+        ("front lean", "(b'') the same, hot routes below Quart (an experiment)"),
         ("beanstalkd", "beanstalkd -b, fsync <= every 50 ms: put, reserve, delete"),
         ("beanstalkd -f0", "beanstalkd -b -f0, fsync every write: put, reserve, delete"),
     )
     for label, text in rows:
+        if label not in best:
+            continue
         window = best[label]
         print(
             f"    {text:<60}{window.rate:>6,.0f} jobs/s  {window.server_cpu:>10.0%}  "
             f"{window.client_cpu:>10.0%}"
         )
-    for label, name in (("emit", "(b) "), ("emit lean", "(b')")):
+    for label, name in (("emit", "(b) "), ("emit lean", "(b')"), ("front lean", "(b'')")):
+        if label not in best:
+            continue
         print(
             f"    {name} emit / beanstalkd: {best[label].rate / best['beanstalkd'].rate:.2f}x "
             f"(default fsync), {best[label].rate / best['beanstalkd -f0'].rate:.2f}x (-f0)   "
@@ -1091,20 +1124,22 @@ def main(args: argparse.Namespace) -> None:
         profile(args)
         return
     data = Path(tempfile.mkdtemp(prefix="emit-bench-http-"))
-    emit = bare = None
+    emit = bare = front = None
     try:
         emit = Emit(data / "data")
         bare = Bare()
+        if args.front:
+            front = Emit(data / "front", module="bench.front")
         started = time.perf_counter()
         quick_start(emit, bare, args)
-        quick_start_lean(emit, bare, args)
+        quick_start_lean(emit, bare, args, front)
         bare.stop()
-        batched(emit, args)
+        batched(emit, args, front)
         latency(emit, args)
         latency_lean(emit, args)
         print(f"total {time.perf_counter() - started:.0f} s")
     finally:
-        for server in (bare, emit):
+        for server in (bare, emit, front):
             if server is not None:
                 server.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -1122,6 +1157,11 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=500, help="(b): jobs a create request")
     parser.add_argument("--latency-jobs", type=int, default=2_000, help="(c): jobs sampled")
     parser.add_argument("--warmup", type=int, default=100, help="(c): jobs not sampled")
+    parser.add_argument(
+        "--front",
+        action="store_true",
+        help="also run (a') and (b') with the hot routes below Quart (bench/front.py)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="only profile both servers under (a)")
     parser.add_argument("--top", type=int, default=30, help="--profile: functions listed")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
