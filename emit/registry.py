@@ -57,7 +57,7 @@ def make_token(
     """The record to store (hash only) and what the caller is shown once (the key)."""
     _check_name(name)
     if scopes is not None and (
-        isinstance(scopes, str) or not all(isinstance(s, str) for s in scopes)
+        not isinstance(scopes, list | tuple) or not all(isinstance(s, str) for s in scopes)
     ):
         raise InvalidRequest("scopes must be a list of scope names", field="scopes")
     if preset is not None and not isinstance(preset, str):

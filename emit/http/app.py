@@ -103,6 +103,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                 body=body if isinstance(body, bytes) else body.encode(),
                 max_body=settings.max_body,
                 forget_token=auth.forget,
+                forget_space=auth.forget_space,
             )
             reply: Reply = await route.handler(call)
         except EmitError as error:
@@ -132,7 +133,12 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
             return error_response(NotFound("no such endpoint"))
         if status == 413:
             return error_response(PayloadTooLarge("the body is over the limit"))
-        code = "method_not_allowed" if status == 405 else "invalid_request"
+        if status == 405:
+            code = "method_not_allowed"
+        elif status >= 500:
+            code = "internal_error"  # a bug (spec §2): not the caller's request
+        else:
+            code = "invalid_request"
         return _response(status, {"error": {"code": code, "message": error.description}})
 
     return app

@@ -41,6 +41,9 @@ class Call:
     body: bytes
     max_body: int
     forget_token: Callable[[str], None]
+    """The key cache forgets a revoked token at once."""
+    forget_space: Callable[[str], None] = field(default=lambda space_id: None)
+    """The key cache forgets a deleted space's keys at once."""
     _json: Any = field(default=None)
     _parsed: bool = False
 
@@ -360,6 +363,7 @@ async def update_space(call: Call) -> Reply:
 
 async def delete_space(call: Call) -> Reply:
     await call.runtime.delete_space(call.params["space_id"])
+    call.forget_space(call.params["space_id"])  # its keys are unknown from now on: 401
     return Reply(204, None)
 
 

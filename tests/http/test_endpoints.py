@@ -3,11 +3,15 @@ defaults, status codes and the error shape of the spec."""
 
 import gzip
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from .conftest import Server
+from emit.http.settings import HttpSettings
+
+from .conftest import ADMIN_KEY, Server, start_server
 
 
 async def post(
@@ -274,6 +278,36 @@ async def test_management_endpoints(server: Server) -> None:
     deleted = await server.client.delete(base, headers=server.headers("admin"))
     assert deleted.status_code == 204
     assert_error(await get(server, base, "admin"), 404, "not_found")
+
+
+async def test_token_scopes_of_the_wrong_type_are_400(server: Server) -> None:
+    tokens = f"/api/v1/spaces/{server.space}/tokens"
+    for scopes in (5, True, 1.5, "jobs:poll", {"jobs:poll": True}, [1]):
+        refused = await post(server, tokens, "admin", {"name": "n", "scopes": scopes})
+        assert_error(refused, 400, "invalid_request", "scopes")
+
+
+async def test_a_bug_is_a_500_with_its_own_code(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.rt, "check_ready", broken)
+    assert_error(await server.client.get("/readyz"), 500, "internal_error")
+
+
+async def test_the_keys_of_a_deleted_space_are_refused_at_once(tmp_path: Path) -> None:
+    # Keys are cached for an hour here: deleting the space must still end them now.
+    settings = HttpSettings(admin_key=ADMIN_KEY, rate=1_000_000, key_cache_seconds=3600)
+    async for server in start_server(tmp_path, settings):
+        stats = f"/api/v1/spaces/{server.space}/stats"
+        assert (await get(server, stats, "worker")).status_code == 200  # cached now
+        deleted = await server.client.delete(
+            f"/api/v1/spaces/{server.space}", headers=server.headers("admin")
+        )
+        assert deleted.status_code == 204
+        assert_error(await get(server, stats, "worker"), 401, "unauthorized")
 
 
 async def test_health_and_readiness(server: Server) -> None:
