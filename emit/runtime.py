@@ -160,7 +160,7 @@ class SpaceJobs:
                 if not batch:
                     raise
                 raise InvalidRequest(f"jobs[{index}]: {exc.message}", field=exc.field) from None
-        answer: list[tuple[JobView, bool]] = await self._ask(CreateJobs(validated))
+        answer: list[tuple[JobView, bool]] = await self._ask(CreateJobs(validated, batch))
         return answer
 
     # --------------------------------------------------------------------- workers

@@ -36,11 +36,12 @@ from ..domain.model import (
     NewJob,
     PollRequest,
     RetryBackoff,
+    past_schedule,
 )
 from ..domain.queue import ReadyQueue
 from ..domain.settings import SpaceSettings, read_settings
 from ..domain.timers import Timers
-from ..errors import Conflict, EmitError, NotFound, Unavailable
+from ..errors import Conflict, EmitError, InvalidRequest, NotFound, Unavailable
 from ..ids import MonotonicIds
 from ..realtime.hub import EventHub, Published
 from ..store.base import OutcomeUnknown, Store
@@ -237,8 +238,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
     async def _handle(self, message: SpaceMessage, reply: actors.Reply) -> Any:
         now = self.clock.now()
         match message:
-            case CreateJobs(jobs):
-                return await self._create(jobs, now)
+            case CreateJobs(jobs, batch):
+                return await self._create(jobs, now, batch)
             case PollJobs(request):
                 return self._poll(request, now, reply)
             case ClaimJob(job_id):
@@ -326,14 +327,28 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
 
     # ------------------------------------------------------------------- commands
 
-    async def _create(self, new_jobs: list[NewJob], now: float) -> list[tuple[JobView, bool]]:
-        # Jobs that an idempotency key points at and that left memory are read first, so
-        # that nothing below can fail half way: the batch is all or nothing.
+    async def _create(
+        self, new_jobs: list[NewJob], now: float, batch: bool = True
+    ) -> list[tuple[JobView, bool]]:
+        # Everything that can refuse the batch is done first (jobs that an idempotency
+        # key points at and that left memory are read, new keyed jobs have their time
+        # checked), so that nothing below can fail half way: the batch is all or nothing.
         stored: dict[str, JobView] = {}
-        for new in new_jobs:
-            job_id = self.idempotency.get(new.idempotency_key or "")
+        new_keys: set[str] = set()
+        for index, new in enumerate(new_jobs):
+            key = new.idempotency_key
+            if key is None:
+                continue
+            job_id = self.idempotency.get(key)
             if job_id is not None and job_id not in self.jobs and job_id not in stored:
                 stored[job_id] = JobView.of(await self._stored(job_id))
+            if job_id is None and key not in new_keys:
+                new_keys.add(key)
+                if new.scheduled_for is not None and new.scheduled_for <= now:
+                    error = past_schedule(now)
+                    if batch:
+                        error = InvalidRequest(f"jobs[{index}]: {error.message}", field=error.field)
+                    raise error
         created: list[tuple[JobView, bool]] = []
         for new in new_jobs:
             key = new.idempotency_key

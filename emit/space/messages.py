@@ -28,6 +28,8 @@ class CreateJobs(actors.Request[list[tuple[JobView, bool]]]):
     """Answer: each job, and False where an idempotency key returned an existing one."""
 
     jobs: list[NewJob]
+    batch: bool = True
+    """A batch (errors name the item's index) rather than one job."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,26 @@ async def test_scheduled_for_must_be_in_the_future(rt: emit.Runtime, jobs: emit.
         await jobs.create("late", scheduled_for=iso(rt.clock.now() - 1))
 
 
+async def test_a_keyed_create_replayed_after_its_time_answers_the_job_it_made(
+    autojump_clock: MockClock, rt: emit.Runtime, jobs: emit.SpaceJobs
+) -> None:
+    """A client retrying a scheduled create (same idempotency key, same body) once its
+    time has passed gets the job it made, not a 400 (spec §4); a new keyed job with a
+    past time is still refused, naming its index in a batch, and nothing is made."""
+    item = {"name": "later", "scheduledFor": iso(rt.clock.now() + 10), "idempotencyKey": "k"}
+    [(made, created)] = await jobs.submit([item])
+    assert created
+    await trio.sleep(11)
+    [(again, created)] = await jobs.submit([item])
+    assert (again.id, created) == (made.id, False)
+    late = {"name": "late", "scheduledFor": iso(rt.clock.now() - 1), "idempotencyKey": "new"}
+    with pytest.raises(emit.InvalidRequest, match=r"jobs\[1\]: scheduledFor must be in the"):
+        await jobs.submit([{"name": "ok", "idempotencyKey": "other"}, late])
+    with pytest.raises(emit.InvalidRequest, match=r"^scheduledFor must be in the future"):
+        await jobs.submit([late], batch=False)
+    assert (await jobs.list())[1] == 1
+
+
 async def test_a_job_of_an_unknown_space_is_404(rt: emit.Runtime) -> None:
     with pytest.raises(emit.NotFound):
         await rt.space("0" * 26).create("x")
