@@ -94,7 +94,7 @@ def front(quart_app: Any, runtime: Runtime, settings: HttpSettings) -> ASGIApp:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             key = key_from_headers(headers.get("x-api-key"), headers.get("authorization"))
             caller = await auth.caller(key)
-            wait = limiter.take(caller.key_id, trio.current_time())
+            wait = limiter.take(caller.key_id, trio.current_time(), caller.rate)
             if wait > 0:
                 raise RateLimited(
                     f"over {settings.rate:g} requests/s for this key", retry_after=wait

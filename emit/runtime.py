@@ -524,7 +524,8 @@ class Runtime:
 
     async def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
         """Change the settings named (others stay as they are; null removes one):
-        ``retryBackoff``, ``signingSecret``, ``pushUrl``, ``pushHeaders``, ``pushNames``."""
+        ``retryBackoff``, ``signingSecret``, ``pushUrl``, ``pushHeaders``, ``pushNames``,
+        ``rateLimit``."""
         space = await self.get_space(space_id)
         if not isinstance(settings, Mapping):
             raise InvalidRequest("settings must be a JSON object")

@@ -9,7 +9,10 @@ from typing import Any
 from ..errors import InvalidRequest
 from .model import MAX_NAME, RetryBackoff, valid_url, validate_backoff
 
-KNOWN = frozenset({"retryBackoff", "signingSecret", "pushUrl", "pushHeaders", "pushNames"})
+KNOWN = frozenset(
+    {"retryBackoff", "signingSecret", "pushUrl", "pushHeaders", "pushNames", "rateLimit"}
+)
+MAX_RATE = 1_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +24,8 @@ class SpaceSettings:
     push_headers: dict[str, str] | None = None
     push_names: frozenset[str] | None = None
     """Only jobs of these names wake the push URL (None: all)."""
+    rate_limit: float | None = None
+    """Requests a second for each key of the space (None: the server's limit)."""
 
     def wakes(self, name: str) -> bool:
         return self.push_url is not None and (self.push_names is None or name in self.push_names)
@@ -56,10 +61,20 @@ def validate_settings(raw: Mapping[str, Any]) -> SpaceSettings:
         or not all(isinstance(n, str) and 1 <= len(n) <= MAX_NAME for n in names)
     ):
         raise InvalidRequest("pushNames must be a list of job names, or null", field="pushNames")
+    rate = raw.get("rateLimit")
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= MAX_RATE
+    ):
+        raise InvalidRequest(
+            f"rateLimit must be a number of requests a second per key, above 0 and at most "
+            f"{MAX_RATE:,.0f}, or null",
+            field="rateLimit",
+        )
     return SpaceSettings(
         retry_backoff=validate_backoff(raw.get("retryBackoff"), "retryBackoff"),
         signing_secret=secret,
         push_url=url,
         push_headers=dict(headers) if headers else None,
         push_names=None if names is None else frozenset(names),
+        rate_limit=None if rate is None else float(rate),
     )

@@ -75,11 +75,10 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                     request.headers.get("x-api-key"), request.headers.get("authorization")
                 )
                 caller = await auth.caller(key)
-                wait = limiter.take(caller.key_id, trio.current_time())
+                wait = limiter.take(caller.key_id, trio.current_time(), caller.rate)
                 if wait > 0:
-                    raise RateLimited(
-                        f"over {settings.rate:g} requests/s for this key", retry_after=wait
-                    )
+                    rate = settings.rate if caller.rate is None else caller.rate
+                    raise RateLimited(f"over {rate:g} requests/s for this key", retry_after=wait)
                 _check_access(route, caller, params)
             try:
                 body = (

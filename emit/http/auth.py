@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ..domain.settings import read_settings
 from ..errors import Unauthorized
 from ..ids import hash_key
 from ..runtime import Runtime
@@ -29,6 +30,8 @@ class Caller:
     admin: bool = False
     key_hash: str = ""
     """The SHA-256 the key was looked up by (the store's name for it)."""
+    rate: float | None = None
+    """Its space's ``rateLimit`` setting, requests a second (None: the server's)."""
 
 
 ADMIN = Caller("admin", None, frozenset(), admin=True)
@@ -66,7 +69,9 @@ class Authenticator:
         if token is None or token.revoked_at is not None:
             self._cache.pop(digest, None)
             raise Unauthorized("unknown or revoked key")
-        caller = Caller(token.id, token.space_id, token.scopes, key_hash=digest)
+        space = await self.runtime.store.get_space(token.space_id)
+        rate = None if space is None else read_settings(space.settings).rate_limit
+        caller = Caller(token.id, token.space_id, token.scopes, key_hash=digest, rate=rate)
         if self.cache_seconds > 0:
             if len(self._cache) > 100_000:
                 self._cache.clear()
@@ -79,5 +84,6 @@ class Authenticator:
             del self._cache[digest]
 
     def forget_space(self, space_id: str) -> None:
+        """The space was deleted, or its settings changed: read its keys afresh."""
         for digest in [d for d, (c, _) in self._cache.items() if c.space_id == space_id]:
             del self._cache[digest]

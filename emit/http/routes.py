@@ -358,6 +358,7 @@ async def get_space(call: Call) -> Reply:
 
 async def update_space(call: Call) -> Reply:
     space = await call.runtime.update_space(call.params["space_id"], call.object())
+    call.forget_space(space.id)  # its keys are read afresh: a new rateLimit holds at once
     return Reply(200, space_to_wire(space, settings=True))
 
 
