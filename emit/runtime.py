@@ -366,6 +366,11 @@ class SpaceJobs:
         answer: dict[JobStatus, int] = await self._ask(CountJobs())
         return answer
 
+    async def settled(self) -> None:
+        """Return once every change this space recorded before the call is durable: the
+        space answers a question only after the writes in flight before it."""
+        await self._ask(CountJobs())
+
     async def stream_snapshot(self) -> tuple[dict[JobStatus, int], int]:
         """The counts as of the last commit and the space stream's seq at that commit:
         a stream that starts from them and applies the messages after that seq counts

@@ -107,8 +107,12 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
         try:
             # The counts as of a commit, and the stream's seq at that same commit: a
             # client starting fresh gets the messages after that seq only, so each change
-            # is counted once (the subscription, made first, already queues them).
-            counts, at = await runtime.space(space_id).stream_snapshot()
+            # is counted once (the subscription, made first, already queues them). Changes
+            # recorded before a space's first stream were not queued: wait until they are
+            # durable, so the counts include them.
+            jobs = runtime.space(space_id)
+            await jobs.settled()
+            counts, at = await jobs.stream_snapshot()
             replaying = since is not None and not missed
             skip = 0 if replaying else at
             await websocket.accept()
@@ -145,9 +149,13 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
             await _refuse(4403)
             return
         full = scopes.READ in caller.scopes
-        # Subscribe before reading the job, so nothing falls between the two.
+        # Subscribe before reading the job, so nothing falls between the two: changes the
+        # space records from now on reach the subscription. Those recorded before it, in
+        # a space nobody streamed yet, were not queued for streams: wait until they are
+        # durable, so the read below shows them.
         subscription = hub.subscribe_job(caller.space_id, job_id, full, key)
         try:
+            await runtime.space(caller.space_id).settled()
             job = await runtime.store.get_job(job_id) if len(job_id) == 26 else None
             if job is None or job.space_id != caller.space_id:
                 await _refuse(4404)

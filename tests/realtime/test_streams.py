@@ -257,3 +257,87 @@ async def test_a_key_revoked_by_another_process_ends_its_streams(live: Live) -> 
         await live.rt.store.commit([Changes(revoked_tokens=[(doomed.id, 1.0)])])
         with trio.fail_after(10):
             assert (await until_closed(ws))[1] == 4401
+
+
+async def test_the_first_stream_of_a_space_never_misses_a_change_in_flight(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The space has never been streamed, so its changes are not queued for streams. A
+    job stream that opens while the job's completion is being written must still see
+    it: in its init, or as the final event (spec §6: after a final event, close 1000)."""
+    job = await live.jobs.create("j")
+    await live.jobs.claim(job.id)
+    store, hub = live.rt.store, live.rt.hub
+    commit, subscribe = store.commit, hub.subscribe_job
+    held, subscribed, release = trio.Event(), trio.Event(), trio.Event()
+
+    async def gated(batches: list[Changes]) -> None:
+        held.set()
+        await release.wait()
+        await commit(batches)
+
+    def watching(*args: Any) -> Any:
+        subscription = subscribe(*args)
+        subscribed.set()
+        return subscription
+
+    monkeypatch.setattr(store, "commit", gated)
+    monkeypatch.setattr(hub, "subscribe_job", watching)
+    url = f"{live.ws}/api/v1/realtime/{job.id}?token={live.public}"
+    seen: list[tuple[list[dict[str, Any]], int]] = []
+
+    async def stream() -> None:
+        async with open_websocket_url(url) as ws:
+            seen.append(await until_closed(ws))
+
+    with trio.fail_after(30):  # a bound, not a wait: the bug leaves the stream open for good
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(live.jobs.complete, job.id, {"ok": True})
+            await held.wait()  # recorded by the space, not yet durable
+            nursery.start_soon(stream)
+            await subscribed.wait()  # the space's first stream: watched from now on
+            release.set()
+    [(messages, code)] = seen
+    assert code == 1000
+    assert messages[-1]["status"] == "completed", messages
+
+
+async def test_the_first_space_stream_counts_a_change_in_flight(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a space stream: a change recorded before the space's first stream
+    and written after it is in the counts the stream starts from (it is never sent)."""
+    job = await live.jobs.create("j")
+    store, hub = live.rt.store, live.rt.hub
+    commit, subscribe = store.commit, hub.subscribe_space
+    held, subscribed, release = trio.Event(), trio.Event(), trio.Event()
+
+    async def gated(batches: list[Changes]) -> None:
+        held.set()
+        await release.wait()
+        await commit(batches)
+
+    def watching(*args: Any) -> Any:
+        answer = subscribe(*args)
+        subscribed.set()
+        return answer
+
+    monkeypatch.setattr(store, "commit", gated)
+    monkeypatch.setattr(hub, "subscribe_space", watching)
+    url = f"{live.ws}/api/v1/realtime/spaces/{live.space}?token={live.reader}"
+    seen: list[dict[str, Any]] = []
+
+    async def stream() -> None:
+        async with open_websocket_url(url) as ws:
+            seen.append(await receive(ws))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(live.jobs.claim, job.id)
+            await held.wait()  # recorded by the space, not yet durable
+            nursery.start_soon(stream)
+            await subscribed.wait()
+            release.set()
+    [connected] = seen
+    assert connected["type"] == "connected"
+    assert (connected["counts"]["pending"], connected["counts"]["delivered"]) == (0, 1)
