@@ -141,10 +141,15 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         async with slots:
             if not self.policy.allow_private:
                 await self._check_target(host)
-            headers = {"Content-Type": "application/json", "User-Agent": f"emit/{__version__}"}
-            headers.update(extra or {})
+            # Header names are case-insensitive: the job's (or the push's) headers replace
+            # the defaults whatever their case, rather than being sent beside them; the
+            # signature is emit's alone, never one the job brought.
+            headers = {"content-type": "application/json", "user-agent": f"emit/{__version__}"}
+            for name, value in (extra or {}).items():
+                if name.lower() != "emit-signature":
+                    headers[name.lower()] = value
             if secret:
-                headers["Emit-Signature"] = signature(secret, int(self.clock.now()), body)
+                headers["emit-signature"] = signature(secret, int(self.clock.now()), body)
             # httpx's own timeouts cover each network step; this covers the whole try,
             # whatever the transport does (a receiver that trickles bytes, a mock).
             with trio.move_on_after(self.policy.timeout):

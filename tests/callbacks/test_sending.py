@@ -105,6 +105,24 @@ async def test_the_outcome_is_posted_with_the_documented_body_and_headers(
     assert hmac.compare_digest(v1, expected.hexdigest())
 
 
+async def test_the_job_headers_replace_the_defaults_whatever_their_case(
+    autojump_clock: MockClock, setup: Setup
+) -> None:
+    """Spec §5: the job's callbackHeaders go on top of Content-Type and User-Agent: one
+    of each name is sent, never both. A job cannot bring its own Emit-Signature."""
+    await setup.rt.update_space(setup.jobs.space_id, {"signingSecret": "k" * 32})
+    mine = {"content-type": "text/plain", "USER-AGENT": "mine", "Emit-signature": "forged"}
+    job = await finish(setup.jobs, callback_headers=mine)
+    await callback_events(setup.jobs, job.id, 1)
+    [(_, request)] = setup.receiver.requests
+    assert request.headers.get_list("content-type") == ["text/plain"]
+    assert request.headers.get_list("user-agent") == ["mine"]
+    [signed] = request.headers.get_list("emit-signature")
+    t, v1 = (part.split("=", 1)[1] for part in signed.split(","))
+    expected = hmac.new(b"k" * 32, f"{t}.".encode() + request.content, hashlib.sha256)
+    assert hmac.compare_digest(v1, expected.hexdigest())
+
+
 async def test_dead_and_killed_jobs_call_back_too(autojump_clock: MockClock, setup: Setup) -> None:
     dead = await setup.jobs.create("x", callback_url=HOOK, max_retries=0)
     await setup.jobs.claim(dead.id)
