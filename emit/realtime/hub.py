@@ -24,7 +24,13 @@ import trio
 from ..clock import stamp
 
 SUBSCRIBER_QUEUE = 1024
-"""Messages a subscriber may have waiting before it is cut off."""
+SUBSCRIBER_BYTES = 1 << 20
+"""A subscriber is cut off once it has more than SUBSCRIBER_QUEUE messages *and* more
+than SUBSCRIBER_BYTES of them waiting: a burst of small messages (a create of 1000
+jobs is 1000 at once) does not cut off a client that keeps up, and a stream's memory
+stays bounded by whichever bound is larger."""
+SUBSCRIBER_MAX = 1 << 16
+"""Messages waiting at most, whatever their size."""
 REPLAY_BUFFER = 2000
 """Messages per space kept for reconnecting streams."""
 FINAL = frozenset({"completed", "dead", "killed"})
@@ -135,14 +141,28 @@ class Subscription:
     """The key the socket was opened with: revoking it ends the socket."""
     close_code: int | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    limit: int = SUBSCRIBER_QUEUE
+    limit_bytes: int = SUBSCRIBER_BYTES
+    waiting_bytes: int = 0
+    """The size of the messages offered and not yet taken."""
 
-    def offer(self, message: Any) -> None:
+    def offer(self, message: Any, size: int) -> None:
         if self.close_code is not None:
+            return
+        waiting = self.send.statistics().current_buffer_used
+        if waiting >= self.limit and self.waiting_bytes >= self.limit_bytes:
+            self.end(1013)  # too slow: cut off, rather than grow without bound
             return
         try:
             self.send.send_nowait(message)
         except trio.WouldBlock:
-            self.end(1013)  # too slow: cut off, rather than grow without bound
+            self.end(1013)
+            return
+        self.waiting_bytes += size
+
+    def taken(self, text: str) -> None:
+        """The stream took a message of this text off its queue."""
+        self.waiting_bytes -= len(text)
 
     def end(self, code: int) -> None:
         if self.close_code is None:
@@ -163,9 +183,12 @@ class _Feed:
 
 
 class EventHub:
-    def __init__(self, *, queue_size: int = SUBSCRIBER_QUEUE) -> None:
+    def __init__(
+        self, *, queue_size: int = SUBSCRIBER_QUEUE, queue_bytes: int = SUBSCRIBER_BYTES
+    ) -> None:
         self.instance_id = secrets.token_hex(8)
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self._feeds: dict[str, _Feed] = {}
 
     def seq(self, space_id: str) -> int:
@@ -187,13 +210,14 @@ class EventHub:
                 entry = SpaceMessage(feed.seq, event)
                 feed.buffer.append(entry)
                 if feed.streams:
+                    size = len(entry.text())
                     for stream in list(feed.streams):
-                        stream.offer(entry)
+                        stream.offer(entry, size)
             watchers = feed.jobs.get(event.job_id)
             if watchers:
                 message = JobMessage(event)
                 for subscription in list(watchers):
-                    subscription.offer(message)
+                    subscription.offer(message, len(message.text(subscription.full)))
 
     def subscribe_space(
         self,
@@ -228,8 +252,11 @@ class EventHub:
     def _subscription(
         self, space_id: str, job_id: str | None, full: bool, key: Key | None
     ) -> Subscription:
-        send, receive = trio.open_memory_channel[Any](self.queue_size)
-        return Subscription(send, receive, space_id, job_id, full, key)
+        send, receive = trio.open_memory_channel[Any](max(self.queue_size, SUBSCRIBER_MAX))
+        return Subscription(
+            send, receive, space_id, job_id, full, key,
+            limit=self.queue_size, limit_bytes=self.queue_bytes,
+        )  # fmt: skip
 
     def unsubscribe(self, subscription: Subscription) -> None:
         feed = self._feeds.get(subscription.space_id)

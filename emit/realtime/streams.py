@@ -133,8 +133,10 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
                 await send(entry.text())
             with subscription.scope:
                 async for entry in subscription.receive:
+                    text = entry.text()
+                    subscription.taken(text)
                     if entry.seq > skip:
-                        await send(entry.text())
+                        await send(text)
             await _end(subscription)
         finally:
             hub.unsubscribe(subscription)
@@ -177,13 +179,15 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
             message: JobMessage
             with subscription.scope:
                 async for message in subscription.receive:
+                    text = message.text(full)
+                    subscription.taken(text)
                     event = message.event
                     if event.type == "log":
                         if not full:
                             continue
                     elif event.event_seq <= seen:
                         continue  # already in the state init showed
-                    await send(message.text(full))
+                    await send(text)
                     if event.type in FINAL:
                         await _close(1000)
                         return

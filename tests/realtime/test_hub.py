@@ -43,3 +43,20 @@ async def test_a_space_nobody_streams_counts_and_buffers_without_encoding() -> N
         (1, "created", "resize"), (2, "progress", "resize"),
     ]  # fmt: skip
     assert shown[0]["timestamp"] == iso(1_764_323_755.038)
+
+
+def test_a_burst_of_small_messages_does_not_cut_off_a_stream() -> None:
+    """Cut off only past both bounds: more messages waiting than the queue size and more
+    bytes than the byte bound. A burst of small ones (a create of 1000 jobs) passes; a
+    stream that lets big ones pile up is cut off (1013) once both are passed."""
+    hub = EventHub(queue_size=4, queue_bytes=10_000)
+    small = hub.subscribe_space("S", True, None, None)[0]
+    hub.publish("S", [event("created", None, n) for n in range(1, 41)])  # 40 x ~200 B
+    assert small.close_code is None
+    while small.waiting_bytes:
+        small.taken(small.receive.receive_nowait().text())  # the stream catches up
+    big = hub.subscribe_job("S", "J" * 26, True)
+    hub.publish("S", [event("progress", {"message": "x" * 3_000}, n) for n in range(3)])
+    assert big.close_code is None  # 3 waiting: not past the queue size yet
+    hub.publish("S", [event("progress", {"message": "x" * 3_000}, n) for n in range(3, 6)])
+    assert (big.close_code, small.close_code) == (1013, 1013)  # small kept none of these

@@ -341,3 +341,26 @@ async def test_the_first_space_stream_counts_a_change_in_flight(
     [connected] = seen
     assert connected["type"] == "connected"
     assert (connected["counts"]["pending"], connected["counts"]["delivered"]) == (0, 1)
+
+
+async def test_a_client_that_keeps_up_is_not_cut_off_by_a_burst(live: Live) -> None:
+    """Two creates of 1000 jobs put 2000 messages in a space stream's queue at once, more
+    than its 1024; a client reading all the while keeps its stream (spec §6: only a
+    client that reads too slowly is dropped)."""
+    url = f"{live.ws}/api/v1/realtime/spaces/{live.space}?token={live.reader}"
+    async with open_websocket_url(url) as ws:
+        assert (await receive(ws))["type"] == "connected"
+        received: list[dict[str, Any]] = []
+
+        async def read() -> None:
+            while len(received) < 2000:
+                received.append(await receive(ws))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                for start in (0, 1000):
+                    await live.jobs.create_many(
+                        [{"name": f"j{n}"} for n in range(start, start + 1000)]
+                    )
+    assert [m["jobName"] for m in received] == [f"j{n}" for n in range(2000)]
