@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from .callbacks.policy import CallbackPolicy
 from .clock import Clock
 from .errors import EmitError, NotFound
 from .ids import ADMIN_PREFIX, new_key
@@ -151,6 +152,16 @@ async def tokens_revoke(data: Path, space_id: str, token_id: str) -> None:
 # --------------------------------------------------------------------------- serve
 
 
+def callback_policy(args: argparse.Namespace) -> CallbackPolicy:
+    """The webhook retry policy ``emit serve``'s flags ask for (ValueError if bad)."""
+    return CallbackPolicy(
+        tries=args.callback_tries,
+        first_delay=args.callback_first_delay,
+        factor=args.callback_factor,
+        timeout=args.callback_timeout,
+    )
+
+
 def _admin_key(data: Path) -> tuple[str, bool]:
     """The admin key, and whether it is new (then the caller saves it with `_save_admin`
     once the server is up, so a start that fails leaves no key nobody has seen)."""
@@ -182,6 +193,7 @@ async def serve(args: argparse.Namespace) -> None:
         rate=args.rate_limit,
         key_cache_seconds=args.key_cache_seconds,
     )
+    policy = callback_policy(args)
     shutdown = trio.Event()
 
     async def shutdown_trigger() -> None:
@@ -192,6 +204,7 @@ async def serve(args: argparse.Namespace) -> None:
             data,
             synchronous=args.synchronous,
             allow_private_callbacks=args.allow_private_callbacks,
+            callback_policy=policy,
         ) as rt,
         trio.open_nursery() as nursery,
     ):
@@ -296,6 +309,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="deliver webhooks to loopback and private addresses too",
     )
+    run.add_argument(
+        "--callback-tries", type=int, default=8, help="webhook tries in all, the first included"
+    )
+    run.add_argument(
+        "--callback-first-delay", type=float, default=1.0, help="seconds before the first retry"
+    )
+    run.add_argument(
+        "--callback-factor", type=float, default=3.0, help="each wait, times the one before"
+    )
+    run.add_argument("--callback-timeout", type=float, default=10.0, help="seconds a try")
 
     spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
         dest="action", required=True

@@ -205,3 +205,27 @@ def test_bad_flags_are_refused_before_anything_is_made(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2 and "rate" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_the_callback_flags_make_the_retry_policy() -> None:
+    from emit.cli import _parser, callback_policy
+
+    args = _parser().parse_args(["serve"])
+    default = callback_policy(args)
+    assert (default.tries, default.first_delay, default.factor, default.timeout) == (8, 1, 3, 10)
+    args = _parser().parse_args(
+        ["serve", "--callback-tries", "12", "--callback-first-delay", "5",
+         "--callback-factor", "2.5", "--callback-timeout", "30"]
+    )  # fmt: skip
+    policy = callback_policy(args)
+    assert (policy.tries, policy.first_delay, policy.factor, policy.timeout) == (12, 5, 2.5, 30)
+    assert policy.delay(3, 0.5) == 5 * 2.5**2  # the wait after the third failed try
+
+
+def test_a_bad_callback_flag_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*EMIT, "serve", "--data", str(tmp_path / "d"), "--callback-tries", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "tries" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "d").exists()
