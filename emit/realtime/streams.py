@@ -18,7 +18,7 @@ from quart import websocket
 from quart_trio import QuartTrio
 
 from ..domain import scopes
-from ..errors import Unauthorized
+from ..errors import Unauthorized, Unavailable
 from ..http.auth import Authenticator, Caller
 from ..runtime import Runtime
 from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
@@ -111,8 +111,12 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
             # recorded before a space's first stream were not queued: wait until they are
             # durable, so the counts include them.
             jobs = runtime.space(space_id)
-            await jobs.settled()
-            counts, at = await jobs.stream_snapshot()
+            try:
+                await jobs.settled()
+                counts, at = await jobs.stream_snapshot()
+            except Unavailable:
+                await _refuse(1013)  # the space is reloading or its store failing: retry
+                return
             replaying = since is not None and not missed
             skip = 0 if replaying else at
             await websocket.accept()
@@ -157,7 +161,11 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
         # durable, so the read below shows them.
         subscription = hub.subscribe_job(caller.space_id, job_id, full, key)
         try:
-            await runtime.space(caller.space_id).settled()
+            try:
+                await runtime.space(caller.space_id).settled()
+            except Unavailable:
+                await _refuse(1013)  # the space is reloading or its store failing: retry
+                return
             job = await runtime.store.get_job(job_id) if len(job_id) == 26 else None
             if job is None or job.space_id != caller.space_id:
                 await _refuse(4404)

@@ -364,3 +364,20 @@ async def test_a_client_that_keeps_up_is_not_cut_off_by_a_burst(live: Live) -> N
                         [{"name": f"j{n}"} for n in range(start, start + 1000)]
                     )
     assert [m["jobName"] for m in received] == [f"j{n}" for n in range(2000)]
+
+
+async def test_a_space_that_cannot_answer_closes_a_new_stream_with_1013(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A space reloading (or its store failing) cannot give a stream its starting point:
+    the stream is closed with 1013 (try again later), before any message."""
+
+    async def unavailable(self: emit.SpaceJobs) -> None:
+        raise emit.Unavailable("the space is reloading")
+
+    monkeypatch.setattr(emit.SpaceJobs, "settled", unavailable)
+    job = await live.jobs.create("j")
+    for path, token in ((job.id, live.public), (f"spaces/{live.space}", live.reader)):
+        async with open_websocket_url(f"{live.ws}/api/v1/realtime/{path}?token={token}") as ws:
+            messages, code = await until_closed(ws)
+        assert (messages, code) == ([], 1013)
