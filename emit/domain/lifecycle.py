@@ -59,6 +59,7 @@ def deliver(job: Job, now: float, lease_id: str) -> list[Event]:
     job.status = S.DELIVERED
     job.lease_id = lease_id
     job.delivered_at = now
+    job.started_at = None  # this attempt's, once acked: never an earlier attempt's
     job.deadline = now + job.timeout_seconds
     return [_event(job, EventType.DELIVERED, {"leaseId": lease_id}, now)]
 

@@ -261,6 +261,18 @@ def test_claim_moves_pending_to_delivered_with_a_fresh_lease_and_the_ack_deadlin
     assert events == [Event(1, EventType.DELIVERED, 0, {"leaseId": "L1"}, NOW + 3)]
 
 
+def test_a_new_delivery_never_shows_an_earlier_attempts_start() -> None:
+    """startedAt is the attempt's own (spec §3: ack sets it): a retry delivered again and
+    not yet acked has none, so it never reads as started before it was delivered."""
+    job = job_in(S.RUNNING)  # attempt 0, started
+    lifecycle.fail(job, NOW + 5, "boom", "L1", None, dumps)
+    assert (job.status, job.started_at) == (S.PENDING, NOW + 1)
+    lifecycle.deliver(job, NOW + 9, "L2")
+    assert (job.attempt_number, job.delivered_at, job.started_at) == (1, NOW + 9, None)
+    lifecycle.ack(job, NOW + 10, "L2")
+    assert job.started_at == NOW + 10
+
+
 def test_ack_moves_delivered_to_running_and_starts_the_run_deadline() -> None:
     job = job_in(S.DELIVERED)
     events = lifecycle.ack(job, NOW + 4, "L1")
