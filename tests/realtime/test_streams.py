@@ -4,7 +4,7 @@ its replay; the close codes; and a slow client cut off while a fast one keeps re
 Tests wait on messages, never on the clock."""
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -259,16 +259,18 @@ async def test_a_key_revoked_by_another_process_ends_its_streams(live: Live) -> 
             assert (await until_closed(ws))[1] == 4401
 
 
-async def test_the_first_stream_of_a_space_never_misses_a_change_in_flight(
-    live: Live, monkeypatch: pytest.MonkeyPatch
+async def open_first_stream_during_a_write(
+    live: Live,
+    monkeypatch: pytest.MonkeyPatch,
+    subscribe: str,
+    change: Callable[[], Awaitable[object]],
+    stream: Callable[[], Awaitable[None]],
 ) -> None:
-    """The space has never been streamed, so its changes are not queued for streams. A
-    job stream that opens while the job's completion is being written must still see
-    it: in its init, or as the final event (spec §6: after a final event, close 1000)."""
-    job = await live.jobs.create("j")
-    await live.jobs.claim(job.id)
+    """Make ``change``, hold its commit, open the space's first stream (``stream``), and
+    let the commit go once the stream has subscribed (the hub's ``subscribe``): the
+    change is recorded before the stream and durable after it."""
     store, hub = live.rt.store, live.rt.hub
-    commit, subscribe = store.commit, hub.subscribe_job
+    commit, subscribe_to = store.commit, getattr(hub, subscribe)
     held, subscribed, release = trio.Event(), trio.Event(), trio.Event()
 
     async def gated(batches: list[Changes]) -> None:
@@ -277,12 +279,29 @@ async def test_the_first_stream_of_a_space_never_misses_a_change_in_flight(
         await commit(batches)
 
     def watching(*args: Any) -> Any:
-        subscription = subscribe(*args)
+        answer = subscribe_to(*args)
         subscribed.set()
-        return subscription
+        return answer
 
     monkeypatch.setattr(store, "commit", gated)
-    monkeypatch.setattr(hub, "subscribe_job", watching)
+    monkeypatch.setattr(hub, subscribe, watching)
+    with trio.fail_after(30):  # a bound, not a wait: the bug leaves a job stream open for good
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(change)
+            await held.wait()  # recorded by the space, not yet durable
+            nursery.start_soon(stream)
+            await subscribed.wait()  # the space's first stream: watched from now on
+            release.set()
+
+
+async def test_the_first_stream_of_a_space_never_misses_a_change_in_flight(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The space has never been streamed, so its changes are not queued for streams. A
+    job stream that opens while the job's completion is being written must still see
+    it: in its init, or as the final event (spec §6: after a final event, close 1000)."""
+    job = await live.jobs.create("j")
+    await live.jobs.claim(job.id)
     url = f"{live.ws}/api/v1/realtime/{job.id}?token={live.public}"
     seen: list[tuple[list[dict[str, Any]], int]] = []
 
@@ -290,13 +309,10 @@ async def test_the_first_stream_of_a_space_never_misses_a_change_in_flight(
         async with open_websocket_url(url) as ws:
             seen.append(await until_closed(ws))
 
-    with trio.fail_after(30):  # a bound, not a wait: the bug leaves the stream open for good
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(live.jobs.complete, job.id, {"ok": True})
-            await held.wait()  # recorded by the space, not yet durable
-            nursery.start_soon(stream)
-            await subscribed.wait()  # the space's first stream: watched from now on
-            release.set()
+    await open_first_stream_during_a_write(
+        live, monkeypatch, "subscribe_job", partial(live.jobs.complete, job.id, {"ok": True}),
+        stream,
+    )  # fmt: skip
     [(messages, code)] = seen
     assert code == 1000
     assert messages[-1]["status"] == "completed", messages
@@ -308,22 +324,6 @@ async def test_the_first_space_stream_counts_a_change_in_flight(
     """The same for a space stream: a change recorded before the space's first stream
     and written after it is in the counts the stream starts from (it is never sent)."""
     job = await live.jobs.create("j")
-    store, hub = live.rt.store, live.rt.hub
-    commit, subscribe = store.commit, hub.subscribe_space
-    held, subscribed, release = trio.Event(), trio.Event(), trio.Event()
-
-    async def gated(batches: list[Changes]) -> None:
-        held.set()
-        await release.wait()
-        await commit(batches)
-
-    def watching(*args: Any) -> Any:
-        answer = subscribe(*args)
-        subscribed.set()
-        return answer
-
-    monkeypatch.setattr(store, "commit", gated)
-    monkeypatch.setattr(hub, "subscribe_space", watching)
     url = f"{live.ws}/api/v1/realtime/spaces/{live.space}?token={live.reader}"
     seen: list[dict[str, Any]] = []
 
@@ -331,13 +331,9 @@ async def test_the_first_space_stream_counts_a_change_in_flight(
         async with open_websocket_url(url) as ws:
             seen.append(await receive(ws))
 
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(live.jobs.claim, job.id)
-            await held.wait()  # recorded by the space, not yet durable
-            nursery.start_soon(stream)
-            await subscribed.wait()
-            release.set()
+    await open_first_stream_during_a_write(
+        live, monkeypatch, "subscribe_space", partial(live.jobs.claim, job.id), stream
+    )
     [connected] = seen
     assert connected["type"] == "connected"
     assert (connected["counts"]["pending"], connected["counts"]["delivered"]) == (0, 1)
