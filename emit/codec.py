@@ -10,11 +10,16 @@ standard library does with ``allow_nan=False``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 JSON = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+JSONInput = Mapping[str, "JSONInput"] | Sequence["JSONInput"] | str | int | float | bool | None
+"""What a caller may pass where JSON goes in: read-only, so a ``dict[str, int]`` fits
+(``JSON``'s ``dict`` is invariant, and would refuse it). What is not JSON after all (a
+mapping other than a dict, a set inside, NaN) is refused when the value is encoded."""
 
 
 def _finite(value: Any) -> bool:

@@ -28,7 +28,7 @@ import actors
 from .callbacks.policy import CallbackPolicy
 from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake
 from .clock import Clock, iso, parse_iso
-from .codec import JSON
+from .codec import JSON, JSONInput, loads
 from .domain.model import (
     EventType,
     Job,
@@ -111,16 +111,16 @@ class SpaceJobs:
     async def create(
         self,
         name: str,
-        payload: JSON = None,
+        payload: JSONInput = None,
         *,
         priority: int = 0,
         max_retries: int = 3,
         timeout_seconds: int = 300,
         scheduled_for: str | None = None,
         callback_url: str | None = None,
-        callback_headers: dict[str, str] | None = None,
+        callback_headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
-        retry_backoff: dict[str, float] | None = None,
+        retry_backoff: Mapping[str, float] | None = None,
     ) -> JobView:
         """Create one job (or return the one its idempotency key already made)."""
         wire: dict[str, Any] = {
@@ -217,12 +217,13 @@ class SpaceJobs:
         return answer
 
     async def event(
-        self, job_id: str, type: str, data: JSON = None, *, lease_id: str | None = None
+        self, job_id: str, type: str, data: JSONInput = None, *, lease_id: str | None = None
     ) -> JobView:
         if not isinstance(type, str) or not 1 <= len(type) <= 200:
             raise InvalidRequest("type must be a string of 1 to 200 characters", field="type")
-        encode_json(data, "data")
-        answer: JobView = await self._ask(RecordEvent(_ulid_or_404(job_id), type, data, lease_id))
+        # A plain copy: the event keeps the caller's value, which the caller may change.
+        plain: JSON = loads(encode_json(data, "data"))
+        answer: JobView = await self._ask(RecordEvent(_ulid_or_404(job_id), type, plain, lease_id))
         return answer
 
     async def log(
@@ -281,7 +282,7 @@ class SpaceJobs:
         return answer
 
     async def complete(
-        self, job_id: str, result: JSON = None, *, lease_id: str | None = None
+        self, job_id: str, result: JSONInput = None, *, lease_id: str | None = None
     ) -> JobView:
         [outcome] = await self.complete_many(
             [{"id": job_id, "result": result, "leaseId": lease_id}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -70,7 +71,9 @@ def worker(name: str, journal: Journal, stop_delay: float = 0) -> Callable[[], W
     return lambda: Worker(name, journal, stop_delay=stop_delay)
 
 
-def spec(name: str, journal: Journal, stop_delay: float = 0, **options) -> actors.ActorSpec:
+def spec(
+    name: str, journal: Journal, stop_delay: float = 0, **options: Any
+) -> actors.ActorSpec[object]:
     return actors.ActorSpec(name, worker(name, journal, stop_delay), **options)
 
 

@@ -4,6 +4,8 @@ and a supervisor that gives up handing the decision to its own supervisor.
 Every test runs on trio's MockClock with autojump: backoff delays are measured exactly.
 """
 
+from typing import Any
+
 import pytest
 import trio
 from trio.testing import MockClock
@@ -16,7 +18,7 @@ from .kit import Crash, Journal, spec
 NO_BACKOFF = RestartBackoff(initial=0, factor=1, maximum=0)
 
 
-def three(journal: Journal, **options: object) -> list[actors.ActorSpec[object]]:
+def three(journal: Journal, **options: Any) -> list[actors.ActorSpec[object]]:
     return [spec(name, journal, **options) for name in ("a", "b", "c")]
 
 

@@ -53,6 +53,12 @@ def make_job(**overrides: Any) -> Job:
     return Job(**fields)
 
 
+def result_of(job: Job) -> Any:
+    """The job's result, decoded (it has one)."""
+    assert job.result is not None
+    return loads(job.result)
+
+
 def job_in(status: JobStatus, **overrides: Any) -> Job:
     """A job brought into ``status`` by the real transitions (scheduled is made directly,
     as the create path does). The lease of a delivered or running job is "L1"."""
@@ -179,7 +185,7 @@ def test_final_states_are_completed_dead_and_killed() -> None:
 
 
 def test_status_compares_equal_to_its_wire_string() -> None:
-    assert S.RUNNING == "running"
+    assert S.RUNNING == "running"  # type: ignore[comparison-overlap]  # a str enum: it does
     assert [str(s) for s in ALL_STATES] == [
         "scheduled",
         "pending",
@@ -394,7 +400,7 @@ def test_fail_with_no_attempts_left_makes_the_job_dead_with_the_error_as_result(
     job = job_in(S.RUNNING, max_retries=0)
     events = lifecycle.fail(job, NOW + 5, "boom", "L1", None, dumps)
     assert job.status is S.DEAD
-    assert loads(job.result) == {"error": "boom"}
+    assert result_of(job) == {"error": "boom"}
     assert job.completed_at == NOW + 5
     assert job.lease_id is None
     assert job.deadline is None
@@ -476,7 +482,7 @@ def test_a_missed_run_deadline_on_the_last_attempt_makes_the_job_dead() -> None:
     job = job_in(S.RUNNING, max_retries=0)
     events = lifecycle.expire(job, NOW + 1 + TIMEOUT, None, dumps)
     assert job.status is S.DEAD
-    assert loads(job.result) == {"error": "timeout"}
+    assert result_of(job) == {"error": "timeout"}
     assert [(e.type, e.data) for e in events] == [(EventType.DEAD, {"error": "timeout"})]
 
 
@@ -569,7 +575,7 @@ def test_a_job_runs_at_most_max_retries_plus_one_times(max_retries: int) -> None
     assert runs == list(range(max_retries + 1))
     assert job.status is S.DEAD
     assert job.attempt_number == max_retries
-    assert loads(job.result) == {"error": f"boom {max_retries + 1}"}
+    assert result_of(job) == {"error": f"boom {max_retries + 1}"}
     assert [(e.type, e.data) for e in events] == [
         (EventType.DEAD, {"error": f"boom {max_retries + 1}"})
     ]
@@ -623,14 +629,16 @@ def test_a_job_backing_off_is_scheduled_with_scheduled_for_set() -> None:
 
 def test_backoff_grows_by_factor_per_retry_and_is_capped_at_max_seconds() -> None:
     job = make_job(max_retries=5, retry_backoff=RetryBackoff(10, 3, 100))
-    delays = []
+    delays: list[float] = []
     t = NOW
     for i in range(5):
         run_once(job, t, f"L{i}")
         events = lifecycle.fail(job, t, "boom", None, None, dumps)
         data = events[0].data
         assert isinstance(data, dict)
-        delays.append(data["delaySeconds"])
+        delay = data["delaySeconds"]
+        assert isinstance(delay, int | float)
+        delays.append(delay)
         assert job.scheduled_for == t + delays[-1]
         t = job.scheduled_for
         lifecycle.expire(job, t, None, dumps)  # due: back to pending
@@ -688,7 +696,7 @@ def test_kill_ends_a_job_from_every_live_state(state: JobStatus) -> None:
     job = job_in(state)
     events = lifecycle.kill(job, NOW + 50, "no longer needed", dumps)
     assert job.status is S.KILLED
-    assert loads(job.result) == {"reason": "no longer needed"}
+    assert result_of(job) == {"reason": "no longer needed"}
     assert job.completed_at == NOW + 50
     assert job.lease_id is None
     assert job.deadline is None
@@ -700,7 +708,7 @@ def test_kill_ends_a_job_from_every_live_state(state: JobStatus) -> None:
 def test_kill_without_a_reason_records_a_null_reason() -> None:
     job = make_job()
     events = lifecycle.kill(job, NOW, None, dumps)
-    assert loads(job.result) == {"reason": None}
+    assert result_of(job) == {"reason": None}
     assert events[0].data == {"reason": None}
 
 
@@ -753,7 +761,7 @@ def test_a_manually_retried_job_gets_all_its_attempts_again() -> None:
         lifecycle.fail(job, NOW + i, "boom", None, None, dumps)
     assert job.status is S.DEAD
     lifecycle.retry(job, NOW + 10)
-    attempts = []
+    attempts: list[int] = []
     while not job.status.final:
         t = NOW + 11 + len(attempts)
         attempts.append(lifecycle.deliver(job, t, f"R{t}")[0].attempt_number)

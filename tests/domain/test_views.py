@@ -4,6 +4,7 @@ job attribute of its own name, never its neighbour's."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import orjson
 
@@ -53,7 +54,7 @@ def _finished_job() -> Job:
     return job
 
 
-_NEW = {
+_NEW: dict[str, Any] = {
     "id": "01JDQ0000000000000000000EF", "space_id": "s", "seq": 2, "name": "n",
     "status": JobStatus.DELIVERED, "priority": 0, "max_retries": 3, "timeout_seconds": 300,
     "created_at": 1_790_000_000.0, "lease_id": "01JDQ0000000000000000000GH",

@@ -1,5 +1,8 @@
 """Creating jobs: defaults, batches that are all or nothing, idempotency, scheduling."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 import trio
 from trio.testing import MockClock
@@ -30,12 +33,41 @@ async def test_a_job_is_created_pending_with_the_spec_defaults(jobs: emit.SpaceJ
 async def test_a_bad_item_refuses_the_whole_batch_naming_its_index(
     jobs: emit.SpaceJobs,
 ) -> None:
-    items = [{"name": "ok"}, {"name": "ok"}, {"name": "bad", "maxRetries": 26}]
+    items: list[dict[str, Any]] = [
+        {"name": "ok"},
+        {"name": "ok"},
+        {"name": "bad", "maxRetries": 26},
+    ]
     with pytest.raises(emit.InvalidRequest, match=r"jobs\[2\]: maxRetries") as caught:
         await jobs.create_many(items)
     assert caught.value.field == "maxRetries"
     assert (await jobs.list())[1] == 0  # nothing was created
     assert sum((await jobs.counts()).values()) == 0
+
+
+async def test_values_a_typed_caller_holds_fit_the_api_and_are_written_as_json(
+    jobs: emit.SpaceJobs,
+) -> None:
+    # mypy (make test) checks these calls: JSON's dict is invariant, so a dict[str, int]
+    # or a tuple only fits because the API takes read-only JSON in.
+    payload: dict[str, int] = {"i": 1}
+    backoff: dict[str, int] = {"initialSeconds": 1, "factor": 2, "maxSeconds": 4}
+    headers: Mapping[str, str] = {"X-Trace": "t"}
+    job = await jobs.create(
+        "n", payload, retry_backoff=backoff, callback_url="https://example.com/hook",
+        callback_headers=headers,
+    )  # fmt: skip
+    assert job.payload == {"i": 1}
+    await jobs.poll(ack=True)
+    data: tuple[str, int] = ("thumbnail", 2)
+    await jobs.event(job.id, "shot", data)
+    result: dict[str, list[int]] = {"sizes": [1, 2]}
+    done = await jobs.complete(job.id, result)
+    assert done.result == {"sizes": [1, 2]}
+    events = (await jobs.get(job.id)).events or ()
+    assert [e.data for e in events if e.type == "event"] == [
+        {"type": "shot", "data": ["thumbnail", 2]}
+    ]
 
 
 async def test_a_batch_is_created_in_order(jobs: emit.SpaceJobs) -> None:

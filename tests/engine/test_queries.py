@@ -1,5 +1,7 @@
 """Reading: a job with its events, lists, counts, logs; and spaces seeing only their own."""
 
+from typing import Any
+
 import pytest
 
 import emit
@@ -64,7 +66,7 @@ async def test_events_record_every_change_in_order(jobs: emit.SpaceJobs) -> None
 async def test_logs_are_kept_apart_with_their_own_seq_and_filters(jobs: emit.SpaceJobs) -> None:
     job = await jobs.create("j")
     await jobs.poll(ack=True)
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"level": "debug", "message": "connecting"},
         {"level": "info", "message": "sent 10 mails", "fields": {"n": 10}},
         {"level": "error", "message": "bounce from x", "ts": "2026-01-01T00:00:00Z"},

@@ -16,7 +16,7 @@ async def test_a_failed_attempt_is_retried_until_none_are_left(jobs: emit.SpaceJ
     assert after.status == "dead" and after.result == {"error": "boom 2"}
     assert await jobs.poll() == []
     types = [event.type for event in (await jobs.get(job.id)).events or ()]
-    assert types.count("retried") == 2 and types[-1] == "dead"
+    assert types.count(emit.EventType.RETRIED) == 2 and types[-1] == "dead"
 
 
 async def test_max_retries_zero_runs_once(jobs: emit.SpaceJobs) -> None:

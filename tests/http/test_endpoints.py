@@ -32,11 +32,13 @@ def jobs_path(server: Server, tail: str = "") -> str:
 async def make(server: Server, **fields: Any) -> dict[str, Any]:
     response = await post(server, jobs_path(server), "producer", {"name": "j", **fields})
     assert response.status_code == 201, response.text
-    return response.json()
+    made: dict[str, Any] = response.json()
+    return made
 
 
 async def take(server: Server, *, ack: bool = False) -> dict[str, Any]:
     response = await post(server, jobs_path(server, "/poll"), "worker", {"count": 1, "ack": ack})
+    job: dict[str, Any]
     [job] = response.json()["jobs"]
     return job
 

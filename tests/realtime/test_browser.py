@@ -69,7 +69,7 @@ new Promise((resolve) => {
 def snippet() -> str:
     blocks = re.findall(r"```html\n(.*?)```", DOC.read_text(), re.S)
     assert blocks, "docs/realtime.md has no browser snippet"
-    return blocks[0]
+    return str(blocks[0])
 
 
 @pytest.fixture

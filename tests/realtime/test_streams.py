@@ -60,6 +60,7 @@ async def until_closed(ws: WebSocketConnection) -> tuple[list[dict[str, Any]], i
         while True:
             messages.append(await receive(ws))
     except ConnectionClosed as closed:
+        assert closed.reason is not None
         return messages, closed.reason.code
 
 
