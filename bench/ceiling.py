@@ -10,12 +10,13 @@ own time per job bounds the engine's rate, however fast the event loop were. Thi
   2. replays those transactions into a fresh database, in a bare loop that does what the
      writer process does (decode the message, BEGIN IMMEDIATE, ``executemany`` each step,
      COMMIT), with nothing else running: the writer with no waiting at all;
-  3. replays them again in three cheaper forms, to show what the schema costs:
-     - ``events in the job row``: each job's events appended to a text column of its row
-       instead of a row each in ``job_events`` (still everything the spec asks to keep);
-     - ``... and only the status index``: that, without the indexes that list a space's
+  3. replays them again in other forms, to show what the schema costs:
+     - ``events a row each``: as before schema 3, every event a row of ``job_events``
+       rather than text in its job's row;
+     - ``... and only the status index``: as is, without the indexes that list a space's
        jobs unfiltered and by name (those lists would scan the space);
-     - ``... and no listing indexes``: without the status index too;
+     - ``... and no listing indexes``: without the status index too (lists by status,
+       and the recovery of live jobs, would scan);
      - ``bare table``: one 9-column row a job with an integer key, one insert and two
        updates, no index: what Python's sqlite3 and SQLite cost at the very least;
   4. runs beanstalkd (binlog on, default fsync, greenstalk put -> reserve -> delete from
@@ -47,7 +48,7 @@ import emit
 import emit.store.sqlite as sqlite_store
 from bench.engine import LIFECYCLE_TARGET, beanstalkd_lifecycle, emit_lifecycle
 from bench.proc import stolen_seconds
-from emit.store.schema import migrate
+from emit.store.schema import MIGRATIONS, migrate
 
 Step = tuple[str, list[tuple[Any, ...]]]
 Transaction = list[Step]
@@ -75,72 +76,56 @@ def capture(data: Path, jobs: int, workers: int, batch: int) -> tuple[list[Trans
 # ---------------------------------------------------------------- the replayed forms
 
 
-def as_is(
-    transactions: list[Transaction],
-) -> tuple[Schema, list[Transaction]]:
+def as_is(transactions: list[Transaction]) -> tuple[Schema, list[Transaction]]:
     return migrate, transactions
 
 
-def events_in_row(
-    transactions: list[Transaction],
-) -> tuple[Schema, list[Transaction]]:
-    """Each job's events of a transaction go into its insert or update, as text appended
-    to an ``events`` column; no ``job_events`` rows."""
+def rows_each(transactions: list[Transaction]) -> tuple[Schema, list[Transaction]]:
+    """As before schema 3: no ``events`` column; every event a row of ``job_events``."""
 
     def schema(db: sqlite3.Connection) -> None:
-        migrate(db)
-        db.execute("ALTER TABLE jobs ADD COLUMN events TEXT NOT NULL DEFAULT ''")
+        for script in MIGRATIONS[:2]:
+            db.executescript(script)
+
+    def split(job_id: str, text: str) -> list[tuple[Any, ...]]:
+        return [
+            (job_id, seq, kind, attempt, None if data is None else orjson.dumps(data).decode(), at)
+            for seq, kind, attempt, data, at in orjson.loads(f"[{text[1:]}]")
+        ] if text else []  # fmt: skip
 
     out: list[Transaction] = []
     for transaction in transactions:
-        events: dict[str, list[str]] = {}
-        for sql, rows in transaction:
-            if sql.startswith("INSERT INTO job_events"):
-                for row in rows:
-                    events.setdefault(row[0], []).append(orjson.dumps(row[1:]).decode())
         steps: Transaction = []
+        events: list[tuple[Any, ...]] = []
         for sql, rows in transaction:
-            if sql.startswith("INSERT INTO job_events"):
-                continue
             if sql.startswith("INSERT INTO jobs"):
-                sql = sql.replace("completed_at)", "completed_at, events)").replace("?)", "?, ?)")
-                rows = [(*row, ",".join(events.pop(row[0], ()))) for row in rows]
+                sql = sql.replace(", events)", ")").replace(", ?)", ")", 1)
+                events += [e for row in rows for e in split(row[0], row[-1])]
+                rows = [row[:-1] for row in rows]
             elif sql.startswith("UPDATE jobs SET"):
-                sql = sql.replace(" WHERE id", ", events = events || ? WHERE id")
-                rows = [
-                    (*row[:-1], "," + ",".join(events.pop(row[-1], ())), row[-1]) for row in rows
-                ]
+                sql = sql.replace(", events = events || ?", "")
+                events += [e for row in rows for e in split(row[-1], row[-2])]
+                rows = [(*row[:-2], row[-1]) for row in rows]
+            elif sql.startswith("INSERT INTO job_events"):
+                events += rows
+                continue
             steps.append((sql, rows))
         if events:
-            raise RuntimeError(f"events of {len(events)} jobs neither inserted nor updated")
+            steps.append(("INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?)", events))
         out.append(steps)
     return schema, out
 
 
-def no_listing_indexes(
-    transactions: list[Transaction],
-) -> tuple[Schema, list[Transaction]]:
-    schema, out = events_in_row(transactions)
+def _dropping(*indexes: str) -> Callable[[list[Transaction]], tuple[Schema, list[Transaction]]]:
+    def form(transactions: list[Transaction]) -> tuple[Schema, list[Transaction]]:
+        def schema(db: sqlite3.Connection) -> None:
+            migrate(db)
+            for index in indexes:
+                db.execute(f"DROP INDEX {index}")
 
-    def without(db: sqlite3.Connection) -> None:
-        schema(db)
-        for index in ("jobs_space", "jobs_space_status", "jobs_space_name"):
-            db.execute(f"DROP INDEX {index}")
+        return schema, transactions
 
-    return without, out
-
-
-def status_index_only(
-    transactions: list[Transaction],
-) -> tuple[Schema, list[Transaction]]:
-    schema, out = events_in_row(transactions)
-
-    def one(db: sqlite3.Connection) -> None:
-        schema(db)
-        for index in ("jobs_space", "jobs_space_name"):
-            db.execute(f"DROP INDEX {index}")
-
-    return one, out
+    return form
 
 
 BARE = (
@@ -149,17 +134,14 @@ BARE = (
 )
 
 
-def bare(
-    transactions: list[Transaction],
-) -> tuple[Schema, list[Transaction]]:
+def bare(transactions: list[Transaction]) -> tuple[Schema, list[Transaction]]:
     """One narrow row a job: insert, then each update sets 5 columns and appends events."""
     numbers: dict[str, int] = {}
-    _, folded = events_in_row(transactions)
     out: list[Transaction] = []
-    for transaction in folded:
+    for transaction in transactions:
         steps: Transaction = []
         for sql, rows in transaction:
-            if sql.startswith("INSERT INTO jobs"):
+            if sql.startswith("INSERT INTO jobs"):  # JOB_COLUMNS, then events
                 for row in rows:
                     numbers[row[0]] = len(numbers) + 1
                 steps.append((
@@ -167,8 +149,8 @@ def bare(
                     [(numbers[r[0]], r[3], r[4], r[5], r[18], r[19], r[16], r[23], r[27]) for r in rows],
                 ))  # fmt: skip
             elif sql.startswith("UPDATE jobs SET"):
-                # STATE_COLUMNS then events, then the id: status 0, result 4, lease 6,
-                # deadline 7, updated_at 10, events 14, id 15
+                # STATE_COLUMNS, events, id: status 0, result 4, lease 6, deadline 7,
+                # updated_at 10, events 14, id 15
                 steps.append((
                     "UPDATE jobs SET status = ?, result = ?, lease_id = ?, deadline = ?, "
                     "updated_at = ?, events = events || ? WHERE id = ?",
@@ -183,10 +165,10 @@ def bare(
 
 
 FORMS = {
+    "events a row each (schema 2)": rows_each,
     "emit's writer, as is": as_is,
-    "events in the job row": events_in_row,
-    "... and only the status index": status_index_only,
-    "... and no listing indexes": no_listing_indexes,
+    "... and only the status index": _dropping("jobs_space", "jobs_space_name"),
+    "... and no listing indexes": _dropping("jobs_space", "jobs_space_name", "jobs_space_status"),
     "bare table": bare,
 }
 

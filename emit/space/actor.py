@@ -45,7 +45,16 @@ from ..errors import Conflict, EmitError, InvalidRequest, NotFound, Unavailable
 from ..ids import MonotonicIds
 from ..realtime.hub import EventHub, Published
 from ..store.base import OutcomeUnknown, Store
-from ..store.records import Callback, Changes, LogLine, event_row, job_row, log_row, state_row
+from ..store.records import (
+    Callback,
+    Changes,
+    LogLine,
+    event_entry,
+    event_row,
+    job_row,
+    log_row,
+    state_row,
+)
 from ..store.writer import Commit, Source, Write
 from ..views import Delivery, JobView, log_to_wire
 from .messages import (
@@ -98,6 +107,8 @@ class _Pending:
 
     inserted: dict[str, Job] = field(default_factory=dict)
     touched: dict[str, Job] = field(default_factory=dict)
+    entries: dict[str, str] = field(default_factory=dict)
+    """Each job's new events that go in its row, as text (`event_entry`)."""
     changes: Changes = field(default_factory=Changes)
     answers: list[tuple[actors.Reply, Any]] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
@@ -514,9 +525,13 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.pending.callbacks.append(callback)
 
     def _record(self, job: Job, events: list[Event]) -> None:
-        rows = self.pending.changes.events
+        entries = self.pending.entries
         for event in events:
-            rows.append(event_row(job.id, event))
+            entry = event_entry(event)
+            if entry is None:  # past the row's share: a row of its own
+                self.pending.changes.events.append(event_row(job.id, event))
+            else:
+                entries[job.id] = entries.get(job.id, "") + entry
         if self.hub is not None and self.hub.watched(self.space_id):
             status = str.__str__(job.status)
             self.pending.published.extend(
@@ -559,8 +574,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         reveal a change before it is durable."""
         pending, self.pending = self.pending, _Pending()
         changes = pending.changes
-        changes.inserts.extend(job_row(job) for job in pending.inserted.values())
-        changes.updates.extend(state_row(job) for job in pending.touched.values())
+        # Every job with entries is in one of the two (`_record` touches it).
+        entries = pending.entries.get
+        changes.inserts.extend(
+            job_row(job, entries(job.id, "")) for job in pending.inserted.values()
+        )
+        changes.updates.extend(
+            state_row(job, entries(job.id, "")) for job in pending.touched.values()
+        )
         if not changes:
             if self.last_inflight is None:
                 for reply, answer in pending.answers:

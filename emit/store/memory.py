@@ -20,6 +20,7 @@ from .records import (
     Space,
     Token,
     event_from_row,
+    events_from_text,
     job_from_row,
     log_from_row,
 )
@@ -59,9 +60,11 @@ class MemoryStore(Store):
             for token_id, at in batch.revoked_tokens:
                 self.tokens[token_id] = replace(self.tokens[token_id], revoked_at=at)
             for row in batch.inserts:
-                self.jobs[row[0]] = dict(zip(JOB_COLUMNS, row, strict=True))
+                self.jobs[row[0]] = dict(zip((*JOB_COLUMNS, "events"), row, strict=True))
             for row in batch.updates:
-                self.jobs[row[-1]].update(zip(STATE_COLUMNS, row[:-1], strict=True))
+                job = self.jobs[row[-1]]
+                job.update(zip(STATE_COLUMNS, row[:-2], strict=True))
+                job["events"] += row[-2]
             for row in batch.events:
                 self.events.setdefault(row[0], []).append(row)
             for row in batch.logs:
@@ -139,7 +142,10 @@ class MemoryStore(Store):
 
     async def get_events(self, job_id: str) -> list[Event]:
         await trio.lowlevel.checkpoint()
-        return [event_from_row(row) for row in self.events.get(job_id, [])]
+        row = self.jobs.get(job_id)
+        inline = events_from_text(row["events"]) if row is not None else []
+        events = [event_from_row(row) for row in self.events.get(job_id, [])]
+        return sorted(inline + events, key=lambda event: event.seq)
 
     async def list_jobs(
         self,

@@ -59,9 +59,18 @@ STATE_COLUMNS = (
 )
 """The columns a job's later changes touch; the payload is written once."""
 
-JobRow = tuple[Any, ...]
-StateRow = tuple[Any, ...]  # STATE_COLUMNS then the id
+JobRow = tuple[Any, ...]  # JOB_COLUMNS, then the job's new events as text (`event_entry`)
+StateRow = tuple[Any, ...]  # STATE_COLUMNS, the job's new events as text, then the id
 EventRow = tuple[str, int, str, int, str | None, float]
+
+INLINE_EVENTS = 32
+INLINE_ENTRY = 600
+"""A job's first events travel and are kept in its own row, as text (`event_entry`): the
+row is written at every change anyway, so an event there costs its bytes, where a row of
+its own cost an index insert (about a fifth of the SQLite writer's time per job,
+docs/persistence.md). Past `INLINE_EVENTS` events, or for an entry longer than
+`INLINE_ENTRY` bytes, a row of its own (`event_row`) is cheaper than rewriting an
+ever longer job row at each later change: so a job's row holds at most ~19 KB of events."""
 LogRow = tuple[str, int, int, str, float, str | None]
 
 
@@ -75,7 +84,7 @@ def _json_or_none(value: JSON) -> str | None:
     return None if value is None else dumps(value)
 
 
-def job_row(job: Job) -> JobRow:
+def job_row(job: Job, events: str = "") -> JobRow:
     return (
         job.id,
         job.space_id,
@@ -104,10 +113,11 @@ def job_row(job: Job) -> JobRow:
         job.delivered_at,
         job.started_at,
         job.completed_at,
+        events,
     )
 
 
-def state_row(job: Job) -> StateRow:
+def state_row(job: Job, events: str = "") -> StateRow:
     return (
         _STATUS_TEXT[job.status],
         job.attempt_number,
@@ -123,6 +133,7 @@ def state_row(job: Job) -> StateRow:
         job.delivered_at,
         job.started_at,
         job.completed_at,
+        events,
         job.id,
     )
 
@@ -196,6 +207,28 @@ def event_row(job_id: str, event: Event) -> EventRow:
         None if data is None else orjson.dumps(data).decode(),
         created_at,
     )
+
+
+def event_entry(event: Event) -> str | None:
+    """The event as text for its job's row (``,[seq,"type",attempt,data,createdAt]``:
+    a job's entries concatenate, and parse as one JSON array), or None when it is to be
+    a row of its own (`INLINE_EVENTS`, `INLINE_ENTRY`)."""
+    seq, kind, attempt, data, created_at = event
+    if seq > INLINE_EVENTS:
+        return None
+    # The data is emit's own, or user values that passed `dumps` on the way in.
+    entry = orjson.dumps((seq, _EVENT_TEXT[kind], attempt, data, created_at))
+    return None if len(entry) > INLINE_ENTRY else "," + entry.decode()
+
+
+def events_from_text(text: str) -> list[Event]:
+    """The events of a job row's text (see `event_entry`)."""
+    if not text:
+        return []
+    return [
+        Event(seq, EventType(kind), attempt, data, created_at)
+        for seq, kind, attempt, data, created_at in orjson.loads(f"[{text[1:]}]")
+    ]
 
 
 def event_from_row(row: EventRow) -> Event:

@@ -46,6 +46,7 @@ from .records import (
     Token,
     callback_from_row,
     event_from_row,
+    events_from_text,
     job_from_row,
     log_from_row,
 )
@@ -57,9 +58,13 @@ SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 _JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _INSERT_JOB = (
-    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
+    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, events) "
+    f"VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 1))})"
 )
-_UPDATE_JOB = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in STATE_COLUMNS)} WHERE id = ?"
+_UPDATE_JOB = (  # a job's new events are appended to those its row holds
+    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in STATE_COLUMNS)}, events = events || ? "
+    "WHERE id = ?"
+)
 _INSERT_EVENT = "INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?)"
 _INSERT_LOG = "INSERT INTO job_logs VALUES (?, ?, ?, ?, ?, ?)"
 _LIVE = ("scheduled", "pending", "delivered", "running")
@@ -132,6 +137,10 @@ def _steps(batches: list[Changes]) -> list[Step]:
         callbacks += [callback.row() for callback in batch.callbacks]
     close()
     return steps
+
+
+def _seq(event: Event) -> int:
+    return event.seq
 
 
 def _encode(steps: list[Step]) -> bytes:
@@ -460,10 +469,21 @@ class SQLiteStore(Store):
 
     async def get_events(self, job_id: str) -> list[Event]:
         def get(db: sqlite3.Connection) -> list[Event]:
-            rows: list[EventRow] = db.execute(
-                "SELECT * FROM job_events WHERE job_id = ? ORDER BY seq", (job_id,)
-            ).fetchall()
-            return [event_from_row(row) for row in rows]
+            db.execute("BEGIN")  # one read: the row's events and the others agree
+            try:
+                inline = db.execute("SELECT events FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                rows: list[EventRow] = db.execute(
+                    "SELECT * FROM job_events WHERE job_id = ? ORDER BY seq", (job_id,)
+                ).fetchall()
+            finally:
+                db.execute("COMMIT")
+            events = [event_from_row(row) for row in rows]
+            if inline is None or not inline[0]:
+                return events
+            # The row holds a job's first events, the table those past them or too long
+            # for the row (records.INLINE_EVENTS), and all of those written before
+            # schema 3.
+            return sorted([*events_from_text(inline[0]), *events], key=_seq)
 
         return await self._read(get)
 

@@ -3,12 +3,14 @@ deadlines and counters from the store, and handles at once the deadlines that pa
 while it was down. Real SQLite file, real clock (no autojump: the store uses threads)."""
 
 import enum
+import sqlite3
 import time
 from pathlib import Path
 
 import emit
 from emit import JobStatus
 from emit.clock import iso
+from emit.store.records import INLINE_ENTRY, INLINE_EVENTS
 
 
 async def test_every_state_survives_a_restart(tmp_path: Path) -> None:
@@ -117,3 +119,31 @@ async def test_enum_values_a_caller_passes_are_written_as_their_plain_values(
         [line] = await jobs.logs(job.id)
         assert (type(line.message), line.message) == (str, "send")
         assert [s.name for s in await rt.list_spaces()] == ["send"]
+
+
+async def test_a_long_history_survives_a_restart_whole_and_in_order(tmp_path: Path) -> None:
+    # A job's first events are kept in its row, later or long ones in rows of their own
+    # (emit/store/records.py): read back, they are one history, gap-free.
+    async with emit.open_runtime(tmp_path) as rt:
+        space = await rt.create_space("s")
+        jobs = rt.space(space.id)
+        job = await jobs.create("long")
+        await jobs.poll(ack=True)
+        for n in range(INLINE_EVENTS + 5):
+            message = "x" * INLINE_ENTRY if n == 7 else f"step {n}"
+            await jobs.progress(job.id, n, message)
+        await jobs.complete(job.id, {"done": True})
+        before = (await jobs.get(job.id)).events
+    async with emit.open_runtime(tmp_path) as rt:
+        after = (await rt.space(space.id).get(job.id)).events
+    assert after == before and after is not None
+    assert [e.seq for e in after] == list(range(1, len(after) + 1))
+    assert [e.type for e in after][:3] == ["created", "delivered", "started"]
+    assert after[-1].type == "completed" and after[-1].data == {"result": {"done": True}}
+    assert [e.data["message"] for e in after[3:-1] if isinstance(e.data, dict)] == [
+        "x" * INLINE_ENTRY if n == 7 else f"step {n}" for n in range(INLINE_EVENTS + 5)
+    ]
+    db = sqlite3.connect(tmp_path / "emit.db")
+    own_rows = [seq for (seq,) in db.execute("SELECT seq FROM job_events ORDER BY seq")]
+    db.close()
+    assert own_rows == [11, *range(INLINE_EVENTS + 1, len(after) + 1)]

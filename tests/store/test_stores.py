@@ -5,6 +5,7 @@ threads, and the autojump clock would jump while a thread works."""
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,10 +14,15 @@ from emit.domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryB
 from emit.store.base import Store
 from emit.store.memory import MemoryStore
 from emit.store.records import (
+    INLINE_ENTRY,
+    INLINE_EVENTS,
+    JOB_COLUMNS,
     Changes,
+    EventRow,
     LogLine,
     Space,
     Token,
+    event_entry,
     event_row,
     job_row,
     log_row,
@@ -215,6 +221,66 @@ async def test_event_times_and_data_read_back_bit_exact(store: Store) -> None:
         [Changes(inserts=[job_row(job)], events=[event_row(job.id, e) for e in events])]
     )
     assert await store.get_events(job.id) == events
+
+
+async def test_events_in_the_job_row_and_in_rows_of_their_own_read_back_in_order(
+    store: Store, tmp_path: Path
+) -> None:
+    job = make_job(1)
+    data: list[Any] = [None, {"percent": 5}, 'a "quoted" \\ line\n', [1, 2.5], 7, True]
+    events = [
+        Event(seq, EventType.PROGRESS, seq // 10, data[seq % len(data)], 1000.0 + seq / 7)
+        for seq in range(1, INLINE_EVENTS + 12)
+    ]
+    long: dict[str, Any] = {"message": "x" * INLINE_ENTRY}  # too long for the job's row
+    events[2] = Event(3, EventType.PROGRESS, 0, long, 1000.5)
+
+    def split(chunk: list[Event]) -> tuple[str, list[EventRow]]:  # as the space actor does
+        entries = [event_entry(e) for e in chunk]
+        rows = [event_row(job.id, e) for e, entry in zip(chunk, entries, strict=True) if not entry]
+        return "".join(entry for entry in entries if entry), rows
+
+    text, rows = split(events[:1])
+    await store.commit([Changes(inserts=[job_row(job, text)], events=rows)])
+    for start in range(1, len(events), 7):  # one commit crosses INLINE_EVENTS
+        text, rows = split(events[start : start + 7])
+        await store.commit([Changes(updates=[state_row(job, text)], events=rows)])
+    assert await store.get_events(job.id) == events
+    if isinstance(store, SQLiteStore):
+        db = sqlite3.connect(tmp_path / "emit.db")
+        seqs = [seq for (seq,) in db.execute("SELECT seq FROM job_events ORDER BY seq")]
+        [(inline,)] = db.execute("SELECT events FROM jobs")
+        db.close()
+        assert inline.count('"progress"') == INLINE_EVENTS - 1 > 0
+        assert seqs == [3, *range(INLINE_EVENTS + 1, INLINE_EVENTS + 12)]
+
+
+async def test_events_written_before_schema_3_read_back_with_later_ones(tmp_path: Path) -> None:
+    path = tmp_path / "emit.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:2]:  # a store as emit left it before events moved into rows
+        db.executescript(script)
+    db.execute("PRAGMA user_version = 2")
+    job = make_job(1)
+    columns = ", ".join(JOB_COLUMNS)  # schema 2 has no events column
+    db.execute(f"INSERT INTO jobs ({columns}) VALUES ({', '.join('?' * 27)})", job_row(job)[:-1])
+    old = lifecycle.created(job, 1001.0)
+    db.executemany(
+        "INSERT INTO job_events VALUES (?, ?, ?, ?, ?, ?)", [event_row(job.id, e) for e in old]
+    )
+    db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        new = lifecycle.deliver(job, 1002.0, "LEASE") + lifecycle.ack(job, 1003.0, "LEASE")
+        text = "".join(entry for entry in map(event_entry, new) if entry)
+        assert text.count("[") == len(new)  # they go in the job's row now
+        await store.commit([Changes(updates=[state_row(job, text)])])
+        assert await store.get_events(job.id) == old + new
+        got = await store.get_job(job.id)
+        assert got is not None and got.status is JobStatus.RUNNING
+    finally:
+        await store.close()
 
 
 async def test_live_key_hashes_leaves_out_unknown_and_revoked_keys(store: Store) -> None:
