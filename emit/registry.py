@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .domain import scopes as scope_rules
+from .domain.model import unicode_text
 from .errors import InvalidRequest
 from .ids import KEY_PREFIX, PUBLIC_PREFIX, hash_key, key_display_prefix, new_id, new_key
 from .store.records import Space, Token
@@ -28,7 +29,7 @@ class NewToken:
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise InvalidRequest("name must be a string of 1 to 200 characters", field="name")
-    return name
+    return unicode_text(name, "name")
 
 
 def make_space(name: object, now: float) -> tuple[Space, Token]:

@@ -36,6 +36,7 @@ from .domain.model import (
     LogLevel,
     PollRequest,
     encode_json,
+    unicode_text,
     validate_log_level,
     validate_new_job,
     validate_poll,
@@ -221,6 +222,7 @@ class SpaceJobs:
     ) -> JobView:
         if not isinstance(type, str) or not 1 <= len(type) <= 200:
             raise InvalidRequest("type must be a string of 1 to 200 characters", field="type")
+        unicode_text(type, "type")
         # A plain copy: the event keeps the caller's value, which the caller may change.
         plain: JSON = loads(encode_json(data, "data"))
         answer: JobView = await self._ask(RecordEvent(_ulid_or_404(job_id), type, plain, lease_id))
@@ -250,6 +252,7 @@ class SpaceJobs:
             message = line.get("message")
             if not isinstance(message, str):
                 raise InvalidRequest(f"{where}.message must be a string", field=where)
+            unicode_text(message, f"{where}.message")
             ts = line.get("ts")
             stamp: float | None = None
             if ts is not None:
@@ -315,6 +318,7 @@ class SpaceJobs:
             error = item.get("error")
             if not isinstance(error, str):
                 raise InvalidRequest(f"jobs[{index}].error is required: a string", field="error")
+            unicode_text(error, "error")
             parsed.append((job_id, error, lease_id))
         answer: list[JobView | EmitError] = await self._ask(FailJobs(parsed))
         return answer
@@ -341,6 +345,8 @@ class SpaceJobs:
     async def kill(self, job_id: str, reason: str | None = None) -> JobView:
         if reason is not None and not isinstance(reason, str):
             raise InvalidRequest("reason must be a string", field="reason")
+        if reason is not None:
+            unicode_text(reason, "reason")
         answer: JobView = await self._ask(KillJob(_ulid_or_404(job_id), reason))
         return answer
 

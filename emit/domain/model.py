@@ -279,6 +279,20 @@ class NewJob:
     retry_backoff: RetryBackoff | None
 
 
+def unicode_text(value: str, field: str) -> str:
+    """``value``, if it can be stored and sent: a Python str may hold a lone surrogate
+    (``"\ud800"``), which is not Unicode text and which neither JSON nor SQLite takes.
+    HTTP bodies cannot carry one (the JSON parser refuses it); the embedding API can."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{field} must be Unicode text (it holds a lone surrogate)", field=field
+            ) from None
+    return value
+
+
 def _int(raw: Mapping[str, Any], field: str, low: int, high: int, default: int) -> int:
     value = raw.get(field, default)
     if value is None:
@@ -309,7 +323,7 @@ def _optional_str(raw: Mapping[str, Any], field: str, max_length: int) -> str | 
         raise InvalidRequest(
             f"{field} must be a string of 1 to {max_length} characters", field=field
         )
-    return value
+    return unicode_text(value, field)
 
 
 def valid_url(text: str) -> bool:
@@ -338,6 +352,7 @@ def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
         raise InvalidRequest(
             f"name is required: a string of 1 to {MAX_NAME} characters", field="name"
         )
+    unicode_text(name, "name")
     scheduled_for = None
     if raw.get("scheduledFor") is not None:
         value = raw["scheduledFor"]
@@ -358,12 +373,16 @@ def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
         raise InvalidRequest("callbackUrl must be an http(s) URL", field="callbackUrl")
     headers = raw.get("callbackHeaders")
     if headers is not None and (
-        not isinstance(headers, dict)
+        not isinstance(headers, Mapping)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
     ):
         raise InvalidRequest(
             "callbackHeaders must be an object of strings", field="callbackHeaders"
         )
+    if headers:
+        for key, value in headers.items():
+            unicode_text(key, "callbackHeaders")
+            unicode_text(value, "callbackHeaders")
     return NewJob(
         name=name,
         payload=encode_json(raw.get("payload"), "payload"),
@@ -381,7 +400,7 @@ def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
 def validate_backoff(value: object, field: str) -> RetryBackoff | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) - {"initialSeconds", "factor", "maxSeconds"}:
+    if not isinstance(value, Mapping) or set(value) - {"initialSeconds", "factor", "maxSeconds"}:
         raise InvalidRequest(
             f"{field} must be an object with initialSeconds, factor, maxSeconds", field=field
         )
@@ -449,21 +468,30 @@ def validate_progress(percent: object, message: object, sub_progress: object) ->
         raise InvalidRequest("percent is required: a number from 0 to 100", field="percent")
     if not isinstance(message, str):
         raise InvalidRequest("message is required: a string", field="message")
+    unicode_text(message, "message")
+    stages: dict[str, JSON] | None = None
     if sub_progress is not None:
-        if not isinstance(sub_progress, dict):
+        if not isinstance(sub_progress, Mapping):
             raise InvalidRequest(
                 "subProgress must be an object of {stage: {percent, message?}}",
                 field="subProgress",
             )
+        stages = {}
         for stage, entry in sub_progress.items():
-            where = f"subProgress.{stage}"
-            if not isinstance(entry, dict) or set(entry) - {"percent", "message"}:
+            if not isinstance(stage, str):
+                raise InvalidRequest("subProgress keys must be strings", field="subProgress")
+            where = unicode_text(f"subProgress.{stage}", "subProgress")
+            if not isinstance(entry, Mapping) or set(entry) - {"percent", "message"}:
                 raise InvalidRequest(f"{where} must be {{percent, message?}}", field=where)
             _number(entry.get("percent"), f"{where}.percent", 0, 100)
-            if entry.get("message") is not None and not isinstance(entry["message"], str):
+            note = entry.get("message")
+            if note is not None and not isinstance(note, str):
                 raise InvalidRequest(f"{where}.message must be a string", field=where)
+            if note is not None:
+                unicode_text(note, f"{where}.message")
+            stages[stage] = dict(entry)  # plain: what the caller holds may change
     # Keep an integer an integer, so 50 is echoed as 50, not 50.0.
-    return Progress(percent if isinstance(percent, int) else value, message, sub_progress)
+    return Progress(percent if isinstance(percent, int) else value, message, stages)
 
 
 def validate_log_level(value: object, field: str = "level") -> LogLevel:

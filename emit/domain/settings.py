@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequest
-from .model import MAX_NAME, RetryBackoff, valid_url, validate_backoff
+from .model import MAX_NAME, RetryBackoff, encode_json, valid_url, validate_backoff
 
 KNOWN = frozenset(
     {"retryBackoff", "signingSecret", "pushUrl", "pushHeaders", "pushNames", "rateLimit"}
@@ -40,6 +40,7 @@ def validate_settings(raw: Mapping[str, Any]) -> SpaceSettings:
     unknown = sorted(set(raw) - KNOWN)
     if unknown:
         raise InvalidRequest(f"unknown setting {unknown[0]!r}", field=unknown[0])
+    encode_json(dict(raw), "settings")  # what is stored: a lone surrogate is refused here
     secret = raw.get("signingSecret")
     if secret is not None and not (isinstance(secret, str) and 16 <= len(secret) <= 256):
         raise InvalidRequest(

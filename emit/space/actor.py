@@ -49,8 +49,7 @@ from ..store.records import (
     Callback,
     Changes,
     LogLine,
-    event_entry,
-    event_row,
+    event_record,
     job_row,
     log_row,
     state_row,
@@ -108,7 +107,7 @@ class _Pending:
     inserted: dict[str, Job] = field(default_factory=dict)
     touched: dict[str, Job] = field(default_factory=dict)
     entries: dict[str, str] = field(default_factory=dict)
-    """Each job's new events that go in its row, as text (`event_entry`)."""
+    """Each job's new events that go in its row, as text (`event_record`)."""
     changes: Changes = field(default_factory=Changes)
     answers: list[tuple[actors.Reply, Any]] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
@@ -527,11 +526,11 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
     def _record(self, job: Job, events: list[Event]) -> None:
         entries = self.pending.entries
         for event in events:
-            entry = event_entry(event)
-            if entry is None:  # past the row's share: a row of its own
-                self.pending.changes.events.append(event_row(job.id, event))
-            else:
-                entries[job.id] = entries.get(job.id, "") + entry
+            record = event_record(job.id, event)
+            if isinstance(record, str):
+                entries[job.id] = entries.get(job.id, "") + record
+            else:  # past the row's share: a row of its own
+                self.pending.changes.events.append(record)
         if self.hub is not None and self.hub.watched(self.space_id):
             status = str.__str__(job.status)
             self.pending.published.extend(

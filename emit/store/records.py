@@ -59,13 +59,13 @@ STATE_COLUMNS = (
 )
 """The columns a job's later changes touch; the payload is written once."""
 
-JobRow = tuple[Any, ...]  # JOB_COLUMNS, then the job's new events as text (`event_entry`)
+JobRow = tuple[Any, ...]  # JOB_COLUMNS, then the job's new events as text (`event_record`)
 StateRow = tuple[Any, ...]  # STATE_COLUMNS, the job's new events as text, then the id
 EventRow = tuple[str, int, str, int, str | None, float]
 
 INLINE_EVENTS = 32
 INLINE_ENTRY = 600
-"""A job's first events travel and are kept in its own row, as text (`event_entry`): the
+"""A job's first events travel and are kept in its own row, as text (`event_record`): the
 row is written at every change anyway, so an event there costs its bytes, where a row of
 its own cost an index insert (about a fifth of the SQLite writer's time per job,
 docs/persistence.md). Past `INLINE_EVENTS` events, or for an entry longer than
@@ -209,20 +209,27 @@ def event_row(job_id: str, event: Event) -> EventRow:
     )
 
 
-def event_entry(event: Event) -> str | None:
-    """The event as text for its job's row (``,[seq,"type",attempt,data,createdAt]``:
-    a job's entries concatenate, and parse as one JSON array), or None when it is to be
-    a row of its own (`INLINE_EVENTS`, `INLINE_ENTRY`)."""
+def event_record(job_id: str, event: Event) -> str | EventRow:
+    """How the event is written: as text for its job's row
+    (``,[seq,"type",attempt,data,createdAt]``: a job's entries concatenate, and parse as
+    one JSON array), or as a row of its own (`INLINE_EVENTS`, `INLINE_ENTRY`)."""
     seq, kind, attempt, data, created_at = event
     if seq > INLINE_EVENTS:
-        return None
+        return event_row(job_id, event)
+    text = _EVENT_TEXT[kind]
     # The data is emit's own, or user values that passed `dumps` on the way in.
-    entry = orjson.dumps((seq, _EVENT_TEXT[kind], attempt, data, created_at))
-    return None if len(entry) > INLINE_ENTRY else "," + entry.decode()
+    entry = orjson.dumps((seq, text, attempt, data, created_at))
+    if len(entry) <= INLINE_ENTRY:
+        return "," + entry.decode()
+    # Too long for the row: the data's JSON is already here, between the fields before
+    # it (whose text is known) and the last comma (a float holds none).
+    start = len(f'[{seq},"{text}",{attempt},')
+    data_text = None if data is None else entry[start : entry.rindex(b",")].decode()
+    return (job_id, seq, text, attempt, data_text, created_at)
 
 
 def events_from_text(text: str) -> list[Event]:
-    """The events of a job row's text (see `event_entry`)."""
+    """The events of a job row's text (see `event_record`)."""
     if not text:
         return []
     return [

@@ -22,7 +22,7 @@ from emit.store.records import (
     LogLine,
     Space,
     Token,
-    event_entry,
+    event_record,
     event_row,
     job_row,
     log_row,
@@ -236,9 +236,9 @@ async def test_events_in_the_job_row_and_in_rows_of_their_own_read_back_in_order
     events[2] = Event(3, EventType.PROGRESS, 0, long, 1000.5)
 
     def split(chunk: list[Event]) -> tuple[str, list[EventRow]]:  # as the space actor does
-        entries = [event_entry(e) for e in chunk]
-        rows = [event_row(job.id, e) for e, entry in zip(chunk, entries, strict=True) if not entry]
-        return "".join(entry for entry in entries if entry), rows
+        records = [event_record(job.id, e) for e in chunk]
+        rows = [r for r in records if not isinstance(r, str)]
+        return "".join(r for r in records if isinstance(r, str)), rows
 
     text, rows = split(events[:1])
     await store.commit([Changes(inserts=[job_row(job, text)], events=rows)])
@@ -273,7 +273,7 @@ async def test_events_written_before_schema_3_read_back_with_later_ones(tmp_path
     await store.open()
     try:
         new = lifecycle.deliver(job, 1002.0, "LEASE") + lifecycle.ack(job, 1003.0, "LEASE")
-        text = "".join(entry for entry in map(event_entry, new) if entry)
+        text = "".join(r for r in (event_record(job.id, e) for e in new) if isinstance(r, str))
         assert text.count("[") == len(new)  # they go in the job's row now
         await store.commit([Changes(updates=[state_row(job, text)])])
         assert await store.get_events(job.id) == old + new
