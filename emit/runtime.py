@@ -365,9 +365,11 @@ class SpaceJobs:
         return job
 
     async def get(self, job_id: str) -> JobView:
-        """The job as last committed, with its events."""
-        job = await self._own_job(job_id)
-        return JobView.of(job, await self._runtime.store.get_events(job.id))
+        """The job as last committed, with its events (as of the same commit)."""
+        found = await self._runtime.store.get_job_with_events(_ulid_or_404(job_id))
+        if found is None or found[0].space_id != self.space_id:
+            raise NotFound(f"no job {job_id} in this space")
+        return JobView.of(*found)
 
     async def counts(self) -> dict[JobStatus, int]:
         answer: dict[JobStatus, int] = await self._ask(CountJobs())

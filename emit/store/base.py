@@ -69,6 +69,11 @@ class Store(abc.ABC):
     async def get_events(self, job_id: str) -> list[Event]: ...
 
     @abc.abstractmethod
+    async def get_job_with_events(self, job_id: str) -> tuple[Job, list[Event]] | None:
+        """The job and its history as of one commit (two reads could fall either side
+        of one, and show a status its events do not have yet)."""
+
+    @abc.abstractmethod
     async def list_jobs(
         self,
         space_id: str,

@@ -140,8 +140,16 @@ class MemoryStore(Store):
         row = self.jobs.get(job_id)
         return None if row is None else self._job(row)
 
+    async def get_job_with_events(self, job_id: str) -> tuple[Job, list[Event]] | None:
+        await trio.lowlevel.checkpoint()
+        row = self.jobs.get(job_id)
+        return None if row is None else (self._job(row), self._events(job_id))
+
     async def get_events(self, job_id: str) -> list[Event]:
         await trio.lowlevel.checkpoint()
+        return self._events(job_id)
+
+    def _events(self, job_id: str) -> list[Event]:
         row = self.jobs.get(job_id)
         inline = events_from_text(row["events"]) if row is not None else []
         events = [event_from_row(row) for row in self.events.get(job_id, [])]

@@ -57,6 +57,7 @@ T = TypeVar("T")
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 _JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+_JOB_WITH_EVENTS = f"SELECT {', '.join(JOB_COLUMNS)}, events FROM jobs"
 _INSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, events) "
     f"VALUES ({', '.join('?' * (len(JOB_COLUMNS) + 1))})"
@@ -468,22 +469,28 @@ class SQLiteStore(Store):
         return await self._read(get)
 
     async def get_events(self, job_id: str) -> list[Event]:
-        def get(db: sqlite3.Connection) -> list[Event]:
-            db.execute("BEGIN")  # one read: the row's events and the others agree
+        found = await self.get_job_with_events(job_id)
+        return [] if found is None else found[1]
+
+    async def get_job_with_events(self, job_id: str) -> tuple[Job, list[Event]] | None:
+        def get(db: sqlite3.Connection) -> tuple[Job, list[Event]] | None:
+            db.execute("BEGIN")  # one read: the job, its row's events and the others agree
             try:
-                inline = db.execute("SELECT events FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                row = db.execute(f"{_JOB_WITH_EVENTS} WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    return None
                 rows: list[EventRow] = db.execute(
                     "SELECT * FROM job_events WHERE job_id = ? ORDER BY seq", (job_id,)
                 ).fetchall()
             finally:
                 db.execute("COMMIT")
-            events = [event_from_row(row) for row in rows]
-            if inline is None or not inline[0]:
-                return events
-            # The row holds a job's first events, the table those past them or too long
-            # for the row (records.INLINE_EVENTS), and all of those written before
-            # schema 3.
-            return sorted([*events_from_text(inline[0]), *events], key=_seq)
+            events = [event_from_row(r) for r in rows]
+            if row[-1]:
+                # The row holds a job's first events, the table those past them or too
+                # long for the row (records.INLINE_EVENTS), and all of those written
+                # before schema 3.
+                events = sorted([*events_from_text(row[-1]), *events], key=_seq)
+            return job_from_row(row[:-1]), events
 
         return await self._read(get)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import emit
 from emit import JobStatus
 from emit.clock import iso
+from emit.domain.model import Job
 from emit.store.records import INLINE_ENTRY, INLINE_EVENTS
 
 
@@ -147,3 +148,26 @@ async def test_a_long_history_survives_a_restart_whole_and_in_order(tmp_path: Pa
     own_rows = [seq for (seq,) in db.execute("SELECT seq FROM job_events ORDER BY seq")]
     db.close()
     assert own_rows == [11, *range(INLINE_EVENTS + 1, len(after) + 1)]
+
+
+async def test_a_job_is_read_with_its_events_as_of_one_commit(tmp_path: Path) -> None:
+    async with emit.open_runtime(tmp_path) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        job = await jobs.create("j")
+        await jobs.poll(ack=True)
+        store = rt.store
+        read_job = store.get_job
+
+        async def read_then_complete(job_id: str) -> Job | None:
+            # A commit that lands right after the job's row was read, before its events.
+            found = await read_job(job_id)
+            await jobs.complete(job_id, "done")
+            return found
+
+        store.get_job = read_then_complete  # type: ignore[method-assign]
+        view = await jobs.get(job.id)
+        events = view.events or ()
+        assert (view.status, events[-1].type) in {
+            ("running", "started"),
+            ("completed", "completed"),
+        }
