@@ -405,6 +405,10 @@ class SpaceJobs:
         minimum: LogLevel | None = None if level is None else validate_log_level(level)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
+        if q is not None:
+            if not isinstance(q, str):
+                raise InvalidRequest("q must be a string", field="q")
+            unicode_text(q, "q")
         return await self._runtime.store.get_logs(
             job_id, after=after, limit=limit, level=minimum, q=q
         )
@@ -429,6 +433,10 @@ class SpaceJobs:
             raise InvalidRequest("limit must be an integer from 1 to 100", field="limit")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidRequest("offset must be an integer >= 0", field="offset")
+        if name is not None:
+            if not isinstance(name, str):
+                raise InvalidRequest("name must be a string", field="name")
+            unicode_text(name, "name")
         await self._runtime._space_ref(self.space_id)  # 404 for an unknown space
         jobs, total = await self._runtime.store.list_jobs(
             self.space_id, status=state, name=name, limit=limit, offset=offset
@@ -599,7 +607,11 @@ class Runtime:
 
     async def authenticate(self, key: str) -> Token | None:
         """The live token a key stands for, or None (unknown or revoked)."""
-        token = await self.store.token_by_hash(hash_key(key))
+        try:
+            digest = hash_key(key)
+        except UnicodeEncodeError:  # a lone surrogate: no key emit made looks like that
+            return None
+        token = await self.store.token_by_hash(digest)
         if token is None or token.revoked_at is not None:
             return None
         return token

@@ -98,7 +98,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX callbacks_pending ON callbacks (state, next_at);
     """,
     # 3: a job's first events in its own row (see records.INLINE_EVENTS); jobs written
-    # before keep theirs in job_events, where later events go too
+    # before keep their earlier events in job_events, and read both
     """
     ALTER TABLE jobs ADD COLUMN events TEXT NOT NULL DEFAULT ''
     """,

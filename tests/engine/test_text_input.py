@@ -88,3 +88,17 @@ async def test_read_only_mappings_are_taken_and_kept_as_plain_json(tmp_path: Pat
     async with emit.open_runtime(tmp_path) as rt:
         again = await rt.space(jobs.space_id).get(job.id)
         assert again.callback_headers == {"X-Trace": "t"}
+
+
+async def test_a_lone_surrogate_in_a_query_finds_nothing_or_is_refused(tmp_path: Path) -> None:
+    async with emit.open_runtime(tmp_path) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        job = await jobs.create("n")
+        with pytest.raises(emit.InvalidRequest) as caught:
+            await jobs.list(name=BAD)
+        assert caught.value.field == "name"
+        with pytest.raises(emit.InvalidRequest) as caught:
+            await jobs.logs(job.id, q=BAD)
+        assert caught.value.field == "q"
+        assert await rt.authenticate(BAD) is None
+        assert (await jobs.list())[1] == 1  # the space serves on
