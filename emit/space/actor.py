@@ -302,7 +302,15 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 job = await self._live(job_id, "keep alive")
                 return self._apply(job, lambda: lifecycle.keepalive(job, now, seconds, lease_id))
             case CompleteJobs(items):
-                return [await self._complete_one(item, now) for item in items]
+                # Live jobs (nearly all) without a coroutine each: only a job that left
+                # memory needs the store, to say why it cannot be completed.
+                live = self.jobs.get
+                return [
+                    self._complete_live(found, item, now)
+                    if (found := live(item[0])) is not None
+                    else await self._complete_one(item, now)
+                    for item in items
+                ]
             case FailJobs(items):
                 return [await self._fail_one(item, now) for item in items]
             case KillJob(job_id, reason):
@@ -422,6 +430,18 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             events += lifecycle.ack(job, now, None)
         self._change(job, old, events)
         return Delivery.of(job)
+
+    def _complete_live(
+        self, job: Job, item: tuple[str, str, JSON, str | None], now: float
+    ) -> JobView | EmitError:
+        _, result, data, lease_id = item
+        old = job.status
+        try:
+            events = lifecycle.complete(job, now, result, data, lease_id)
+        except EmitError as exc:
+            return exc
+        self._change(job, old, events)
+        return JobView.of(job)
 
     async def _complete_one(
         self, item: tuple[str, str, JSON, str | None], now: float
