@@ -353,6 +353,21 @@ def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
             f"name is required: a string of 1 to {MAX_NAME} characters", field="name"
         )
     unicode_text(name, "name")
+    if (len(raw) == 2 and "payload" in raw) or len(raw) == 1:
+        # Only a name and perhaps a payload (most creates): the rest are defaults, and
+        # eight lookups of absent fields would find nothing.
+        return NewJob(
+            name,
+            encode_json(raw.get("payload"), "payload"),
+            0,
+            3,
+            300,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     scheduled_for = None
     if raw.get("scheduledFor") is not None:
         value = raw["scheduledFor"]

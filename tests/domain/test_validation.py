@@ -159,6 +159,18 @@ def test_integer_fields_refuse_non_integers(
     assert refused(create, **{field: value}).field == field
 
 
+@pytest.mark.parametrize("payload", [{}, {"payload": {"to": "a@b.c"}}, {"payload": None}])
+def test_a_job_of_a_name_and_payload_only_gets_the_defaults_spelt_out(
+    payload: dict[str, Any],
+) -> None:
+    spelt_out = {
+        "priority": 0, "maxRetries": 3, "timeoutSeconds": 300, "scheduledFor": None,
+        "callbackUrl": None, "callbackHeaders": None, "idempotencyKey": None,
+        "retryBackoff": None,
+    }  # fmt: skip
+    assert create(**payload) == create(**payload, **spelt_out)
+
+
 def test_payload_can_be_any_json() -> None:
     payloads: list[Any] = [[1, "two", None], "text", 3.5, True, {"nested": {"deep": [{}]}}]
     for payload in payloads:
