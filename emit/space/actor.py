@@ -504,9 +504,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
 
     def _change(self, job: Job, old: JobStatus, events: list[Event]) -> None:
         """Account for a transition that just happened to ``job`` (from ``old``)."""
-        if job.status is not old:
-            self._count(old, -1)
-            self._count(job.status, 1)
+        new = job.status
+        if new is not old:
+            # `_count` twice, inline: two transitions a job
+            counts, deltas = self.counts, self.pending.deltas
+            counts[old] -= 1
+            counts[new] += 1
+            deltas[old] = deltas.get(old, 0) - 1
+            deltas[new] = deltas.get(new, 0) + 1
             if old is JobStatus.PENDING:
                 self.queue.discard(job)
             if job.callback_url is not None and job.status.final:
@@ -544,13 +549,18 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.pending.callbacks.append(callback)
 
     def _record(self, job: Job, events: list[Event]) -> None:
-        entries = self.pending.entries
+        pending = self.pending
+        job_id = job.id
+        text = ""
         for event in events:
-            record = event_record(job.id, event)
+            record = event_record(job_id, event)
             if isinstance(record, str):
-                entries[job.id] = entries.get(job.id, "") + record
+                text += record
             else:  # past the row's share: a row of its own
-                self.pending.changes.events.append(record)
+                pending.changes.events.append(record)
+        if text:
+            entries = pending.entries
+            entries[job_id] = entries.get(job_id, "") + text
         if self.hub is not None and self.hub.watched(self.space_id):
             status = str.__str__(job.status)
             self.pending.published.extend(
@@ -566,7 +576,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 )
                 for event in events
             )
-        self._touch(job)
+        if job_id not in pending.inserted:  # `_touch`, inline: a call per change adds up
+            pending.touched[job_id] = job
 
     def _touch(self, job: Job) -> None:
         if job.id not in self.pending.inserted:
