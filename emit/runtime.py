@@ -84,6 +84,15 @@ long poll's own wait)."""
 MAX_BATCH = 1000
 
 
+def _optional_text(value: object, field: str) -> None:
+    """None, or a str of Unicode text (`unicode_text`); else `InvalidRequest`."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field} must be a string", field=field)
+    unicode_text(value, field)
+
+
 def _ulid_or_404(job_id: str) -> str:
     if not isinstance(job_id, str) or len(job_id) != 26:
         raise NotFound(f"no job {job_id!r}")
@@ -343,10 +352,7 @@ class SpaceJobs:
         return job_id, lease_id
 
     async def kill(self, job_id: str, reason: str | None = None) -> JobView:
-        if reason is not None and not isinstance(reason, str):
-            raise InvalidRequest("reason must be a string", field="reason")
-        if reason is not None:
-            unicode_text(reason, "reason")
+        _optional_text(reason, "reason")
         answer: JobView = await self._ask(KillJob(_ulid_or_404(job_id), reason))
         return answer
 
@@ -357,19 +363,23 @@ class SpaceJobs:
 
     # --------------------------------------------------------------------- queries
 
-    async def _own_job(self, job_id: str) -> Job:
-        """The job as last committed; 404 unless it is in this space."""
-        job = await self._runtime.store.get_job(_ulid_or_404(job_id))
+    def _ours(self, job: Job | None, job_id: str) -> Job:
+        """``job``, if it is in this space; else 404."""
         if job is None or job.space_id != self.space_id:
             raise NotFound(f"no job {job_id} in this space")
         return job
 
+    async def _own_job(self, job_id: str) -> Job:
+        """The job as last committed; 404 unless it is in this space."""
+        return self._ours(await self._runtime.store.get_job(_ulid_or_404(job_id)), job_id)
+
     async def get(self, job_id: str) -> JobView:
         """The job as last committed, with its events (as of the same commit)."""
         found = await self._runtime.store.get_job_with_events(_ulid_or_404(job_id))
-        if found is None or found[0].space_id != self.space_id:
+        if found is None:
             raise NotFound(f"no job {job_id} in this space")
-        return JobView.of(*found)
+        job, events = found
+        return JobView.of(self._ours(job, job_id), events)
 
     async def counts(self) -> dict[JobStatus, int]:
         answer: dict[JobStatus, int] = await self._ask(CountJobs())
@@ -405,10 +415,7 @@ class SpaceJobs:
         minimum: LogLevel | None = None if level is None else validate_log_level(level)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
-        if q is not None:
-            if not isinstance(q, str):
-                raise InvalidRequest("q must be a string", field="q")
-            unicode_text(q, "q")
+        _optional_text(q, "q")
         return await self._runtime.store.get_logs(
             job_id, after=after, limit=limit, level=minimum, q=q
         )
@@ -433,10 +440,7 @@ class SpaceJobs:
             raise InvalidRequest("limit must be an integer from 1 to 100", field="limit")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidRequest("offset must be an integer >= 0", field="offset")
-        if name is not None:
-            if not isinstance(name, str):
-                raise InvalidRequest("name must be a string", field="name")
-            unicode_text(name, "name")
+        _optional_text(name, "name")
         await self._runtime._space_ref(self.space_id)  # 404 for an unknown space
         jobs, total = await self._runtime.store.list_jobs(
             self.space_id, status=state, name=name, limit=limit, offset=offset

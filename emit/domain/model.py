@@ -500,9 +500,9 @@ def validate_progress(percent: object, message: object, sub_progress: object) ->
                 raise InvalidRequest(f"{where} must be {{percent, message?}}", field=where)
             _number(entry.get("percent"), f"{where}.percent", 0, 100)
             note = entry.get("message")
-            if note is not None and not isinstance(note, str):
-                raise InvalidRequest(f"{where}.message must be a string", field=where)
             if note is not None:
+                if not isinstance(note, str):
+                    raise InvalidRequest(f"{where}.message must be a string", field=where)
                 unicode_text(note, f"{where}.message")
             stages[stage] = dict(entry)  # plain: what the caller holds may change
     # Keep an integer an integer, so 50 is echoed as 50, not 50.0.

@@ -66,9 +66,6 @@ class Store(abc.ABC):
     async def get_job(self, job_id: str) -> Job | None: ...
 
     @abc.abstractmethod
-    async def get_events(self, job_id: str) -> list[Event]: ...
-
-    @abc.abstractmethod
     async def get_job_with_events(self, job_id: str) -> tuple[Job, list[Event]] | None:
         """The job and its history as of one commit (two reads could fall either side
         of one, and show a status its events do not have yet)."""

@@ -19,8 +19,7 @@ from .records import (
     LogLine,
     Space,
     Token,
-    event_from_row,
-    events_from_text,
+    job_events,
     job_from_row,
     log_from_row,
 )
@@ -143,17 +142,9 @@ class MemoryStore(Store):
     async def get_job_with_events(self, job_id: str) -> tuple[Job, list[Event]] | None:
         await trio.lowlevel.checkpoint()
         row = self.jobs.get(job_id)
-        return None if row is None else (self._job(row), self._events(job_id))
-
-    async def get_events(self, job_id: str) -> list[Event]:
-        await trio.lowlevel.checkpoint()
-        return self._events(job_id)
-
-    def _events(self, job_id: str) -> list[Event]:
-        row = self.jobs.get(job_id)
-        inline = events_from_text(row["events"]) if row is not None else []
-        events = [event_from_row(row) for row in self.events.get(job_id, [])]
-        return sorted(inline + events, key=lambda event: event.seq)
+        if row is None:
+            return None
+        return self._job(row), job_events(row["events"], self.events.get(job_id, []))
 
     async def list_jobs(
         self,

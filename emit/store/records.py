@@ -228,14 +228,22 @@ def event_record(job_id: str, event: Event) -> str | EventRow:
     return (job_id, seq, text, attempt, data_text, created_at)
 
 
-def events_from_text(text: str) -> list[Event]:
-    """The events of a job row's text (see `event_record`)."""
+def job_events(text: str, rows: list[EventRow]) -> list[Event]:
+    """A job's history from its row's text (see `event_record`) and its rows of
+    ``job_events`` (those past the row's share, and all of those written before schema
+    3), in seq order."""
+    events = [event_from_row(row) for row in rows]
     if not text:
-        return []
-    return [
+        return events
+    inline = [
         Event(seq, EventType(kind), attempt, data, created_at)
         for seq, kind, attempt, data, created_at in orjson.loads(f"[{text[1:]}]")
     ]
+    return sorted(inline + events, key=_seq) if events else inline
+
+
+def _seq(event: Event) -> int:
+    return event.seq
 
 
 def event_from_row(row: EventRow) -> Event:

@@ -45,8 +45,7 @@ from .records import (
     StateRow,
     Token,
     callback_from_row,
-    event_from_row,
-    events_from_text,
+    job_events,
     job_from_row,
     log_from_row,
 )
@@ -138,10 +137,6 @@ def _steps(batches: list[Changes]) -> list[Step]:
         callbacks += [callback.row() for callback in batch.callbacks]
     close()
     return steps
-
-
-def _seq(event: Event) -> int:
-    return event.seq
 
 
 def _encode(steps: list[Step]) -> bytes:
@@ -468,10 +463,6 @@ class SQLiteStore(Store):
 
         return await self._read(get)
 
-    async def get_events(self, job_id: str) -> list[Event]:
-        found = await self.get_job_with_events(job_id)
-        return [] if found is None else found[1]
-
     async def get_job_with_events(self, job_id: str) -> tuple[Job, list[Event]] | None:
         def get(db: sqlite3.Connection) -> tuple[Job, list[Event]] | None:
             db.execute("BEGIN")  # one read: the job, its row's events and the others agree
@@ -484,13 +475,7 @@ class SQLiteStore(Store):
                 ).fetchall()
             finally:
                 db.execute("COMMIT")
-            events = [event_from_row(r) for r in rows]
-            if row[-1]:
-                # The row holds a job's first events, the table those past them or too
-                # long for the row (records.INLINE_EVENTS), and all of those written
-                # before schema 3.
-                events = sorted([*events_from_text(row[-1]), *events], key=_seq)
-            return job_from_row(row[:-1]), events
+            return job_from_row(row[:-1]), job_events(row[-1], rows)
 
         return await self._read(get)
 

@@ -51,6 +51,12 @@ def make_job(n: int, status: JobStatus = JobStatus.PENDING, **fields: object) ->
     return Job(**values)  # type: ignore[arg-type]
 
 
+async def events_of(store: Store, job_id: str) -> list[Event]:
+    found = await store.get_job_with_events(job_id)
+    assert found is not None
+    return found[1]
+
+
 @pytest.fixture(params=["sqlite", "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     made: Store = SQLiteStore(tmp_path / "emit.db") if request.param == "sqlite" else MemoryStore()
@@ -86,7 +92,7 @@ async def test_state_updates_touch_the_state_not_the_payload(store: Store) -> No
     got = await store.get_job(job.id)
     assert got is not None and job_row(got) == job_row(job)
     assert got.status is JobStatus.RUNNING and got.lease_id == "LEASE"
-    assert [e.type for e in await store.get_events(job.id)] == [
+    assert [e.type for e in await events_of(store, job.id)] == [
         EventType.DELIVERED,
         EventType.STARTED,
     ]
@@ -109,7 +115,7 @@ async def test_events_and_logs_read_back_in_order_with_filters(store: Store) -> 
             )
         ]
     )
-    assert await store.get_events(job.id) == events
+    assert await events_of(store, job.id) == events
     assert await store.get_logs(job.id, after=0, limit=10, level=None, q=None) == lines
     assert await store.get_logs(job.id, after=1, limit=1, level=None, q=None) == lines[1:2]
     got = await store.get_logs(job.id, after=0, limit=10, level=LogLevel.WARN, q=None)
@@ -220,7 +226,7 @@ async def test_event_times_and_data_read_back_bit_exact(store: Store) -> None:
     await store.commit(
         [Changes(inserts=[job_row(job)], events=[event_row(job.id, e) for e in events])]
     )
-    assert await store.get_events(job.id) == events
+    assert await events_of(store, job.id) == events
 
 
 async def test_events_in_the_job_row_and_in_rows_of_their_own_read_back_in_order(
@@ -245,7 +251,7 @@ async def test_events_in_the_job_row_and_in_rows_of_their_own_read_back_in_order
     for start in range(1, len(events), 7):  # one commit crosses INLINE_EVENTS
         text, rows = split(events[start : start + 7])
         await store.commit([Changes(updates=[state_row(job, text)], events=rows)])
-    assert await store.get_events(job.id) == events
+    assert await events_of(store, job.id) == events
     if isinstance(store, SQLiteStore):
         db = sqlite3.connect(tmp_path / "emit.db")
         seqs = [seq for (seq,) in db.execute("SELECT seq FROM job_events ORDER BY seq")]
@@ -276,7 +282,7 @@ async def test_events_written_before_schema_3_read_back_with_later_ones(tmp_path
         text = "".join(r for r in (event_record(job.id, e) for e in new) if isinstance(r, str))
         assert text.count("[") == len(new)  # they go in the job's row now
         await store.commit([Changes(updates=[state_row(job, text)])])
-        assert await store.get_events(job.id) == old + new
+        assert await events_of(store, job.id) == old + new
         got = await store.get_job(job.id)
         assert got is not None and got.status is JobStatus.RUNNING
     finally:
