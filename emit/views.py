@@ -36,6 +36,10 @@ _DELIVERY_FIELDS = attrgetter(
     "created_at", "lease_id", "checkpoint",
 )  # fmt: skip
 """The same for `Delivery`."""
+REDACTED = "[redacted]"
+"""What a read shows for each value of a job's ``callbackHeaders``: they usually carry the
+receiver's secret (``Authorization``), and any key with ``jobs:read`` reads the job,
+workers included. Only the callback sender, which reads the outbox, sees the values."""
 
 
 def _loads(text: str | None) -> Any:
@@ -60,6 +64,7 @@ class JobView:
     scheduled_for: float | None
     callback_url: str | None
     callback_headers: dict[str, str] | None
+    """The names the job's callback sends, each with the value `REDACTED`."""
     idempotency_key: str | None
     progress: JSON
     result_json: str | None
@@ -73,6 +78,8 @@ class JobView:
     @classmethod
     def of(cls, job: Job, events: list[Event] | None = None) -> JobView:
         view = cls(*_JOB_FIELDS(job))
+        if view.callback_headers is not None:
+            view.callback_headers = dict.fromkeys(view.callback_headers, REDACTED)
         if events is not None:
             view.events = tuple(events)
         return view

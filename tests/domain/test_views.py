@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from emit.domain.model import Event, EventType, Job, JobStatus
-from emit.views import Delivery, JobView
+from emit.views import REDACTED, Delivery, JobView
 
 _RENAMED = {"payload_json": "payload", "result_json": "result", "checkpoint_json": "checkpoint"}
 
@@ -27,8 +27,20 @@ def test_a_job_view_field_holds_the_job_attribute_of_its_name() -> None:
     for field in dataclasses.fields(JobView):
         if field.name == "events":
             assert view.events is None
+        elif field.name == "callback_headers":
+            continue  # redacted: below
         else:
             assert getattr(view, field.name) == getattr(job, _RENAMED.get(field.name, field.name))
+
+
+def test_a_job_view_shows_the_callback_header_names_but_never_their_values() -> None:
+    job = Job(**{**_NEW, "payload": "null"})
+    job.callback_headers = {"Authorization": "Bearer whsec_x", "X-Tag": "7"}
+    view = JobView.of(job)
+    assert view.callback_headers == {"Authorization": REDACTED, "X-Tag": REDACTED}
+    assert view.to_wire(encoded=True)["callbackHeaders"] == view.callback_headers
+    assert job.callback_headers == {"Authorization": "Bearer whsec_x", "X-Tag": "7"}  # kept
+    assert JobView.of(Job(**{**_NEW, "payload": "null"})).callback_headers is None
 
 
 def test_a_job_view_keeps_the_events_it_is_given_as_a_tuple() -> None:
