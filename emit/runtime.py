@@ -160,12 +160,13 @@ class SpaceJobs:
         if batch and not 1 <= len(items) <= MAX_BATCH:
             raise InvalidRequest(f"a batch holds 1 to {MAX_BATCH} jobs", field="jobs")
         now = self._runtime.clock.now()
+        private = self._runtime.callback_policy.allow_private
         validated = []
         for index, item in enumerate(items):
             try:
                 if type(item) is not dict and not isinstance(item, Mapping):  # dicts: no ABC check
                     raise InvalidRequest("each job must be an object")
-                validated.append(validate_new_job(item, now=now))
+                validated.append(validate_new_job(item, now=now, allow_private_callbacks=private))
             except InvalidRequest as exc:
                 if not batch:
                     raise
@@ -458,12 +459,16 @@ class Runtime:
         system: actors.ActorSystem,
         writer: actors.ActorRef[Any],
         spaces: actors.SupervisorRef,
+        callback_policy: CallbackPolicy,
     ) -> None:
         self.store = store
         self.clock = clock
         self.system = system
         self.writer = writer
         self.spaces = spaces
+        self.callback_policy = callback_policy
+        """How webhooks and push wakes are sent, and where they may go: creates and
+        settings refuse a target every try would refuse."""
         self.hub = EventHub()
         """Live event fan-out to WebSocket streams (emit.realtime)."""
         self.callbacks: actors.ActorRef[Any] | None = None
@@ -561,7 +566,8 @@ class Runtime:
                 merged.pop(name, None)
             else:
                 merged[name] = value
-        parsed = validate_settings(merged)  # refuses unknown or bad settings whole
+        # Refuses unknown or bad settings whole.
+        parsed = validate_settings(merged, allow_private=self.callback_policy.allow_private)
         if parsed.retry_backoff is not None:
             merged["retryBackoff"] = dict(parsed.retry_backoff.to_wire())  # as applied
         updated = Space(space.id, space.name, space.public_token, space.created_at, merged)
@@ -658,7 +664,8 @@ async def open_runtime(
     the real time now). Tests use it to pretend emit was down for an hour.
 
     Webhooks to loopback or private addresses are refused unless
-    ``allow_private_callbacks``; ``callback_policy`` sets tries, backoff and timeouts;
+    ``allow_private_callbacks`` (a literal one, or ``localhost``, already when the job
+    or the push URL is set); ``callback_policy`` sets tries, backoff and timeouts;
     ``callback_transport`` replaces the network (tests use ``httpx.MockTransport``)."""
     store: Store = (
         MemoryStore()
@@ -679,10 +686,10 @@ async def open_runtime(
             spaces = system.whereis("spaces")
             assert isinstance(writer, actors.ActorRef)
             assert isinstance(spaces, actors.SupervisorRef)
-            runtime = Runtime(store, clock, system, writer, spaces)
             policy = callback_policy or CallbackPolicy()
             if allow_private_callbacks:
                 policy = dataclasses.replace(policy, allow_private=True)
+            runtime = Runtime(store, clock, system, writer, spaces, policy)
             # Before any space: a callback a space queues always finds the sender.
             runtime.callbacks = await system.spawn(
                 lambda: CallbackSender(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 
@@ -43,6 +44,31 @@ def refused_address(address: str) -> bool:
     """Loopback, link-local, private, multicast or reserved: not a public target."""
     ip = ipaddress.ip_address(address.split("%")[0])
     return not ip.is_global or ip.is_multicast
+
+
+def refused_without_lookup(host: str) -> bool:
+    """Whether ``host`` (a URL's host, as `urllib.parse` gives it: lower case, no
+    brackets) is a refused target that needs no DNS to tell: a literal address that
+    `refused_address` refuses (in any form the resolver takes as one, such as
+    ``2130706433`` for 127.0.0.1), or ``localhost`` and its subdomains (RFC 6761: always
+    loopback). Other names are judged when they are resolved, at each try.
+
+    >>> [refused_without_lookup(h) for h in ("10.0.0.1", "::1", "localhost.", "example.com")]
+    [True, True, True, False]
+    """
+    name = host.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return refused_address(host)
+    except ValueError:
+        pass
+    try:
+        # The forms `inet_aton` takes (``127.1``, ``0x7f.1``, ``2130706433``) are what the
+        # resolver takes as an IPv4 address without asking DNS.
+        return refused_address(socket.inet_ntoa(socket.inet_aton(name)))
+    except (OSError, ValueError):
+        return False
 
 
 def signature(secret: str, timestamp: int, body: str) -> str:

@@ -6,6 +6,11 @@ host's slots, never the space actors or other receivers. Every try is recorded o
 job (``callback_sent`` / ``callback_failed``) by the job's space actor, together with
 the outbox row, in one transaction. The outbox is durable: on start, every pending
 callback is loaded and resumed.
+
+Whatever goes wrong with one delivery is that delivery's failed try, recorded on its
+job, never the sender's crash: a crash would leave the row pending, to crash the sender
+again on every start. A try that no retry could change (a refused target, a header no
+HTTP client can send, a URL with no host) gives the callback up at once.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import actors
 
 from ..clock import Clock
 from ..codec import JSON, dumps
-from ..domain.model import EventType
+from ..domain.model import EventType, header_problem
 from ..domain.settings import SpaceSettings
 from ..errors import EmitError, NotFound
 from ..store.base import Store
@@ -66,7 +71,60 @@ class _Rearm:
 
 
 class _Refused(Exception):
-    pass
+    """The target is one this server does not call (a private address)."""
+
+
+class _Unsendable(Exception):
+    """The request cannot be made at all: every try would fail the same way."""
+
+
+_PERMANENT = (
+    _Refused,
+    _Unsendable,
+    httpx.LocalProtocolError,  # our own request breaks HTTP (a framing header)
+    httpx.UnsupportedProtocol,
+    httpx.InvalidURL,
+    UnicodeError,  # a host name that IDNA cannot encode
+)
+"""Errors of a try that no retry can change."""
+
+
+def _describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".rstrip(": ")
+    # Recorded as JSON text: a lone surrogate from a bad row must not stop the record.
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _host(url: str) -> str:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # a bad IPv6 literal
+        host = None
+    if not host:
+        raise _Unsendable(f"{url} has no valid host")
+    return host
+
+
+def _headers(extra: object) -> dict[bytes, bytes]:
+    """The request's headers: the defaults, then the job's (or the push's) on top.
+
+    Header names are case-insensitive: the job's headers replace the defaults whatever
+    their case, rather than being sent beside them; the signature is emit's alone, never
+    one the job brought. Values go out as Latin-1 bytes (HTTP's own charset; httpx would
+    encode a str as ASCII). Headers were checked when they were set, but a row written
+    before that check existed, or by hand, is checked again here."""
+    headers = {b"content-type": b"application/json", b"user-agent": f"emit/{__version__}".encode()}
+    if extra is None:
+        return headers
+    if not isinstance(extra, dict):
+        raise _Unsendable("its headers cannot be sent: they must be an object of strings")
+    for name, value in extra.items():
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise _Unsendable(f"its headers cannot be sent: {problem}")
+        if name.lower() != "emit-signature":
+            headers[name.lower().encode()] = value.encode("latin-1")
+    return headers
 
 
 class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
@@ -126,30 +184,30 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         assert url is not None
         body = dumps({"event": "job.pending", "jobId": job_id, "spaceId": space_id, "name": name})
         try:
-            await self._post(url, body, settings.push_headers)
-        except (_Refused, httpx.HTTPError, OSError) as exc:
-            log.warning("push wake to %s failed: %s", url, exc)
+            await self._post(url, body, settings.push_headers, job_id=job_id)
+        except Exception as exc:  # best effort: any failure is this wake's alone
+            log.warning("push wake for job %s to %s failed: %s", job_id, url, _describe(exc))
         finally:
             self.pushing -= 1
 
     async def _post(
-        self, url: str, body: str, extra: dict[str, str] | None, secret: str | None = None
+        self,
+        url: str,
+        body: str,
+        extra: dict[str, str] | None,
+        secret: str | None = None,
+        *,
+        job_id: str,
     ) -> httpx.Response:
         """One POST to a permitted target, in its host's slots, within the timeout."""
-        host = urlsplit(url).hostname or ""
+        host = _host(url)
+        headers = _headers(extra)
         slots = self.hosts.setdefault(host, trio.Semaphore(self.policy.per_host))
         async with slots:
             if not self.policy.allow_private:
-                await self._check_target(host)
-            # Header names are case-insensitive: the job's (or the push's) headers replace
-            # the defaults whatever their case, rather than being sent beside them; the
-            # signature is emit's alone, never one the job brought.
-            headers = {"content-type": "application/json", "user-agent": f"emit/{__version__}"}
-            for name, value in (extra or {}).items():
-                if name.lower() != "emit-signature":
-                    headers[name.lower()] = value
+                await self._check_target(host, job_id)
             if secret:
-                headers["emit-signature"] = signature(secret, int(self.clock.now()), body)
+                headers[b"emit-signature"] = signature(secret, int(self.clock.now()), body).encode()
             # httpx's own timeouts cover each network step; this covers the whole try,
             # whatever the transport does (a receiver that trickles bytes, a mock).
             with trio.move_on_after(self.policy.timeout):
@@ -185,20 +243,28 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
                 callback.body,
                 callback.headers,
                 secret if isinstance(secret, str) else None,
+                job_id=callback.job_id,
             )
-        except _Refused as exc:
+        except (_Refused, _Unsendable) as exc:
             return None, str(exc), True
         except httpx.TimeoutException:
             return None, f"timed out after {self.policy.timeout:g} s", False
+        except _PERMANENT as exc:
+            return None, _describe(exc), True
         except (httpx.HTTPError, OSError) as exc:
-            return None, f"{type(exc).__name__}: {exc}".rstrip(": "), False
+            return None, _describe(exc), False
+        except Exception as exc:
+            # Any other fault is this try's alone (a store that did not answer, a bug):
+            # a failed try like any other, retried, never the sender's crash.
+            log.exception("callback %s for job %s: the try failed", callback.id, callback.job_id)
+            return None, _describe(exc), False
         if 200 <= response.status_code < 300:
             return response.status_code, None, False
         return response.status_code, f"HTTP {response.status_code}", False
 
-    async def _check_target(self, host: str) -> None:
+    async def _check_target(self, host: str, job_id: str) -> None:
         try:
-            addresses = [str(ipaddress.ip_address(host.strip("[]")))]  # a literal address
+            addresses = [str(ipaddress.ip_address(host))]  # a literal address
         except ValueError:
             try:
                 infos = await trio.socket.getaddrinfo(host, None)
@@ -208,6 +274,16 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
             addresses = [str(info[4][0]) for info in infos]
         for address in addresses:
             if refused_address(address):
+                # A literal private address is refused when the job or setting is made;
+                # one that gets here came from a name, or from before that check.
+                log.warning(
+                    "job %s: not calling %s, which resolves to the loopback, link-local or "
+                    "private address %s (start the server with --allow-private-callbacks "
+                    "to allow it)",
+                    job_id,
+                    host,
+                    address,
+                )
                 raise _Refused(
                     f"{host} is a loopback, link-local or private address "
                     "(start the server with --allow-private-callbacks to allow it)"
@@ -239,9 +315,12 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
             await self.record(updated, kind, data)
         except NotFound:
             return  # the job's space is gone: so is its callback
-        except EmitError:
+        except Exception as exc:
             # Could not be recorded (the space is reloading): try this one again soon,
             # as it stands in the outbox.
+            if not isinstance(exc, EmitError):
+                log.exception("callback %s for job %s: the try was not recorded",
+                              callback.id, callback.job_id)  # fmt: skip
             updated = replace(callback, next_at=now + self.policy.first_delay)
             self._schedule(updated)
             self._poke()

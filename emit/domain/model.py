@@ -12,7 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
+from ..callbacks.policy import refused_without_lookup
 from ..clock import iso, parse_iso
 from ..codec import JSON, dumps
 from ..errors import InvalidRequest
@@ -337,13 +339,112 @@ def encode_json(value: object, field: str) -> str:
         raise InvalidRequest(f"{field} must be JSON: {exc}", field=field) from None
 
 
+def validate_url(value: object, field: str, *, allow_private: bool) -> str | None:
+    """An http(s) URL that emit may POST to (a callback, a push wake), or None.
+
+    Unless ``allow_private``, a URL whose host is a refused target that needs no DNS to
+    tell (a literal private address, ``localhost``) is refused here, since every try
+    would be refused; a name that resolves to one is refused when it is tried."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not valid_url(value):
+        raise InvalidRequest(f"{field} must be an http(s) URL, or null", field=field)
+    unicode_text(value, field)
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # a bad port or IPv6 literal: ValueError
+    except ValueError:
+        host = None
+    if not host:
+        raise InvalidRequest(f"{field} must be an http(s) URL with a valid host", field=field)
+    if not allow_private and refused_without_lookup(host):
+        raise InvalidRequest(
+            f"{field} {value} is on a loopback, link-local or private address, which this "
+            "server does not call (start it with `emit serve --allow-private-callbacks`, "
+            "or embed with open_runtime(allow_private_callbacks=True), to allow it)",
+            field=field,
+        )
+    return value
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token; fullmatch
+_HEADER_VALUE = re.compile(
+    r"[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?"
+)  # fullmatch
+"""RFC 9110 §5.5 field-value (when not empty): visible Latin-1 characters, with spaces and
+tabs only between them."""
+CONNECTION_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers that frame the message or manage the connection: the HTTP client sets them
+for each request, and one a caller chose would corrupt it (a wrong Content-Length)."""
+
+
+def header_problem(name: object, value: object) -> str | None:
+    """Why the header ``name: value`` cannot be sent by emit's HTTP client, or None.
+
+    The one rule for headers a caller gives emit to send (``callbackHeaders``,
+    ``pushHeaders``): checked when they are given, and again before each send for
+    those stored before the check existed."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        return "must be an object of strings"
+    if not _HEADER_NAME.fullmatch(name):
+        return (
+            f"{name!r} is not a header name (RFC 9110: letters, digits and "
+            "!#$%&'*+-.^_`|~, at least one)"
+        )
+    if name.lower() in CONNECTION_HEADERS:
+        return f"{name} is set by the HTTP client for each request, never by a caller"
+    if value and not _HEADER_VALUE.fullmatch(value):
+        if any(ord(char) > 0xFF for char in value):
+            return (
+                f"the value of {name} has a character outside Latin-1 (ISO 8859-1), which "
+                "an HTTP header cannot carry: encode it (e.g. percent-encoding)"
+            )
+        if value != value.strip(" \t"):
+            return f"the value of {name} starts or ends with whitespace"
+        return f"the value of {name} has a control character (CR, LF, NUL, …)"
+    return None
+
+
+def validate_headers(value: object, field: str) -> dict[str, str] | None:
+    """Headers for emit to send: an object of strings that `header_problem` finds
+    nothing wrong with, as a plain dict (None when empty)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRequest(f"{field} must be an object of strings", field=field)
+    for name, text in value.items():
+        if isinstance(name, str) and isinstance(text, str):
+            unicode_text(name, field)  # a lone surrogate: said as such
+            unicode_text(text, field)
+        problem = header_problem(name, text)
+        if problem is not None:
+            raise InvalidRequest(f"{field}: {problem}", field=field)
+    return dict(value) if value else None
+
+
 def past_schedule(now: float) -> InvalidRequest:
     return InvalidRequest(
         f"scheduledFor must be in the future (it is now {iso(now)})", field="scheduledFor"
     )
 
 
-def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
+def validate_new_job(
+    raw: Mapping[str, Any], *, now: float, allow_private_callbacks: bool = False
+) -> NewJob:
+    """A create request, checked. ``allow_private_callbacks``: as the server's flag, a
+    ``callbackUrl`` on a literal private address or ``localhost`` is taken."""
     if not _CREATE_FIELDS.issuperset(raw):
         unknown = sorted(set(raw) - _CREATE_FIELDS)
         raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
@@ -383,21 +484,10 @@ def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
             # With a key, the space judges it once it knows the key is new: a replay of a
             # create whose time has come answers the job it made (spec §4).
             raise past_schedule(now)
-    callback_url = _optional_str(raw, "callbackUrl", 2048)
-    if callback_url is not None and not _URL.fullmatch(callback_url):
-        raise InvalidRequest("callbackUrl must be an http(s) URL", field="callbackUrl")
-    headers = raw.get("callbackHeaders")
-    if headers is not None and (
-        not isinstance(headers, Mapping)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
-    ):
-        raise InvalidRequest(
-            "callbackHeaders must be an object of strings", field="callbackHeaders"
-        )
-    if headers:
-        for key, value in headers.items():
-            unicode_text(key, "callbackHeaders")
-            unicode_text(value, "callbackHeaders")
+    callback_url = validate_url(
+        raw.get("callbackUrl"), "callbackUrl", allow_private=allow_private_callbacks
+    )
+    headers = validate_headers(raw.get("callbackHeaders"), "callbackHeaders")
     return NewJob(
         name=name,
         payload=encode_json(raw.get("payload"), "payload"),
@@ -406,7 +496,7 @@ def validate_new_job(raw: Mapping[str, Any], *, now: float) -> NewJob:
         timeout_seconds=_int(raw, "timeoutSeconds", 1, 86400, 300),
         scheduled_for=scheduled_for,
         callback_url=callback_url,
-        callback_headers=dict(headers) if headers else None,
+        callback_headers=headers,
         idempotency_key=_optional_str(raw, "idempotencyKey", 200),
         retry_backoff=validate_backoff(raw.get("retryBackoff"), "retryBackoff"),
     )

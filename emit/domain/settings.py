@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequest
-from .model import MAX_NAME, RetryBackoff, encode_json, valid_url, validate_backoff
+from .model import (
+    MAX_NAME,
+    RetryBackoff,
+    encode_json,
+    valid_url,
+    validate_backoff,
+    validate_headers,
+    validate_url,
+)
 
 KNOWN = frozenset(
     {"retryBackoff", "signingSecret", "pushUrl", "pushHeaders", "pushNames", "rateLimit"}
@@ -32,11 +40,20 @@ class SpaceSettings:
 
 
 def read_settings(stored: Mapping[str, Any]) -> SpaceSettings:
-    """Settings as stored (already validated when they were set)."""
-    return validate_settings(stored)
+    """Settings as stored: validated when they were set, by the rules of that time. The
+    rules that came later (a push URL's target, the push headers) are not applied again
+    here, so that settings stored before them still load: the sender checks each push
+    against them before sending it."""
+    return _parse(stored, strict=False)
 
 
-def validate_settings(raw: Mapping[str, Any]) -> SpaceSettings:
+def validate_settings(raw: Mapping[str, Any], *, allow_private: bool = False) -> SpaceSettings:
+    """Settings being set, checked. ``allow_private``: as the server's
+    ``--allow-private-callbacks``, a push URL on a literal private address is taken."""
+    return _parse(raw, strict=True, allow_private=allow_private)
+
+
+def _parse(raw: Mapping[str, Any], *, strict: bool, allow_private: bool = False) -> SpaceSettings:
     unknown = sorted(set(raw) - KNOWN)
     if unknown:
         raise InvalidRequest(f"unknown setting {unknown[0]!r}", field=unknown[0])
@@ -48,14 +65,18 @@ def validate_settings(raw: Mapping[str, Any]) -> SpaceSettings:
             field="signingSecret",
         )
     url = raw.get("pushUrl")
-    if url is not None and not (isinstance(url, str) and valid_url(url)):
-        raise InvalidRequest("pushUrl must be an http(s) URL, or null", field="pushUrl")
     headers = raw.get("pushHeaders")
-    if headers is not None and (
-        not isinstance(headers, dict)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
-    ):
-        raise InvalidRequest("pushHeaders must be an object of strings", field="pushHeaders")
+    if strict:
+        validate_url(url, "pushUrl", allow_private=allow_private)
+        validate_headers(headers, "pushHeaders")
+    else:
+        if url is not None and not (isinstance(url, str) and valid_url(url)):
+            raise InvalidRequest("pushUrl must be an http(s) URL, or null", field="pushUrl")
+        if headers is not None and (
+            not isinstance(headers, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise InvalidRequest("pushHeaders must be an object of strings", field="pushHeaders")
     names = raw.get("pushNames")
     if names is not None and (
         not isinstance(names, list)

@@ -1,4 +1,4 @@
-"""Validation of what callers send: create, poll, progress, backoff, log level.
+"""Validation of what callers send: create, poll, progress, backoff, log level, settings.
 
 Every refusal is InvalidRequest (400) naming the wire field (camelCase) in ``.field``.
 """
@@ -21,6 +21,7 @@ from emit.domain.model import (
     validate_poll,
     validate_progress,
 )
+from emit.domain.settings import read_settings, validate_settings
 from emit.errors import InvalidRequest
 
 NOW = 1_800_000_000.0
@@ -219,11 +220,56 @@ def test_scheduled_for_that_is_not_an_iso_time_is_refused(value: Any) -> None:
         "http://example.com",
         "https://example.com/hook",
         "HTTPS://EXAMPLE.COM/a?b=c#d",
-        "http://10.0.0.1:8080/x",
+        "http://93.184.215.14:8080/x",
+        "http://[2606:4700::1111]/x",
+        "http://localhost.example.com/x",  # a name: judged when it is resolved
     ],
 )
 def test_an_http_or_https_callback_url_is_accepted(url: str) -> None:
     assert create(callbackUrl=url).callback_url == url
+
+
+PRIVATE_URLS = [
+    "http://10.0.0.1:8080/x",
+    "http://127.0.0.1/x",
+    "http://127.1/x",
+    "http://2130706433/x",
+    "http://0x7f.0.0.1/x",
+    "http://localhost/x",
+    "http://LocalHost:80/x",
+    "http://localhost./x",
+    "http://db.localhost/x",
+    "http://[::1]:9/x",
+    "http://[fe80::1]/x",
+    "http://[::ffff:10.0.0.1]/x",
+    "http://169.254.169.254/latest",
+    "http://172.16.0.1/x",
+    "http://192.168.1.1/x",
+    "http://100.64.0.1/x",
+    "http://0.0.0.0/x",
+    "http://224.0.0.1/x",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_a_callback_url_on_a_literal_private_address_is_refused(url: str) -> None:
+    error = refused(create, callbackUrl=url)
+    assert error.field == "callbackUrl" and error.message.startswith("callbackUrl")
+    assert "emit serve --allow-private-callbacks" in error.message
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_a_private_callback_url_is_taken_where_private_callbacks_are_allowed(url: str) -> None:
+    job = validate_new_job({"name": "n", "callbackUrl": url}, now=NOW, allow_private_callbacks=True)
+    assert job.callback_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::1/x", "http://example.com:99999/x", "http://example.com:port/x", "http://@/x"],
+)
+def test_a_callback_url_without_a_valid_host_or_port_is_refused(url: str) -> None:
+    assert refused(create, callbackUrl=url).field == "callbackUrl"
 
 
 @pytest.mark.parametrize(
@@ -260,6 +306,52 @@ def test_callback_headers_must_be_an_object_of_strings() -> None:
 
 def test_empty_callback_headers_are_the_same_as_none() -> None:
     assert create(callbackHeaders={}).callback_headers is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ({"X-Note": "中"}, "outside Latin-1"),
+        ({"X-Note": "\u2028"}, "outside Latin-1"),
+        ({"X-Note": "a\r\nX-Injected: 1"}, "control character"),
+        ({"X-Note": "a\nb"}, "control character"),
+        ({"X-Note": "a\x00b"}, "control character"),
+        ({"X-Note": "a\x7fb"}, "control character"),
+        ({"X-Note": " padded"}, "whitespace"),
+        ({"X-Note": "padded\t"}, "whitespace"),
+        ({"Bad Name": "x"}, "not a header name"),
+        ({"": "x"}, "not a header name"),
+        ({"X-Ünïcode": "x"}, "not a header name"),
+        ({"X:Colon": "x"}, "not a header name"),
+        ({"Host": "elsewhere.example.com"}, "HTTP client"),
+        ({"content-length": "1"}, "HTTP client"),
+        ({"Transfer-Encoding": "chunked"}, "HTTP client"),
+        ({"CONNECTION": "close"}, "HTTP client"),
+        ({"Keep-Alive": "timeout=5"}, "HTTP client"),
+        ({"Upgrade": "websocket"}, "HTTP client"),
+        ({"TE": "trailers"}, "HTTP client"),
+        ({"Trailer": "X-A"}, "HTTP client"),
+        ({"Proxy-Connection": "keep-alive"}, "HTTP client"),
+    ],
+)
+def test_callback_headers_no_http_client_can_send_are_refused(
+    headers: dict[str, str], says: str
+) -> None:
+    error = refused(create, callbackHeaders=headers)
+    assert error.field == "callbackHeaders" and error.message.startswith("callbackHeaders")
+    assert says in error.message
+
+
+def test_callback_headers_that_http_carries_are_taken() -> None:
+    headers = {
+        "Authorization": "Bearer whsec_0123456789abcdef",
+        "X-Note": "café",  # Latin-1: sent as its byte
+        "X-Spaced": "a  b\tc",
+        "X-Empty": "",
+        "x-weird!#$%&'*+-.^_`|~": "v",
+        "Content-Type": "text/plain",  # replaces the default: allowed
+    }
+    assert create(callbackHeaders=headers).callback_headers == headers
 
 
 def test_callback_headers_are_copied() -> None:
@@ -560,3 +652,30 @@ def test_an_unknown_log_level_is_refused(value: Any) -> None:
 
 def test_the_log_level_field_name_can_be_given() -> None:
     assert refused(validate_log_level, "loud", "lines[3].level").field == "lines[3].level"
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def test_push_headers_follow_the_same_rules_as_callback_headers() -> None:
+    for headers in ({"X-Key": "中"}, {"Content-Length": "1"}, {"X": "a\r\nb"}, {"A B": "x"}):
+        error = refused(validate_settings, {"pushHeaders": headers})
+        assert error.field == "pushHeaders" and error.message.startswith("pushHeaders")
+    taken = validate_settings({"pushHeaders": {"Authorization": "Bearer t", "X-Note": "café"}})
+    assert taken.push_headers == {"Authorization": "Bearer t", "X-Note": "café"}
+
+
+def test_a_push_url_on_a_literal_private_address_is_refused_unless_allowed() -> None:
+    error = refused(validate_settings, {"pushUrl": "http://localhost:9/wake"})
+    assert error.field == "pushUrl" and "emit serve --allow-private-callbacks" in error.message
+    allowed = validate_settings({"pushUrl": "http://localhost:9/wake"}, allow_private=True)
+    assert allowed.push_url == "http://localhost:9/wake"
+
+
+def test_settings_stored_before_the_header_and_target_rules_still_load() -> None:
+    """A space whose stored settings predate these rules must load (its actor, every
+    request's rate limit): the sender refuses such a push when it would send it."""
+    stored = {"pushUrl": "http://127.0.0.1:9/wake", "pushHeaders": {"X-Key": "中"}}
+    settings = read_settings(stored)
+    assert settings.push_url == "http://127.0.0.1:9/wake"
+    assert settings.push_headers == {"X-Key": "中"}
