@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -287,8 +288,48 @@ async def _signals(
 # ---------------------------------------------------------------------------- main
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line and exit status 2, like every refusal of the command
+    line (argparse's own prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argument type: an integer from ``low`` (to ``high``)."""
+    wanted = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _number(low: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argument type: a finite number at least ``low`` (or ``above`` it)."""
+    wanted = f"a number {'above' if above else 'of at least'} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emit", description="A self-hostable job queue.")
+    parser = _Parser(prog="emit", description="A self-hostable job queue.")
     parser.add_argument("--version", action="version", version=f"emit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -298,11 +339,18 @@ def _parser() -> argparse.ArgumentParser:
 
     run = with_data(commands.add_parser("serve", help="run the HTTP server"))
     run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8787)
-    run.add_argument("--max-body", type=int, default=1024 * 1024, help="bytes (default 1 MiB)")
-    run.add_argument("--rate-limit", type=float, default=1000.0, help="requests/s per key")
-    run.add_argument("--key-cache-seconds", type=float, default=1.0)
-    run.add_argument("--grace", type=float, default=10.0, help="seconds for requests in flight")
+    # Every number is checked here, so a bad one is refused before anything is made.
+    run.add_argument("--port", type=_integer(0, 65535), default=8787)
+    run.add_argument(
+        "--max-body", type=_integer(1), default=1024 * 1024, help="bytes (default 1 MiB)"
+    )
+    run.add_argument(
+        "--rate-limit", type=_number(0, above=True), default=1000.0, help="requests/s per key"
+    )
+    run.add_argument("--key-cache-seconds", type=_number(0), default=1.0)
+    run.add_argument(
+        "--grace", type=_number(0), default=10.0, help="seconds for requests in flight"
+    )
     run.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"])
     run.add_argument(
         "--allow-private-callbacks",
@@ -310,15 +358,23 @@ def _parser() -> argparse.ArgumentParser:
         help="deliver webhooks to loopback and private addresses too",
     )
     run.add_argument(
-        "--callback-tries", type=int, default=8, help="webhook tries in all, the first included"
+        "--callback-tries",
+        type=_integer(1, 100),
+        default=8,
+        help="webhook tries in all, the first included",
     )
     run.add_argument(
-        "--callback-first-delay", type=float, default=1.0, help="seconds before the first retry"
+        "--callback-first-delay",
+        type=_number(0),
+        default=1.0,
+        help="seconds before the first retry",
     )
     run.add_argument(
-        "--callback-factor", type=float, default=3.0, help="each wait, times the one before"
+        "--callback-factor", type=_number(1), default=3.0, help="each wait, times the one before"
     )
-    run.add_argument("--callback-timeout", type=float, default=10.0, help="seconds a try")
+    run.add_argument(
+        "--callback-timeout", type=_number(0, above=True), default=10.0, help="seconds a try"
+    )
 
     spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
         dest="action", required=True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import socket
 from dataclasses import dataclass
 
@@ -25,10 +26,22 @@ class CallbackPolicy:
     """Deliver to loopback, link-local and private addresses (tests, trusted networks)."""
 
     def __post_init__(self) -> None:
+        if not all(map(math.isfinite, (self.first_delay, self.factor, self.spread, self.timeout))):
+            raise ValueError("first_delay, factor, spread and timeout must be finite numbers")
         if self.tries < 1 or self.first_delay < 0 or self.factor < 1 or self.per_host < 1:
             raise ValueError("tries >= 1, first_delay >= 0, factor >= 1, per_host >= 1")
         if not 0 <= self.spread < 1 or not self.timeout > 0:
             raise ValueError("0 <= spread < 1 and timeout > 0")
+        try:
+            longest = self.delay(self.tries - 1, 1.0) if self.tries > 1 else 0.0
+        except OverflowError:
+            longest = math.inf
+        if not math.isfinite(longest):
+            # Refused here rather than met as an OverflowError at the last retries.
+            raise ValueError(
+                "the longest wait between webhook tries (first_delay * factor ** (tries - 2))"
+                " is too long: fewer tries or a smaller factor"
+            )
 
     def delay(self, tries: int, jitter: float) -> float:
         """The wait after ``tries`` failed tries (>= 1); ``jitter`` is uniform in [0, 1).
