@@ -79,14 +79,12 @@ class _Unsendable(Exception):
 
 
 _PERMANENT = (
-    _Refused,
-    _Unsendable,
     httpx.LocalProtocolError,  # our own request breaks HTTP (a framing header)
     httpx.UnsupportedProtocol,
     httpx.InvalidURL,
     UnicodeError,  # a host name that IDNA cannot encode
 )
-"""Errors of a try that no retry can change."""
+"""Errors of a try that no retry can change (besides `_Refused` and `_Unsendable`)."""
 
 
 def _describe(error: BaseException) -> str:
