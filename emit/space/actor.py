@@ -6,23 +6,26 @@ the parked long polls. Each message is applied to memory through the pure rules 
 released only once that write is durable. Messages keep flowing while a write commits
 (pipelining); the writer commits in order, so answers go out in order too.
 
+The store writer only reports: it tells the space `Written` for each write, in commit
+order, and the space does its after-commit work (answers, stream events, webhook hints,
+push wakes) on its own task when that report arrives.
+
 Jobs that reach a final state leave memory once written; the store answers for them.
-If a write fails, the memory is ahead of the log, so the actor crashes on purpose and
-its supervisor restarts it from the store: the log is the truth after a failure.
+If a write fails, the memory is ahead of the log, so the incarnation ends on purpose and
+its supervisor restarts it from the store: the log is the truth after a failure. It ends
+only once every write it made is reported, so each caller hears its real outcome.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import trio
 
 import actors
 
@@ -54,7 +57,7 @@ from ..store.records import (
     log_row,
     state_row,
 )
-from ..store.writer import Commit, Source, Write
+from ..store.writer import Commit, Source, Write, Written
 from ..views import Delivery, JobView, log_to_wire
 from .messages import (
     AckJob,
@@ -81,13 +84,6 @@ from .messages import (
 
 EXPIRE_BATCH = 1000
 """Deadlines handled per wakeup, so a backlog (after downtime) does not starve messages."""
-
-
-@dataclass(frozen=True, slots=True)
-class _StoreFailed:
-    """Told to the actor by its own write callback: a write of this incarnation failed."""
-
-    error: BaseException
 
 
 @dataclass(eq=False, slots=True)
@@ -120,7 +116,7 @@ class _Pending:
     """For the streams, once durable; only collected while someone watches the space."""
 
 
-class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
+class SpaceActor(actors.Actor[SpaceMessage | Written]):
     def __init__(
         self,
         space_id: str,
@@ -155,11 +151,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.waiting: list[_Waiter] = []  # the same waiters, FIFO among pollers
         self.waiter_seq = itertools.count()
         self.source = Source()  # this incarnation, to the writer
-        self.broken: BaseException | None = None
-        self.inflight = 0
-        self.last_inflight: list[tuple[actors.Reply, Any]] | None = None
-        self.settled = trio.Event()
-        self.settled.set()
+        self.batches: deque[tuple[int, _Pending]] = deque()
+        """Writes handed to the writer and not yet reported, oldest first."""
+        self.batch = 0
+        self.ending: str | None = None
+        """Set once this incarnation must end (a write failed, or a bug): why, for the
+        callers refused meanwhile. It stops once every write in flight is reported."""
+        self.crash: Exception | None = None
+        """An after-commit failure, raised (a crash) as the incarnation stops."""
         self.pending = _Pending()
 
     # ------------------------------------------------------------------ lifecycle
@@ -196,14 +195,16 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             gc.freeze()
 
     def wakeup_at(self) -> float:
+        if self.ending is not None:
+            return math.inf  # memory is not to be trusted; the restart is coming
         next_at = self.timers.next_at()
         if self.waiters:
             next_at = min(next_at, self.waiters[0][0])
         return math.inf if next_at == math.inf else self.clock.to_trio(next_at)
 
     async def wakeup(self) -> None:
-        if self.broken is not None:
-            return  # memory is ahead of the log; the restart from the store is coming
+        if self.ending is not None:
+            return
         now = self.clock.now()
         for job in self.timers.due(now, EXPIRE_BATCH):
             old = job.status
@@ -218,12 +219,14 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
 
     # -------------------------------------------------------------------- dispatch
 
-    async def receive(self, message: SpaceMessage | _StoreFailed) -> object:
-        if isinstance(message, _StoreFailed) or self.broken is not None:
-            # Memory is ahead of the log: end this incarnation; the supervisor starts a
-            # new one from the store. Queued messages wait for it in the mailbox.
-            self.context.stop()
-            raise Unavailable("storage failed; the space is reloading, nothing was accepted")
+    async def receive(self, message: SpaceMessage | Written) -> object:
+        if isinstance(message, Written):
+            self._written(message)
+            return None
+        if self.ending is not None:
+            # Memory is not to be trusted: refuse, untouched, until the writes in flight
+            # are reported and the supervisor starts a new incarnation from the store.
+            raise Unavailable(self.ending)
         reply = self.context.defer()
         try:
             answer = await self._handle(message, reply)
@@ -232,11 +235,11 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             self.pending.answers.append((reply, exc))
         except Exception:
             # A bug: what this message half did must not be written. Start over, once the
-            # writes of earlier messages have settled: their callers get their outcome
+            # writes of earlier messages are reported: their callers get their outcome
             # (ending now would answer them "restarting" while their change commits).
+            # The asker gets the error itself.
             self.pending = _Pending()
-            await self.settled.wait()
-            self.context.stop()
+            self._end("the space is restarting after an error; nothing was accepted, retry")
             raise
         else:
             if answer is not _PARKED:
@@ -491,7 +494,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
 
     async def _stored(self, job_id: str) -> Job:
         """A job that is not in memory: final, or not ours. Read from the committed log."""
-        await self.settled.wait()  # so that the store has every change this space made
+        if self.batches:  # once the writer has decided them, the store has all we wrote
+            await self.writer.ask(Commit(Changes()), timeout=None)
         job = await self.store.get_job(job_id)
         if job is None or job.space_id != self.space_id:
             raise NotFound(f"no job {job_id} in this space")
@@ -613,59 +617,72 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             state_row(job, entries(job.id, "")) for job in pending.touched.values()
         )
         if not changes:
-            if self.last_inflight is None:
+            if self.batches:
+                self.batches[-1][1].answers.extend(pending.answers)
+            else:
                 for reply, answer in pending.answers:
                     _resolve(reply, answer)
-            else:
-                self.last_inflight.extend(pending.answers)
             return
-        self.inflight += 1
-        self.last_inflight = pending.answers
-        if self.settled.is_set():
-            self.settled = trio.Event()
-        write = Write(changes, lambda error: self._written(pending, error), self.source)
+        self.batch += 1
+        self.batches.append((self.batch, pending))
+        write = Write(changes, self.context.ref, self.batch, self.source)
         try:
             self.writer.tell_nowait(write)  # no scheduler pass when there is room
         except actors.MailboxFull:
             await self.writer.send(write)  # backpressure
 
-    def _written(self, pending: _Pending, error: BaseException | None) -> None:
-        """The writer's word on ``pending``'s changes (its answers may have grown since,
-        by answers that changed nothing and waited behind it)."""
-        self.inflight -= 1
-        if self.inflight == 0:
-            self.last_inflight = None
-            self.settled.set()
-        answers = pending.answers
+    def _written(self, report: Written) -> None:
+        """The writer's word on the oldest write in flight (its answers may have grown
+        since, by answers that changed nothing and waited behind it)."""
+        if report.source is not self.source:
+            return  # of an earlier incarnation: its callers were answered as it ended
+        batch, pending = self.batches.popleft()
+        assert batch == report.batch, "the writer reports a client's writes in order"
+        error = report.error
         if error is None:
             durable = self.durable_counts
             for status, change in pending.deltas.items():
                 durable[status] += change
-            # Together with the publish below, in one step: a stream's snapshot (the
-            # durable counts and the stream's seq) never falls between the two.
-            if pending.published and self.hub is not None:
-                self.hub.publish(self.space_id, pending.published)  # durable: tell the streams
-            if pending.callbacks and self.notify_callbacks is not None:
-                self.notify_callbacks(pending.callbacks)
-            if pending.woken and self.wake is not None:
-                self.wake(self.space_id, self.settings, pending.woken)
-            for reply, answer in answers:
+            for reply, answer in pending.answers:
                 _resolve(reply, answer)
-            return
-        if isinstance(error, OutcomeUnknown):
-            failure = Unavailable(
-                "storage failed while saving this change: it may or may not have been saved"
-                " (retry with an idempotency key, or read it back)"
-            )
+            try:
+                self._after_commit(pending)
+            except Exception as exc:
+                self.crash = exc
+                self._end("the space is restarting after an error; nothing was accepted, retry")
         else:
-            failure = Unavailable("storage failed; nothing was accepted")
-        for reply, _ in answers:
-            reply.fail(failure)
-        if self.broken is None:
-            self.broken = error
-            # If the mailbox is full or closing, the next message sees `broken` anyway.
-            with contextlib.suppress(actors.ActorError):
-                self.context.ref.tell_nowait(_StoreFailed(error))
+            if isinstance(error, OutcomeUnknown):
+                failure = Unavailable(
+                    "storage failed while saving this change: it may or may not have been"
+                    " saved (retry with an idempotency key, or read it back)"
+                )
+            else:
+                failure = Unavailable("storage failed; nothing was accepted")
+            for reply, _ in pending.answers:
+                reply.fail(failure)
+            self._end("storage failed; the space is reloading, nothing was accepted")
+        if self.crash is not None and not self.batches:
+            crash, self.crash = self.crash, None
+            raise crash  # the incarnation is stopping: a crash, for its supervisor
+
+    def _after_commit(self, pending: _Pending) -> None:
+        """Tell the others what became durable. Publishing comes right after the durable
+        counts, in one step: a stream's snapshot (the durable counts and the stream's
+        seq) never falls between the two."""
+        if pending.published and self.hub is not None:
+            self.hub.publish(self.space_id, pending.published)
+        if pending.callbacks and self.notify_callbacks is not None:
+            self.notify_callbacks(pending.callbacks)
+        if pending.woken and self.wake is not None:
+            self.wake(self.space_id, self.settings, pending.woken)
+
+    def _end(self, reason: str) -> None:
+        """End this incarnation once every write in flight is reported; until then,
+        refuse new messages with ``reason``."""
+        if self.ending is None:
+            self.ending = reason
+        if not self.batches:
+            self.context.stop()
 
 
 class _Parked:
