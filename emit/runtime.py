@@ -82,6 +82,11 @@ ASK_TIMEOUT = 30.0
 """How long a caller waits on a space or the writer before `Unavailable` (on top of a
 long poll's own wait)."""
 MAX_BATCH = 1000
+NO_ANSWER = (
+    "did not answer in time: the change may or may not have been made"
+    " (retry with an idempotency key, or read it back)"
+)
+"""What a caller who gave up waiting is told: like a commit whose outcome is unknown."""
 
 
 def _optional_text(value: object, field: str) -> None:
@@ -112,7 +117,9 @@ class SpaceJobs:
         try:
             return await ref.ask(message, timeout=ASK_TIMEOUT + wait)
         except actors.AskTimeout:
-            raise Unavailable(f"space {self.space_id} did not answer in time") from None
+            # The message may still be handled and its change committed after we stop
+            # waiting: say so, or a caller retrying a create makes a duplicate.
+            raise Unavailable(f"space {self.space_id} {NO_ANSWER}") from None
         except (actors.ActorStopped, actors.ActorCrashed):
             raise Unavailable(f"space {self.space_id} is restarting; retry") from None
 
@@ -491,6 +498,8 @@ class Runtime:
     async def _commit(self, changes: Changes) -> None:
         try:
             await self.writer.ask(Commit(changes), timeout=ASK_TIMEOUT)
+        except actors.AskTimeout:
+            raise Unavailable(f"the store {NO_ANSWER}") from None
         except actors.ActorError as exc:
             raise Unavailable(f"the store is not taking writes: {exc}") from None
 
