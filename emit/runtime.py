@@ -475,6 +475,8 @@ class Runtime:
         """Live event fan-out to WebSocket streams (emit.realtime)."""
         self.callbacks: actors.ActorRef[Any] | None = None
         """The webhook sender, once started."""
+        self.deleting: set[str] = set()
+        """Spaces being deleted: no request may start their actor again meanwhile."""
 
     def _notify_callbacks(self, callbacks: list[Callback]) -> None:
         # A hint: the outbox is durable, and the sender loads it on every start.
@@ -520,6 +522,8 @@ class Runtime:
         )
 
     async def _space_ref(self, space_id: str) -> actors.ActorRef[Any]:
+        if space_id in self.deleting:
+            raise NotFound(f"no space {space_id!r}")
         ref = self.spaces.whereis(space_id)
         if isinstance(ref, actors.ActorRef) and not ref.stopped:
             return ref
@@ -581,13 +585,21 @@ class Runtime:
 
     async def delete_space(self, space_id: str) -> None:
         await self.get_space(space_id)
-        ref = self.spaces.whereis(space_id)
-        if isinstance(ref, actors.ActorRef):
-            # Parked long polls get an empty answer, not a 503: the space is going away.
-            with contextlib.suppress(actors.ActorError):
-                await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
-            await self.spaces.stop_child(space_id)
-        await self._commit(Changes(deleted_spaces=[space_id]))
+        if space_id in self.deleting:
+            raise NotFound(f"no space {space_id!r}")  # a delete of it is under way
+        # From now until the delete is committed (or has failed), requests naming the
+        # space are refused: one arriving after the actor stopped would start it again.
+        self.deleting.add(space_id)
+        try:
+            ref = self.spaces.whereis(space_id)
+            if isinstance(ref, actors.ActorRef):
+                # Parked long polls get an empty answer, not a 503: the space is going away.
+                with contextlib.suppress(actors.ActorError):
+                    await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
+                await self.spaces.stop_child(space_id)
+            await self._commit(Changes(deleted_spaces=[space_id]))
+        finally:
+            self.deleting.discard(space_id)
         self.hub.forget_space(space_id)
 
     # ----------------------------------------------------------------- tokens
