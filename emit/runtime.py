@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -77,6 +78,8 @@ from .store.records import Callback, Changes, LogLine, Space, Token
 from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
 from .views import Delivery, JobView
+
+log = logging.getLogger("emit.runtime")
 
 ASK_TIMEOUT = 30.0
 """How long a caller waits on a space or the writer before `Unavailable` (on top of a
@@ -455,6 +458,22 @@ class SpaceJobs:
         return [JobView.of(job) for job in jobs], total
 
 
+class SpaceStarter(actors.Actor[None]):
+    """Starts every space of the store each time it starts. It is the root's last child
+    (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
+    writer, or of the supervisor itself), which comes back with no spaces, restarts it
+    too: every space then runs again, with its timers, without waiting for a request to
+    name it. It handles no messages."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def started(self) -> None:
+        # The first start is the runtime's own: a space that cannot load fails it. After
+        # a restart, one broken space must not keep the others down.
+        await self.runtime.start_spaces(strict=self.context.incarnation == 0)
+
+
 class Runtime:
     """A running emit: spaces, tokens, and a `SpaceJobs` per space."""
 
@@ -539,10 +558,16 @@ class Runtime:
             raise Unavailable(f"the runtime is stopping: {exc}") from None
         return started
 
-    async def start_spaces(self) -> None:
-        """Load every space now (rather than on first use): recovery at start."""
+    async def start_spaces(self, *, strict: bool = True) -> None:
+        """Load every space now (rather than on first use): recovery at start. Not
+        ``strict``: a space that fails to load is logged and left to its next request."""
         for space in await self.store.list_spaces():
-            await self._space_ref(space.id)
+            try:
+                await self._space_ref(space.id)
+            except EmitError as exc:
+                if strict:
+                    raise
+                log.warning("space %s did not load: %s", space.id, exc)
 
     # ----------------------------------------------------------------- spaces
 
@@ -712,7 +737,8 @@ async def open_runtime(
                 key="callbacks",
                 shutdown=policy.timeout + 1,
             )
-            await runtime.start_spaces()
+            # Last: every space loads now, and again after any restart of those before.
+            await system.spawn(lambda: SpaceStarter(runtime), key="space-starter")
             yield runtime
     finally:
         await store.close()
