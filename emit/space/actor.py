@@ -82,6 +82,9 @@ from .messages import (
     StreamSnapshot,
 )
 
+FREEZE_OVER = 10_000
+"""Live jobs past which a load moves the process's objects out of the collector's sight
+(`gc.freeze`): a full collection would otherwise walk every job, again and again."""
 EXPIRE_BATCH = 1000
 """Deadlines handled per wakeup, so a backlog (after downtime) does not starve messages."""
 
@@ -160,6 +163,8 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         self.crash: Exception | None = None
         """An after-commit failure, raised (a crash) as the incarnation stops."""
         self.pending = _Pending()
+        self.froze = False
+        """Whether this incarnation's load froze the collector's view (`FREEZE_OVER`)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,6 +185,8 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         track = self.timers.track
         # A million new objects, and none of them garbage: keep the collector out of it,
         # then move them all to the permanent generation so it never walks them again.
+        # Collect first: what is garbage now (a crashed incarnation nobody holds any
+        # more) would otherwise be frozen with them, never to be collected.
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -191,8 +198,25 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         finally:
             if collecting:
                 gc.enable()
-        if len(state.live_jobs) > 10_000:
+        if len(state.live_jobs) > FREEZE_OVER:
+            gc.collect()
             gc.freeze()
+            self.froze = True
+
+    async def stopped(self) -> None:
+        # Let go of the jobs: whatever outlives this incarnation (a crash's traceback
+        # holds the actor, and the supervisor holds the crash while the next incarnation
+        # loads) then holds an empty shell, not the space.
+        self.jobs = {}
+        self.queue = ReadyQueue()
+        self.timers = Timers()
+        self.idempotency = {}
+        self.waiters, self.waiting = [], []
+        if self.froze:
+            # Back to the collector's sight: what of this incarnation is still held now
+            # is collected once let go of, instead of staying frozen for good. The next
+            # big load collects, then freezes what lives.
+            gc.unfreeze()
 
     def wakeup_at(self) -> float:
         if self.ending is not None:
