@@ -59,6 +59,7 @@ from .space.messages import (
     CountPollers,
     CreateJobs,
     FailJobs,
+    GiveBack,
     KeepAlive,
     KillJob,
     LogEntry,
@@ -207,6 +208,16 @@ class SpaceJobs:
     async def claim(self, job_id: str) -> Delivery:
         answer: Delivery = await self._ask(ClaimJob(_ulid_or_404(job_id)))
         return answer
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """These deliveries never reached whoever asked for them (it hung up before the
+        answer went out): their jobs go back to pending without spending an attempt.
+        Without waiting, so a cancelled caller can still call it; should the space not
+        take the message now, the leases expire as usual instead."""
+        ref = self._runtime.spaces.whereis(self.space_id)
+        if deliveries and isinstance(ref, actors.ActorRef):
+            with contextlib.suppress(actors.ActorError):
+                ref.tell_nowait(GiveBack([(d.id, d.lease_id) for d in deliveries]))
 
     async def ack(self, job_id: str, *, lease_id: str | None = None) -> JobView:
         answer: JobView = await self._ask(AckJob(_ulid_or_404(job_id), lease_id))

@@ -69,6 +69,7 @@ from .messages import (
     CountPollers,
     CreateJobs,
     FailJobs,
+    GiveBack,
     KeepAlive,
     KillJob,
     PollJobs,
@@ -245,7 +246,9 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
 
     async def receive(self, message: SpaceMessage | Written) -> object:
         if isinstance(message, Written):
-            self._written(message)
+            if self._written(message):  # it gave back jobs nobody received: write that
+                self._serve_waiters(self.clock.now())
+                await self._flush()
             return None
         if self.ending is not None:
             # Memory is not to be trusted: refuse, untouched, until the writes in flight
@@ -283,6 +286,8 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
                 job = await self._live(job_id, "claim")
                 if job.status is not JobStatus.PENDING:
                     raise Conflict(f"cannot claim a job that is {job.status}")
+                if reply.done:
+                    return None  # the caller is gone: lease nothing to nobody
                 return self._deliver(job, now, ack=False)
             case AckJob(job_id, lease_id):
                 job = await self._live(job_id, "ack")
@@ -359,6 +364,9 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
                 self._record(job, lifecycle.note(job, now, kind, data))
                 self.pending.changes.callbacks.append(callback)
                 return None
+            case GiveBack(deliveries):
+                self._give_back(deliveries, now)
+                return None
             case CountPollers():
                 return sum(1 for w in self.waiting if not w.done and not w.reply.done)
             case ReleasePollers():
@@ -415,6 +423,8 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         return created
 
     def _poll(self, request: PollRequest, now: float, reply: actors.Reply) -> Any:
+        if reply.done:
+            return []  # the caller gave up while this waited in the mailbox: take nothing
         deliveries = self._take(request, now)
         if deliveries or request.wait <= 0:
             return deliveries
@@ -457,6 +467,20 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
             events += lifecycle.ack(job, now, None)
         self._change(job, old, events)
         return Delivery.of(job)
+
+    def _give_back(self, deliveries: list[tuple[str, str]], now: float) -> None:
+        """Jobs delivered to a caller that never received them: back to pending, unless
+        they moved on from that lease since."""
+        for job_id, lease_id in deliveries:
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            old = job.status
+            try:
+                events = lifecycle.give_back(job, now, lease_id)
+            except Conflict:
+                continue
+            self._change(job, old, events)
 
     def _complete_live(
         self, job: Job, item: tuple[str, str, JSON, str | None], now: float
@@ -655,11 +679,12 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         except actors.MailboxFull:
             await self.writer.send(write)  # backpressure
 
-    def _written(self, report: Written) -> None:
+    def _written(self, report: Written) -> bool:
         """The writer's word on the oldest write in flight (its answers may have grown
-        since, by answers that changed nothing and waited behind it)."""
+        since, by answers that changed nothing and waited behind it). True if it gave
+        back jobs whose caller had gone: that change is to be written."""
         if report.source is not self.source:
-            return  # of an earlier incarnation: its callers were answered as it ended
+            return False  # of an earlier incarnation: its callers were answered as it ended
         batch, pending = self.batches.popleft()
         assert batch == report.batch, "the writer reports a client's writes in order"
         error = report.error
@@ -667,13 +692,21 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
             durable = self.durable_counts
             for status, change in pending.deltas.items():
                 durable[status] += change
+            undelivered: list[tuple[str, str]] = []
             for reply, answer in pending.answers:
-                _resolve(reply, answer)
+                if reply.done:  # the caller left before its answer: jobs it took go back
+                    _deliveries(answer, undelivered)
+                else:
+                    _resolve(reply, answer)
             try:
                 self._after_commit(pending)
             except Exception as exc:
                 self.crash = exc
                 self._end("the space is restarting after an error; nothing was accepted, retry")
+            else:
+                if undelivered and self.ending is None:
+                    self._give_back(undelivered, self.clock.now())
+                    return True
         else:
             if isinstance(error, OutcomeUnknown):
                 failure = Unavailable(
@@ -688,6 +721,7 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         if self.crash is not None and not self.batches:
             crash, self.crash = self.crash, None
             raise crash  # the incarnation is stopping: a crash, for its supervisor
+        return False
 
     def _after_commit(self, pending: _Pending) -> None:
         """Tell the others what became durable. Publishing comes right after the durable
@@ -714,6 +748,15 @@ class _Parked:
 
 
 _PARKED = _Parked()
+
+
+def _deliveries(answer: Any, into: list[tuple[str, str]]) -> None:
+    """Add the (job id, lease id) of the deliveries in ``answer`` (a poll's or a
+    claim's; other answers have none)."""
+    if type(answer) is Delivery:
+        into.append((answer.id, answer.lease_id))
+    elif type(answer) is list:
+        into.extend((item.id, item.lease_id) for item in answer if type(item) is Delivery)
 
 
 def _resolve(reply: actors.Reply, answer: Any) -> None:
