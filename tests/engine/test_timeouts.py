@@ -29,7 +29,7 @@ async def test_an_ask_timeout_says_the_outcome_is_unknown(
         with trio.fail_after(emit.runtime.ASK_TIMEOUT + 5):
             with pytest.raises(emit.Unavailable, match="may or may not have been made") as info:
                 await jobs.create("slow")
-        assert "idempotency key" in info.value.message
+        assert "idempotency key" in info.value.message and info.value.status == 503
         slow.set()
         monkeypatch.setattr(store, "commit", commit)
         with trio.fail_after(5):
