@@ -718,9 +718,11 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
             for reply, _ in pending.answers:
                 reply.fail(failure)
             self._end("storage failed; the space is reloading, nothing was accepted")
-        if self.crash is not None and not self.batches:
-            crash, self.crash = self.crash, None
-            raise crash  # the incarnation is stopping: a crash, for its supervisor
+        if self.ending is not None and not self.batches:
+            self.context.stop()  # every caller has its outcome: end, and reload
+            if self.crash is not None:
+                crash, self.crash = self.crash, None
+                raise crash  # a crash, for the supervisor to see
         return False
 
     def _after_commit(self, pending: _Pending) -> None:

@@ -5,13 +5,17 @@ whose after-commit code raises restarts alone; the writer and other spaces carry
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import trio
-from trio.testing import MockClock
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 import emit
 from emit.realtime.hub import Published
+from emit.space.actor import SpaceActor
+from emit.space.messages import KillJob
+from emit.store.records import Changes
 
 
 async def test_a_failing_publish_restarts_its_space_only(
@@ -46,3 +50,45 @@ async def test_a_failing_publish_restarts_its_space_only(
         crashed = [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()]
         assert not [line for line in crashed if "emit/store" in line]
         assert [line for line in crashed if bad.space_id in line]
+
+
+async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = SpaceActor._handle
+
+    async def buggy_handle(self: SpaceActor, message: Any, reply: Any) -> Any:
+        if isinstance(message, KillJob):
+            raise RuntimeError("a bug in a handler")
+        return await handle(self, message, reply)
+
+    monkeypatch.setattr(SpaceActor, "_handle", buggy_handle)
+    async with emit.open_runtime(None) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        store = rt.store
+        commit = store.commit
+        go = trio.Event()
+
+        async def stalled_commit(changes: list[Changes]) -> None:
+            await go.wait()
+            await commit(changes)
+
+        monkeypatch.setattr(store, "commit", stalled_commit)
+        created: list[emit.JobView] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def create() -> None:
+                    created.append(await jobs.create("in flight"))
+
+                nursery.start_soon(create)
+                await wait_all_tasks_blocked()  # its write is with the writer
+                with pytest.raises(RuntimeError, match="a bug in a handler"):
+                    await jobs.kill("01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+                go.set()
+            # The write in flight committed, and its caller heard so; then the space
+            # reloaded from the store and serves again.
+            [job] = created
+            monkeypatch.setattr(store, "commit", commit)
+            again = await jobs.create("after")
+            assert [d.id for d in await jobs.poll(count=2)] == [job.id, again.id]
