@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -58,6 +59,7 @@ from .space.messages import (
     CountPollers,
     CreateJobs,
     FailJobs,
+    GiveBack,
     KeepAlive,
     KillJob,
     LogEntry,
@@ -78,10 +80,17 @@ from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
 from .views import Delivery, JobView
 
+log = logging.getLogger("emit.runtime")
+
 ASK_TIMEOUT = 30.0
 """How long a caller waits on a space or the writer before `Unavailable` (on top of a
 long poll's own wait)."""
 MAX_BATCH = 1000
+NO_ANSWER = (
+    "did not answer in time: the change may or may not have been made"
+    " (retry with an idempotency key, or read it back)"
+)
+"""What a caller who gave up waiting is told: like a commit whose outcome is unknown."""
 
 
 def _optional_text(value: object, field: str) -> None:
@@ -112,7 +121,9 @@ class SpaceJobs:
         try:
             return await ref.ask(message, timeout=ASK_TIMEOUT + wait)
         except actors.AskTimeout:
-            raise Unavailable(f"space {self.space_id} did not answer in time") from None
+            # The message may still be handled and its change committed after we stop
+            # waiting: say so, or a caller retrying a create makes a duplicate.
+            raise Unavailable(f"space {self.space_id} {NO_ANSWER}") from None
         except (actors.ActorStopped, actors.ActorCrashed):
             raise Unavailable(f"space {self.space_id} is restarting; retry") from None
 
@@ -198,6 +209,16 @@ class SpaceJobs:
     async def claim(self, job_id: str) -> Delivery:
         answer: Delivery = await self._ask(ClaimJob(_ulid_or_404(job_id)))
         return answer
+
+    def give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """These deliveries never reached whoever asked for them (it hung up before the
+        answer went out): their jobs go back to pending without spending an attempt.
+        Without waiting, so a cancelled caller can still call it; should the space not
+        take the message now, the leases expire as usual instead."""
+        ref = self._runtime.spaces.whereis(self.space_id)
+        if deliveries and isinstance(ref, actors.ActorRef):
+            with contextlib.suppress(actors.ActorError):
+                ref.tell_nowait(GiveBack([(d.id, d.lease_id) for d in deliveries]))
 
     async def ack(self, job_id: str, *, lease_id: str | None = None) -> JobView:
         answer: JobView = await self._ask(AckJob(_ulid_or_404(job_id), lease_id))
@@ -449,6 +470,22 @@ class SpaceJobs:
         return [JobView.of(job) for job in jobs], total
 
 
+class SpaceStarter(actors.Actor[None]):
+    """Starts every space of the store each time it starts. It is the root's last child
+    (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
+    writer, or of the supervisor itself), which comes back with no spaces, restarts it
+    too: every space then runs again, with its timers, without waiting for a request to
+    name it. It handles no messages."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def started(self) -> None:
+        # The first start is the runtime's own: a space that cannot load fails it. After
+        # a restart, one broken space must not keep the others down.
+        await self.runtime.start_spaces(strict=self.context.incarnation == 0)
+
+
 class Runtime:
     """A running emit: spaces, tokens, and a `SpaceJobs` per space."""
 
@@ -473,6 +510,8 @@ class Runtime:
         """Live event fan-out to WebSocket streams (emit.realtime)."""
         self.callbacks: actors.ActorRef[Any] | None = None
         """The webhook sender, once started."""
+        self.deleting: set[str] = set()
+        """Spaces being deleted: no request may start their actor again meanwhile."""
 
     def _notify_callbacks(self, callbacks: list[Callback]) -> None:
         # A hint: the outbox is durable, and the sender loads it on every start.
@@ -496,6 +535,8 @@ class Runtime:
     async def _commit(self, changes: Changes) -> None:
         try:
             await self.writer.ask(Commit(changes), timeout=ASK_TIMEOUT)
+        except actors.AskTimeout:
+            raise Unavailable(f"the store {NO_ANSWER}") from None
         except actors.ActorError as exc:
             raise Unavailable(f"the store is not taking writes: {exc}") from None
 
@@ -516,6 +557,8 @@ class Runtime:
         )
 
     async def _space_ref(self, space_id: str) -> actors.ActorRef[Any]:
+        if space_id in self.deleting:
+            raise NotFound(f"no space {space_id!r}")
         ref = self.spaces.whereis(space_id)
         if isinstance(ref, actors.ActorRef) and not ref.stopped:
             return ref
@@ -531,10 +574,16 @@ class Runtime:
             raise Unavailable(f"the runtime is stopping: {exc}") from None
         return started
 
-    async def start_spaces(self) -> None:
-        """Load every space now (rather than on first use): recovery at start."""
+    async def start_spaces(self, *, strict: bool = True) -> None:
+        """Load every space now (rather than on first use): recovery at start. Not
+        ``strict``: a space that fails to load is logged and left to its next request."""
         for space in await self.store.list_spaces():
-            await self._space_ref(space.id)
+            try:
+                await self._space_ref(space.id)
+            except EmitError as exc:
+                if strict:
+                    raise
+                log.warning("space %s did not load: %s", space.id, exc)
 
     # ----------------------------------------------------------------- spaces
 
@@ -578,13 +627,21 @@ class Runtime:
 
     async def delete_space(self, space_id: str) -> None:
         await self.get_space(space_id)
-        ref = self.spaces.whereis(space_id)
-        if isinstance(ref, actors.ActorRef):
-            # Parked long polls get an empty answer, not a 503: the space is going away.
-            with contextlib.suppress(actors.ActorError):
-                await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
-            await self.spaces.stop_child(space_id)
-        await self._commit(Changes(deleted_spaces=[space_id]))
+        if space_id in self.deleting:
+            raise NotFound(f"no space {space_id!r}")  # a delete of it is under way
+        # From now until the delete is committed (or has failed), requests naming the
+        # space are refused: one arriving after the actor stopped would start it again.
+        self.deleting.add(space_id)
+        try:
+            ref = self.spaces.whereis(space_id)
+            if isinstance(ref, actors.ActorRef):
+                # Parked long polls get an empty answer, not a 503: the space is going away.
+                with contextlib.suppress(actors.ActorError):
+                    await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
+                await self.spaces.stop_child(space_id)
+            await self._commit(Changes(deleted_spaces=[space_id]))
+        finally:
+            self.deleting.discard(space_id)
         self.hub.forget_space(space_id)
 
     # ----------------------------------------------------------------- tokens
@@ -698,7 +755,8 @@ async def open_runtime(
                 key="callbacks",
                 shutdown=policy.timeout + 1,
             )
-            await runtime.start_spaces()
+            # Last: every space loads now, and again after any restart of those before.
+            await system.spawn(lambda: SpaceStarter(runtime), key="space-starter")
             yield runtime
     finally:
         await store.close()

@@ -6,7 +6,8 @@ with the job and re-files the job in its queue and timer heap by its new state.
 
 Which state each call accepts: ack — delivered; progress, checkpoint, event, logs and
 keepalive — delivered or running; complete and fail — running or delivered (a worker
-that skips ack still works); kill — any live state; retry — dead or killed.
+that skips ack still works); kill — any live state; retry — dead or killed; give back
+(a delivery nobody received) — delivered or running, under the lease it was given.
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ def deliver(job: Job, now: float, lease_id: str) -> list[Event]:
     job.started_at = None  # this attempt's, once acked: never an earlier attempt's
     job.deadline = now + job.timeout_seconds
     return [_event(job, EventType.DELIVERED, {"leaseId": lease_id}, now)]
+
+
+def give_back(job: Job, now: float, lease_id: str) -> list[Event]:
+    """The poll or claim that leased the job under ``lease_id`` could not hand it over
+    (its caller was gone): back to pending with the same attemptNumber, as nobody saw
+    it. Refused once the job moved on from that lease."""
+    check(job, _WORKING, "give back", lease_id)
+    job.status = S.PENDING
+    job.lease_id = None
+    job.deadline = None
+    job.started_at = None
+    job.progress = None
+    return [_event(job, EventType.DELIVERY_TIMEOUT, {"reason": "caller_gone"}, now)]
 
 
 def ack(job: Job, now: float, lease_id: str | None) -> list[Event]:

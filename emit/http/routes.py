@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from ..clock import iso
 from ..codec import loads
 from ..domain import scopes
 from ..domain.model import validate_poll
 from ..errors import EmitError, InvalidRequest, PayloadTooLarge
 from ..runtime import Runtime, SpaceJobs
-from ..views import JobView, log_to_wire, space_to_wire, token_to_wire
+from ..views import Delivery, JobView, log_to_wire, space_to_wire, token_to_wire
 from .auth import Caller
 
 ADMIN = "admin"
@@ -140,7 +142,18 @@ async def poll(call: Call) -> Reply:
 
         raise Forbidden(f"Missing required scope: {scopes.ACK} (poll with ack: true)")
     deliveries = await call.jobs.poll_request(request)
+    await _hand_over(call, deliveries)
     return Reply(200, {"jobs": [delivery.to_wire(encoded=True) for delivery in deliveries]})
+
+
+async def _hand_over(call: Call, deliveries: list[Delivery]) -> None:
+    """Go on with the answer unless the client hung up as it came (the request is then
+    cancelled): jobs taken for a client that is gone go back, not to a lease nobody holds."""
+    try:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except trio.Cancelled:
+        call.jobs.give_back(deliveries)
+        raise
 
 
 def _batch_items(call: Call) -> list[dict[str, Any]]:
@@ -175,6 +188,7 @@ async def fail_many(call: Call) -> Reply:
 
 async def claim(call: Call) -> Reply:
     delivery = await call.jobs.claim(call.params["job_id"])
+    await _hand_over(call, [delivery])
     return Reply(200, delivery.to_wire(encoded=True))
 
 

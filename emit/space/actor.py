@@ -6,23 +6,26 @@ the parked long polls. Each message is applied to memory through the pure rules 
 released only once that write is durable. Messages keep flowing while a write commits
 (pipelining); the writer commits in order, so answers go out in order too.
 
+The store writer only reports: it tells the space `Written` for each write, in commit
+order, and the space does its after-commit work (answers, stream events, webhook hints,
+push wakes) on its own task when that report arrives.
+
 Jobs that reach a final state leave memory once written; the store answers for them.
-If a write fails, the memory is ahead of the log, so the actor crashes on purpose and
-its supervisor restarts it from the store: the log is the truth after a failure.
+If a write fails, the memory is ahead of the log, so the incarnation ends on purpose and
+its supervisor restarts it from the store: the log is the truth after a failure. It ends
+only once every write it made is reported, so each caller hears its real outcome.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import trio
 
 import actors
 
@@ -54,7 +57,7 @@ from ..store.records import (
     log_row,
     state_row,
 )
-from ..store.writer import Commit, Source, Write
+from ..store.writer import Commit, Source, Write, Written
 from ..views import Delivery, JobView, log_to_wire
 from .messages import (
     AckJob,
@@ -66,6 +69,7 @@ from .messages import (
     CountPollers,
     CreateJobs,
     FailJobs,
+    GiveBack,
     KeepAlive,
     KillJob,
     PollJobs,
@@ -79,15 +83,11 @@ from .messages import (
     StreamSnapshot,
 )
 
+FREEZE_OVER = 10_000
+"""Live jobs past which a load moves the process's objects out of the collector's sight
+(`gc.freeze`): a full collection would otherwise walk every job, again and again."""
 EXPIRE_BATCH = 1000
 """Deadlines handled per wakeup, so a backlog (after downtime) does not starve messages."""
-
-
-@dataclass(frozen=True, slots=True)
-class _StoreFailed:
-    """Told to the actor by its own write callback: a write of this incarnation failed."""
-
-    error: BaseException
 
 
 @dataclass(eq=False, slots=True)
@@ -120,7 +120,7 @@ class _Pending:
     """For the streams, once durable; only collected while someone watches the space."""
 
 
-class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
+class SpaceActor(actors.Actor[SpaceMessage | Written]):
     def __init__(
         self,
         space_id: str,
@@ -155,12 +155,17 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         self.waiting: list[_Waiter] = []  # the same waiters, FIFO among pollers
         self.waiter_seq = itertools.count()
         self.source = Source()  # this incarnation, to the writer
-        self.broken: BaseException | None = None
-        self.inflight = 0
-        self.last_inflight: list[tuple[actors.Reply, Any]] | None = None
-        self.settled = trio.Event()
-        self.settled.set()
+        self.batches: deque[tuple[int, _Pending]] = deque()
+        """Writes handed to the writer and not yet reported, oldest first."""
+        self.batch = 0
+        self.ending: str | None = None
+        """Set once this incarnation must end (a write failed, or a bug): why, for the
+        callers refused meanwhile. It stops once every write in flight is reported."""
+        self.crash: Exception | None = None
+        """An after-commit failure, raised (a crash) as the incarnation stops."""
         self.pending = _Pending()
+        self.froze = False
+        """Whether this incarnation's load froze the collector's view (`FREEZE_OVER`)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -181,6 +186,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         track = self.timers.track
         # A million new objects, and none of them garbage: keep the collector out of it,
         # then move them all to the permanent generation so it never walks them again.
+        # Collect first: what is garbage now (a crashed incarnation nobody holds any
+        # more) would otherwise be frozen with them, never to be collected.
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -192,18 +199,37 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         finally:
             if collecting:
                 gc.enable()
-        if len(state.live_jobs) > 10_000:
+        if len(state.live_jobs) > FREEZE_OVER:
+            gc.collect()
             gc.freeze()
+            self.froze = True
+
+    async def stopped(self) -> None:
+        # Let go of the jobs: whatever outlives this incarnation (a crash's traceback
+        # holds the actor, and the supervisor holds the crash while the next incarnation
+        # loads) then holds an empty shell, not the space.
+        self.jobs = {}
+        self.queue = ReadyQueue()
+        self.timers = Timers()
+        self.idempotency = {}
+        self.waiters, self.waiting = [], []
+        if self.froze:
+            # Back to the collector's sight: what of this incarnation is still held now
+            # is collected once let go of, instead of staying frozen for good. The next
+            # big load collects, then freezes what lives.
+            gc.unfreeze()
 
     def wakeup_at(self) -> float:
+        if self.ending is not None:
+            return math.inf  # memory is not to be trusted; the restart is coming
         next_at = self.timers.next_at()
         if self.waiters:
             next_at = min(next_at, self.waiters[0][0])
         return math.inf if next_at == math.inf else self.clock.to_trio(next_at)
 
     async def wakeup(self) -> None:
-        if self.broken is not None:
-            return  # memory is ahead of the log; the restart from the store is coming
+        if self.ending is not None:
+            return
         now = self.clock.now()
         for job in self.timers.due(now, EXPIRE_BATCH):
             old = job.status
@@ -218,12 +244,16 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
 
     # -------------------------------------------------------------------- dispatch
 
-    async def receive(self, message: SpaceMessage | _StoreFailed) -> object:
-        if isinstance(message, _StoreFailed) or self.broken is not None:
-            # Memory is ahead of the log: end this incarnation; the supervisor starts a
-            # new one from the store. Queued messages wait for it in the mailbox.
-            self.context.stop()
-            raise Unavailable("storage failed; the space is reloading, nothing was accepted")
+    async def receive(self, message: SpaceMessage | Written) -> object:
+        if isinstance(message, Written):
+            if self._written(message):  # it gave back jobs nobody received: write that
+                self._serve_waiters(self.clock.now())
+                await self._flush()
+            return None
+        if self.ending is not None:
+            # Memory is not to be trusted: refuse, untouched, until the writes in flight
+            # are reported and the supervisor starts a new incarnation from the store.
+            raise Unavailable(self.ending)
         reply = self.context.defer()
         try:
             answer = await self._handle(message, reply)
@@ -232,11 +262,11 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             self.pending.answers.append((reply, exc))
         except Exception:
             # A bug: what this message half did must not be written. Start over, once the
-            # writes of earlier messages have settled: their callers get their outcome
+            # writes of earlier messages are reported: their callers get their outcome
             # (ending now would answer them "restarting" while their change commits).
+            # The asker gets the error itself.
             self.pending = _Pending()
-            await self.settled.wait()
-            self.context.stop()
+            self._end("the space is restarting after an error; nothing was accepted, retry")
             raise
         else:
             if answer is not _PARKED:
@@ -256,6 +286,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 job = await self._live(job_id, "claim")
                 if job.status is not JobStatus.PENDING:
                     raise Conflict(f"cannot claim a job that is {job.status}")
+                if reply.done:
+                    return None  # the caller is gone: lease nothing to nobody
                 return self._deliver(job, now, ack=False)
             case AckJob(job_id, lease_id):
                 job = await self._live(job_id, "ack")
@@ -332,6 +364,9 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
                 self._record(job, lifecycle.note(job, now, kind, data))
                 self.pending.changes.callbacks.append(callback)
                 return None
+            case GiveBack(deliveries):
+                self._give_back(deliveries, now)
+                return None
             case CountPollers():
                 return sum(1 for w in self.waiting if not w.done and not w.reply.done)
             case ReleasePollers():
@@ -388,6 +423,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
         return created
 
     def _poll(self, request: PollRequest, now: float, reply: actors.Reply) -> Any:
+        if reply.done:
+            return []  # the caller gave up while this waited in the mailbox: take nothing
         deliveries = self._take(request, now)
         if deliveries or request.wait <= 0:
             return deliveries
@@ -430,6 +467,20 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             events += lifecycle.ack(job, now, None)
         self._change(job, old, events)
         return Delivery.of(job)
+
+    def _give_back(self, deliveries: list[tuple[str, str]], now: float) -> None:
+        """Jobs delivered to a caller that never received them: back to pending, unless
+        they moved on from that lease since."""
+        for job_id, lease_id in deliveries:
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            old = job.status
+            try:
+                events = lifecycle.give_back(job, now, lease_id)
+            except Conflict:
+                continue
+            self._change(job, old, events)
 
     def _complete_live(
         self, job: Job, item: tuple[str, str, JSON, str | None], now: float
@@ -491,7 +542,8 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
 
     async def _stored(self, job_id: str) -> Job:
         """A job that is not in memory: final, or not ours. Read from the committed log."""
-        await self.settled.wait()  # so that the store has every change this space made
+        if self.batches:  # once the writer has decided them, the store has all we wrote
+            await self.writer.ask(Commit(Changes()), timeout=None)
         job = await self.store.get_job(job_id)
         if job is None or job.space_id != self.space_id:
             raise NotFound(f"no job {job_id} in this space")
@@ -613,59 +665,84 @@ class SpaceActor(actors.Actor[SpaceMessage | _StoreFailed]):
             state_row(job, entries(job.id, "")) for job in pending.touched.values()
         )
         if not changes:
-            if self.last_inflight is None:
+            if self.batches:
+                self.batches[-1][1].answers.extend(pending.answers)
+            else:
                 for reply, answer in pending.answers:
                     _resolve(reply, answer)
-            else:
-                self.last_inflight.extend(pending.answers)
             return
-        self.inflight += 1
-        self.last_inflight = pending.answers
-        if self.settled.is_set():
-            self.settled = trio.Event()
-        write = Write(changes, lambda error: self._written(pending, error), self.source)
+        self.batch += 1
+        self.batches.append((self.batch, pending))
+        write = Write(changes, self.context.ref, self.batch, self.source)
         try:
             self.writer.tell_nowait(write)  # no scheduler pass when there is room
         except actors.MailboxFull:
             await self.writer.send(write)  # backpressure
 
-    def _written(self, pending: _Pending, error: BaseException | None) -> None:
-        """The writer's word on ``pending``'s changes (its answers may have grown since,
-        by answers that changed nothing and waited behind it)."""
-        self.inflight -= 1
-        if self.inflight == 0:
-            self.last_inflight = None
-            self.settled.set()
-        answers = pending.answers
+    def _written(self, report: Written) -> bool:
+        """The writer's word on the oldest write in flight (its answers may have grown
+        since, by answers that changed nothing and waited behind it). True if it gave
+        back jobs whose caller had gone: that change is to be written."""
+        if report.source is not self.source:
+            return False  # of an earlier incarnation: its callers were answered as it ended
+        batch, pending = self.batches.popleft()
+        assert batch == report.batch, "the writer reports a client's writes in order"
+        error = report.error
         if error is None:
             durable = self.durable_counts
             for status, change in pending.deltas.items():
                 durable[status] += change
-            # Together with the publish below, in one step: a stream's snapshot (the
-            # durable counts and the stream's seq) never falls between the two.
-            if pending.published and self.hub is not None:
-                self.hub.publish(self.space_id, pending.published)  # durable: tell the streams
-            if pending.callbacks and self.notify_callbacks is not None:
-                self.notify_callbacks(pending.callbacks)
-            if pending.woken and self.wake is not None:
-                self.wake(self.space_id, self.settings, pending.woken)
-            for reply, answer in answers:
-                _resolve(reply, answer)
-            return
-        if isinstance(error, OutcomeUnknown):
-            failure = Unavailable(
-                "storage failed while saving this change: it may or may not have been saved"
-                " (retry with an idempotency key, or read it back)"
-            )
+            undelivered: list[tuple[str, str]] = []
+            for reply, answer in pending.answers:
+                if reply.done:  # the caller left before its answer: jobs it took go back
+                    _deliveries(answer, undelivered)
+                else:
+                    _resolve(reply, answer)
+            try:
+                self._after_commit(pending)
+            except Exception as exc:
+                self.crash = exc
+                self._end("the space is restarting after an error; nothing was accepted, retry")
+            else:
+                if undelivered and self.ending is None:
+                    self._give_back(undelivered, self.clock.now())
+                    return True
         else:
-            failure = Unavailable("storage failed; nothing was accepted")
-        for reply, _ in answers:
-            reply.fail(failure)
-        if self.broken is None:
-            self.broken = error
-            # If the mailbox is full or closing, the next message sees `broken` anyway.
-            with contextlib.suppress(actors.ActorError):
-                self.context.ref.tell_nowait(_StoreFailed(error))
+            if isinstance(error, OutcomeUnknown):
+                failure = Unavailable(
+                    "storage failed while saving this change: it may or may not have been"
+                    " saved (retry with an idempotency key, or read it back)"
+                )
+            else:
+                failure = Unavailable("storage failed; nothing was accepted")
+            for reply, _ in pending.answers:
+                reply.fail(failure)
+            self._end("storage failed; the space is reloading, nothing was accepted")
+        if self.ending is not None and not self.batches:
+            self.context.stop()  # every caller has its outcome: end, and reload
+            if self.crash is not None:
+                crash, self.crash = self.crash, None
+                raise crash  # a crash, for the supervisor to see
+        return False
+
+    def _after_commit(self, pending: _Pending) -> None:
+        """Tell the others what became durable. Publishing comes right after the durable
+        counts, in one step: a stream's snapshot (the durable counts and the stream's
+        seq) never falls between the two."""
+        if pending.published and self.hub is not None:
+            self.hub.publish(self.space_id, pending.published)
+        if pending.callbacks and self.notify_callbacks is not None:
+            self.notify_callbacks(pending.callbacks)
+        if pending.woken and self.wake is not None:
+            self.wake(self.space_id, self.settings, pending.woken)
+
+    def _end(self, reason: str) -> None:
+        """End this incarnation once every write in flight is reported; until then,
+        refuse new messages with ``reason``."""
+        if self.ending is None:
+            self.ending = reason
+        if not self.batches:
+            self.context.stop()
 
 
 class _Parked:
@@ -673,6 +750,15 @@ class _Parked:
 
 
 _PARKED = _Parked()
+
+
+def _deliveries(answer: Any, into: list[tuple[str, str]]) -> None:
+    """Add the (job id, lease id) of the deliveries in ``answer`` (a poll's or a
+    claim's; other answers have none)."""
+    if type(answer) is Delivery:
+        into.append((answer.id, answer.lease_id))
+    elif type(answer) is list:
+        into.extend((item.id, item.lease_id) for item in answer if type(item) is Delivery)
 
 
 def _resolve(reply: actors.Reply, answer: Any) -> None:

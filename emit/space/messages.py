@@ -159,6 +159,15 @@ class ReleasePollers(actors.Request[int]):
     Answer: how many were released."""
 
 
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """Told, not asked: these deliveries (job id, lease id) never reached their caller
+    (it hung up before the answer went out). Each job still under that lease goes back
+    to pending without spending an attempt."""
+
+    deliveries: list[tuple[str, str]]
+
+
 SpaceMessage = (
     CreateJobs
     | PollJobs
@@ -179,4 +188,5 @@ SpaceMessage = (
     | ReleasePollers
     | CountPollers
     | RecordCallback
+    | GiveBack
 )

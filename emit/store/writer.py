@@ -2,15 +2,18 @@
 
 Writes arrive as messages; whatever has queued up while one transaction commits goes
 into the next one (group commit), so a burst of N changes costs a handful of fsyncs,
-not N. Each write's ``done`` callback runs once its transaction is durable (or failed),
-in commit order. Stopping drains: what was accepted is committed before the writer ends.
+not N. The writer only reports: once a write's transaction is durable (or failed), it
+tells the writer's client `Written`, in commit order, and the client does its own
+after-commit work on its own task. Stopping drains: what was accepted is committed
+before the writer ends.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -20,14 +23,56 @@ from ..errors import Unavailable
 from .base import Store
 from .records import Changes
 
-Done = Callable[[BaseException | None], None]
-_Item = tuple["Changes", Done, "Source | None"]
-
 MAX_PENDING = 4096
 """Writes held before the writer stops taking more (its mailbox then fills: backpressure)."""
 GROUP_ROWS = 50_000
 """Rows at most in one transaction (one write may have more, alone): a burst of big
 writes is committed in several transactions, so none needs gigabytes of memory."""
+
+
+class Source:
+    """One client of the writer: one space actor incarnation. The writer remembers a
+    source whose write failed only while something still refers to the source (its
+    incarnation, or a write of it still queued), so the record of failures never grows
+    past the incarnations alive."""
+
+    __slots__ = ("__weakref__",)
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Commit ``changes``, then tell ``report_to`` `Written` with ``batch``.
+
+    ``source`` names the writer's client (one per space actor incarnation). Once a write
+    of a source fails, every later write of that source fails too without being tried:
+    they were built on the memory of the failed one, and must not reach the log.
+    """
+
+    changes: Changes
+    report_to: actors.ActorRef[Any]
+    batch: int
+    source: Source | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The writer's report on one `Write`: durable (``error`` None) or failed."""
+
+    source: Source | None
+    batch: int
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit(actors.Request[None]):
+    """Commit ``changes`` and answer once durable; `Unavailable` if the store failed.
+    An empty `Changes` checks that the store takes writes (readiness), or waits until
+    every write queued before it is decided."""
+
+    changes: Changes
+
+
+_Item = tuple[Changes, "Write | actors.Reply", "Source | None"]
 
 
 def _rows(changes: Changes) -> int:
@@ -44,37 +89,6 @@ def _take_group(pending: list[_Item]) -> tuple[list[_Item], list[_Item]]:
     return pending, []
 
 
-class Source:
-    """One client of the writer: one space actor incarnation. The writer remembers a
-    source whose write failed only while something still refers to the source (its
-    incarnation, or a write of it still queued), so the record of failures never grows
-    past the incarnations alive."""
-
-    __slots__ = ("__weakref__",)
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """Commit ``changes``, then call ``done(None)``, or ``done(error)`` if it failed.
-
-    ``source`` names the writer's client (one per space actor incarnation). Once a write
-    of a source fails, every later write of that source fails too without being tried:
-    they were built on the memory of the failed one, and must not reach the log.
-    """
-
-    changes: Changes
-    done: Done
-    source: Source | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Commit(actors.Request[None]):
-    """Commit ``changes`` and answer once durable; `Unavailable` if the store failed.
-    An empty `Changes` checks that the store takes writes (readiness)."""
-
-    changes: Changes
-
-
 class StoreWriter(actors.Actor[Write | Commit]):
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -82,6 +96,8 @@ class StoreWriter(actors.Actor[Write | Commit]):
         self.failed_sources: weakref.WeakKeyDictionary[Source, BaseException] = (
             weakref.WeakKeyDictionary()
         )
+        self.backlogs: dict[actors.ActorRef[Any], deque[Written]] = {}
+        """Reports waiting for room in their client's full mailbox, in order, per client."""
         self.transactions = 0
         self._wake = trio.Event()
         self._room = trio.Event()
@@ -95,18 +111,10 @@ class StoreWriter(actors.Actor[Write | Commit]):
             self._room = trio.Event()
             await self._room.wait()
         match message:
-            case Write(changes, done, source):
-                self.pending.append((changes, done, source))
+            case Write(changes=changes, source=source):
+                self.pending.append((changes, message, source))
             case Commit(changes):
-                reply = self.context.defer()
-
-                def answer(error: BaseException | None) -> None:
-                    if error is None:
-                        reply.set(None)
-                    else:
-                        reply.fail(Unavailable(f"storage failed: {error}"))
-
-                self.pending.append((changes, answer, None))
+                self.pending.append((changes, self.context.defer(), None))
         self._wake.set()
         return None
 
@@ -128,7 +136,7 @@ class StoreWriter(actors.Actor[Write | Commit]):
                     for item in batch:
                         source = item[2]
                         if source is not None and source in failed:
-                            item[1](failed[source])  # refused without being tried
+                            self._done(item[1], failed[source])  # refused without being tried
                         else:
                             kept.append(item)
                     batch = kept
@@ -147,7 +155,41 @@ class StoreWriter(actors.Actor[Write | Commit]):
                             self.failed_sources[source] = refusal
                 self.transactions += 1
                 for _, done, _ in batch:
-                    done(error)
+                    self._done(done, error)
+
+    def _done(self, done: Write | actors.Reply, error: BaseException | None) -> None:
+        if isinstance(done, Write):
+            self._report(done.report_to, Written(done.source, done.batch, error))
+        elif error is None:
+            done.set(None)
+        else:
+            done.fail(Unavailable(f"storage failed: {error}"))
+
+    def _report(self, to: actors.ActorRef[Any], report: Written) -> None:
+        """Tell ``to`` without ever waiting: a full mailbox gets the report (and those
+        after it, in order) from a task of its own, so one busy client never holds up
+        the commits of the others, and no report is dropped while its client lives."""
+        backlog = self.backlogs.get(to)
+        if backlog is None:
+            try:
+                to.tell_nowait(report)
+                return
+            except actors.MailboxFull:
+                backlog = self.backlogs[to] = deque()
+                self.context.nursery.start_soon(self._send_backlog, to, backlog)
+            except actors.ActorStopped:
+                return  # gone for good: nobody is left to tell
+        backlog.append(report)
+
+    async def _send_backlog(self, to: actors.ActorRef[Any], backlog: deque[Written]) -> None:
+        try:
+            while backlog:
+                await to.send(backlog[0])
+                backlog.popleft()
+        except actors.ActorStopped:
+            pass
+        finally:
+            del self.backlogs[to]
 
     async def stopped(self) -> None:
         await self.flush()

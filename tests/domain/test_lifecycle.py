@@ -806,3 +806,29 @@ def test_deliver_then_ack_at_once_gives_a_running_job_with_both_events() -> None
     assert job.lease_id == "L1"
     assert [e.type for e in events] == [EventType.DELIVERED, EventType.STARTED]
     assert job.deadline == NOW + TIMEOUT
+
+
+@pytest.mark.parametrize("state", [S.DELIVERED, S.RUNNING])
+def test_a_delivery_nobody_received_goes_back_to_pending_without_spending_an_attempt(
+    state: JobStatus,
+) -> None:
+    job = job_in(state, max_retries=0)
+    events = lifecycle.give_back(job, NOW + 2, "L1")
+    assert job.status is S.PENDING and job.attempt_number == 0
+    assert job.lease_id is None and job.deadline is None and job.started_at is None
+    assert [(e.type, e.data, e.attempt_number) for e in events] == [
+        (EventType.DELIVERY_TIMEOUT, {"reason": "caller_gone"}, 0)
+    ]
+
+
+@pytest.mark.parametrize("state", ALL_STATES)
+def test_only_the_delivery_it_was_given_goes_back(state: JobStatus) -> None:
+    job = job_in(state)
+    if state in (S.DELIVERED, S.RUNNING):
+        lifecycle.expire(job, NOW + 2 * TIMEOUT, None, dumps)  # moved on from lease L1
+        if job.status is S.PENDING:
+            lifecycle.deliver(job, NOW + 2 * TIMEOUT, "L2")
+    before = snapshot(job)
+    with pytest.raises(Conflict):
+        lifecycle.give_back(job, NOW + 3 * TIMEOUT, "L1")
+    assert snapshot(job) == before

@@ -8,6 +8,7 @@ from trio.testing import MockClock
 import emit
 from emit.ids import hash_key
 from emit.store.memory import MemoryStore
+from emit.store.records import Changes
 
 
 async def test_a_space_is_made_with_a_public_progress_token(rt: emit.Runtime) -> None:
@@ -117,3 +118,33 @@ async def test_deleting_a_space_answers_its_parked_polls_with_no_jobs(
         await trio.sleep(1)
         await rt.delete_space(space.id)
     assert answers == [[]]
+
+
+async def test_a_request_during_a_delete_does_not_bring_the_space_back(
+    rt: emit.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = await rt.create_space("s")
+    jobs = rt.space(space.id)
+    await jobs.create("before")
+    at_commit, go = trio.Event(), trio.Event()
+    commit = rt._commit
+
+    async def delete_after_a_request(changes: Changes) -> None:
+        if changes.deleted_spaces:
+            at_commit.set()  # the actor is stopped; the delete is not committed yet
+            await go.wait()
+        await commit(changes)
+
+    monkeypatch.setattr(rt, "_commit", delete_after_a_request)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rt.delete_space, space.id)
+            await at_commit.wait()
+            with pytest.raises(emit.NotFound):
+                await jobs.create("between")
+            assert rt.spaces.whereis(space.id) is None
+            go.set()
+        assert rt.spaces.whereis(space.id) is None
+        with pytest.raises(emit.NotFound):
+            await jobs.create("after")
+        assert await rt.list_spaces() == []

@@ -1,46 +1,62 @@
-"""The store writer actor: a failed write refuses the later writes of its source, and
-forgets the source once nothing refers to it (the record of failures does not grow)."""
+"""The store writer actor: it reports each write to its client as a message, in order,
+without ever waiting on the client; a failed write refuses the later writes of its
+source, and forgets the source once nothing refers to it (the record of failures does
+not grow)."""
 
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import pytest
 import trio
-from trio.testing import MockClock
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 import actors
 from emit.errors import Unavailable
 from emit.store.memory import MemoryStore
 from emit.store.records import Changes, Space
-from emit.store.writer import Source, StoreWriter, Write
+from emit.store.writer import Commit, Source, StoreWriter, Write, Written
 
 SPACE = Space("01SPACE0000000000000000000", "s", "emit_pub_x", 1000.0, {})
+
+
+class Client(actors.Actor[Written]):
+    """Records the writer's reports; sets ``arrived`` once it has ``expect`` of them."""
+
+    def __init__(self, expect: int) -> None:
+        self.reports: list[Written] = []
+        self.expect = expect
+        self.arrived = trio.Event()
+
+    async def receive(self, message: Written) -> object:
+        self.reports.append(message)
+        if len(self.reports) >= self.expect:
+            self.arrived.set()
+        return None
 
 
 async def test_a_failed_source_is_refused_then_forgotten(autojump_clock: MockClock) -> None:
     store = MemoryStore()
     await store.open()
     writer = StoreWriter(store)
-    outcomes: list[BaseException | None] = []
-    first, rest = trio.Event(), trio.Event()
-
-    def record(error: BaseException | None) -> None:
-        outcomes.append(error)
-        (first if len(outcomes) == 1 else rest if len(outcomes) == 3 else trio.Event()).set()
-
+    client = Client(expect=1)
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: writer)
+        to = await system.spawn(lambda: client)
         source, other = Source(), Source()
         store.fail_next = OSError("disk full")
-        await ref.send(Write(Changes(spaces=[SPACE]), record, source))
-        await first.wait()
-        await ref.send(Write(Changes(spaces=[SPACE]), record, source))  # built on the failure
-        await ref.send(Write(Changes(spaces=[SPACE]), record, other))
-        await rest.wait()
-        assert [type(error) for error in outcomes] == [OSError, Unavailable, type(None)]
+        await ref.send(Write(Changes(spaces=[SPACE]), to, 1, source))
+        await client.arrived.wait()
+        client.expect, client.arrived = 3, trio.Event()
+        await ref.send(Write(Changes(spaces=[SPACE]), to, 2, source))  # built on the failure
+        await ref.send(Write(Changes(spaces=[SPACE]), to, 3, other))
+        await client.arrived.wait()
+        assert [(r.batch, type(r.error)) for r in client.reports] == [
+            (1, OSError), (2, Unavailable), (3, type(None)),
+        ]  # fmt: skip
         assert list(writer.failed_sources) == [source]
-        outcomes.clear()  # the first failure's traceback holds the writer's frame
+        client.reports.clear()  # the first failure's traceback holds the writer's frame
         del source
         gc.collect()
         assert len(writer.failed_sources) == 0
@@ -57,19 +73,54 @@ async def test_a_burst_of_writes_is_split_into_transactions_of_bounded_rows(
     store = MemoryStore()
     await store.open()
     writer = StoreWriter(store)
-    done = trio.Event()
-    outcomes: list[BaseException | None] = []
-
-    def record(error: BaseException | None) -> None:
-        outcomes.append(error)
-        if len(outcomes) == 4:
-            done.set()
-
+    client = Client(expect=4)
     rows = [event_row("J", Event(n, EventType.EVENT, 0, None, 1.0)) for n in range(10)]
     async with actors.open_system() as system:
         ref = await system.spawn(lambda: writer)
-        for _ in range(4):  # queued before the writer runs: one group, were it not bounded
-            ref.tell_nowait(Write(Changes(spaces=[SPACE], events=list(rows)), record))
-        await done.wait()
-    assert outcomes == [None] * 4
+        to = await system.spawn(lambda: client)
+        for n in range(4):  # queued before the writer runs: one group, were it not bounded
+            ref.tell_nowait(Write(Changes(spaces=[SPACE], events=list(rows)), to, n))
+        await client.arrived.wait()
+    assert [(r.batch, r.error) for r in client.reports] == [(n, None) for n in range(4)]
     assert writer.transactions == 2  # 10 + 10 rows, then 10 + 10: never 30 or more
+
+
+class Stuck(actors.Actor[Any]):
+    """A client busy elsewhere: it reads nothing until ``go`` is set."""
+
+    def __init__(self, expect: int) -> None:
+        self.go = trio.Event()
+        self.reports: list[Written] = []
+        self.expect = expect
+        self.arrived = trio.Event()
+
+    async def receive(self, message: Any) -> object:
+        if message == "wait":
+            await self.go.wait()
+        else:
+            self.reports.append(message)
+            if len(self.reports) == self.expect:
+                self.arrived.set()
+        return None
+
+
+async def test_a_client_with_a_full_mailbox_holds_up_nobody_and_loses_nothing(
+    autojump_clock: MockClock,
+) -> None:
+    store = MemoryStore()
+    await store.open()
+    stuck = Stuck(expect=5)
+    async with actors.open_system() as system:
+        writer = await system.spawn(lambda: StoreWriter(store))
+        slow = await system.spawn(lambda: stuck, capacity=2)
+        slow.tell_nowait("wait")
+        await wait_all_tasks_blocked()
+        for n in range(5):  # room for two reports; three wait
+            await writer.send(Write(Changes(spaces=[SPACE]), slow, n))
+        with trio.fail_after(5):
+            await writer.ask(Commit(Changes()))  # the writer carries on meanwhile
+        assert stuck.reports == []
+        stuck.go.set()
+        with trio.fail_after(5):
+            await stuck.arrived.wait()
+        assert [r.batch for r in stuck.reports] == [0, 1, 2, 3, 4]

@@ -1,0 +1,94 @@
+"""After-commit work (stream publishing, webhook hints, push wakes, answers) is the
+space's own: the store writer only reports that a write committed or failed. A space
+whose after-commit code raises restarts alone; the writer and other spaces carry on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import trio
+from trio.testing import MockClock, wait_all_tasks_blocked
+
+import emit
+from emit.realtime.hub import Published
+from emit.space.actor import SpaceActor
+from emit.space.messages import KillJob
+from emit.store.records import Changes
+
+
+async def test_a_failing_publish_restarts_its_space_only(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="actors")
+    async with emit.open_runtime(None) as rt:
+        bad = rt.space((await rt.create_space("bad")).id)
+        good = rt.space((await rt.create_space("good")).id)
+        kept = await good.create("kept")
+        hub = rt.hub
+        publish, watched = hub.publish, hub.watched
+        failures: list[str] = []
+
+        def failing_publish(space_id: str, events: list[Published]) -> None:
+            if space_id == bad.space_id and not failures:
+                failures.append(space_id)
+                raise RuntimeError("a bug in after-commit code")
+            publish(space_id, events)
+
+        hub.publish = failing_publish  # type: ignore[method-assign]
+        hub.watched = lambda space_id: space_id == bad.space_id or watched(space_id)  # type: ignore[method-assign]
+        with trio.fail_after(10):
+            # Committed, so answered: the failure after the commit is not the caller's.
+            created = await bad.create("x")
+            assert failures == [bad.space_id]
+            assert (await bad.get(created.id)).status == "pending"
+            # The space came back by itself, from the store; the other one never left.
+            again = await bad.create("y")
+            assert [d.id for d in await bad.poll(count=2)] == [created.id, again.id]
+            assert [d.id for d in await good.poll()] == [kept.id]
+        crashed = [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()]
+        assert not [line for line in crashed if "emit/store" in line]
+        assert [line for line in crashed if bad.space_id in line]
+
+
+async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = SpaceActor._handle
+
+    async def buggy_handle(self: SpaceActor, message: Any, reply: Any) -> Any:
+        if isinstance(message, KillJob):
+            raise RuntimeError("a bug in a handler")
+        return await handle(self, message, reply)
+
+    monkeypatch.setattr(SpaceActor, "_handle", buggy_handle)
+    async with emit.open_runtime(None) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        store = rt.store
+        commit = store.commit
+        go = trio.Event()
+
+        async def stalled_commit(changes: list[Changes]) -> None:
+            await go.wait()
+            await commit(changes)
+
+        monkeypatch.setattr(store, "commit", stalled_commit)
+        created: list[emit.JobView] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def create() -> None:
+                    created.append(await jobs.create("in flight"))
+
+                nursery.start_soon(create)
+                await wait_all_tasks_blocked()  # its write is with the writer
+                with pytest.raises(RuntimeError, match="a bug in a handler"):
+                    await jobs.kill("01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+                go.set()
+            # The write in flight committed, and its caller heard so; then the space
+            # reloaded from the store and serves again.
+            [job] = created
+            monkeypatch.setattr(store, "commit", commit)
+            again = await jobs.create("after")
+            assert [d.id for d in await jobs.poll(count=2)] == [job.id, again.id]
