@@ -93,3 +93,51 @@ async def _reload_after_a_failed_write(rt: emit.Runtime, store: FaultyStore) -> 
     assert "ghost" not in {job["name"] for job in store.jobs.values()}
     # The reloaded space handled the expired lease: the job is not running any more.
     assert counts[emit.JobStatus.RUNNING] == 0
+
+
+class BrokenDisk(MemoryStore):
+    """Every commit fails while ``failing`` (an empty one too: nothing can be written)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    async def commit(self, batches: list[Changes]) -> None:
+        if self.failing:
+            await trio.lowlevel.checkpoint()
+            raise OSError("disk full")
+        await super().commit(batches)
+
+
+async def test_a_store_failing_for_minutes_gives_up_spaces_but_never_ends_the_runtime(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A space that cannot start again fails in a loop: its supervisor gives up within
+    the bounded time its restart intensity allows, and the root restarts the spaces;
+    ten minutes of it leave the runtime up, and it serves again once the store does."""
+    store = BrokenDisk()
+    monkeypatch.setattr(emit.runtime, "MemoryStore", lambda: store)
+    async with emit.open_runtime(None) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        kept = await jobs.create("kept")
+        store.failing = True
+        start = trio.current_time()
+        refused = 0
+        with trio.fail_after(700):
+            while trio.current_time() - start < 600:
+                with pytest.raises(emit.Unavailable):
+                    await jobs.create("refused")
+                refused += 1
+                await trio.sleep(1)
+        gave_up = [r for r in caplog.records if "emit/spaces gives up" in r.getMessage()]
+        assert gave_up, "the spaces supervisor never gave up on a space failing in a loop"
+        assert not any("emit gives up" in r.getMessage() for r in caplog.records)
+        store.failing = False
+        with trio.fail_after(60):
+            while True:
+                try:
+                    created = await jobs.create("after")
+                    break
+                except emit.Unavailable:
+                    await trio.sleep(1)
+        assert {kept.id, created.id} == {job["id"] for job in store.jobs.values()}
