@@ -147,7 +147,6 @@ class _Child:
         "dynamic",
         "generation",
         "relaunch",
-        "running",
         "scope",
         "spec",
         "stopping",
@@ -160,8 +159,6 @@ class _Child:
         self.cell = cell
         self.dynamic = dynamic
         self.generation = 0
-        self.running = False
-        """Started and not ended since."""
         self.stopping = False
         self.done = trio.Event()
         """Set when the task of the current incarnation has ended (set while none runs)."""
@@ -371,7 +368,6 @@ class _Supervision:
         child = notice.child
         if child.generation != notice.generation or child.stopping or not self._current(child):
             return
-        child.running = True
         key = child.spec.key
         if self.starting.get(key) is child:
             # Reachable only now that its start-up has finished.
@@ -415,7 +411,6 @@ class _Supervision:
             if not child.done.is_set():
                 child.scope.cancel()
                 await child.done.wait()
-        child.running = False
         waiters, child.waiters = child.waiters, []
         for slot in waiters:
             slot.fail(ActorStopped(child.cell.name))
@@ -485,7 +480,6 @@ class _Supervision:
         key = child.spec.key
         if child.generation != notice.generation or child.stopping or not self._current(child):
             return  # an incarnation we stopped on purpose, or one already replaced
-        child.running = False
         if not notice.started:
             if self.starting.get(key) is child:
                 # A new child that could not start: its starters hear why; nothing stays.

@@ -141,3 +141,45 @@ async def test_a_store_failing_for_minutes_gives_up_spaces_but_never_ends_the_ru
                 except emit.Unavailable:
                     await trio.sleep(1)
         assert {kept.id, created.id} == {job["id"] for job in store.jobs.values()}
+
+
+class SlowLoads(MemoryStore):
+    """Loading a space of ``slow`` takes 100 s (a big space from a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow: set[str] = set()
+
+    async def load_space(self, space_id: str) -> SpaceState | None:
+        if space_id in self.slow:
+            await trio.sleep(100)
+        return await super().load_space(space_id)
+
+
+async def test_a_slow_space_load_answers_503_in_time_and_never_holds_up_other_spaces(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SlowLoads()
+    monkeypatch.setattr(emit.runtime, "MemoryStore", lambda: store)
+    async with emit.open_runtime(None) as rt:
+        slow = rt.space((await rt.create_space("slow")).id)
+        other = rt.space((await rt.create_space("other")).id)
+        for jobs in (slow, other):
+            await rt.spaces.stop_child(jobs.space_id)  # the next request loads it again
+        store.slow.add(slow.space_id)
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+
+            async def first_request() -> None:
+                with pytest.raises(emit.Unavailable, match="still loading"):
+                    await slow.counts()
+                assert trio.current_time() - start == pytest.approx(emit.runtime.ASK_TIMEOUT)
+
+            nursery.start_soon(first_request)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.fail_after(1):  # the supervisor starts other spaces meanwhile
+                assert (await other.create("j")).status == "pending"
+            assert trio.current_time() == start
+        await trio.sleep(100)  # the load went on: the space is up now
+        with trio.fail_after(1):
+            assert sum((await slow.counts()).values()) == 0
