@@ -93,6 +93,10 @@ class ActorRef(Generic[M]):
         The time spent waiting for mailbox room counts against ``timeout`` (seconds on
         trio's clock; ``None`` waits forever). Raises what the actor raised, `AskTimeout`,
         `ActorStopped` if the actor is or becomes stopped, or `ActorCrashed`.
+
+        An ask whose caller gave up (timed out or cancelled) before the actor took it
+        from the mailbox is never delivered; one the actor already took may still be
+        processed, so a timeout does not say that nothing happened.
         """
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"ask timeout must be a number >= 0 or None, not {timeout}")
@@ -105,9 +109,10 @@ class ActorRef(Generic[M]):
         try:
             mailbox.put_nowait(envelope)
         except MailboxFull:
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(deadline) as waited:
                 await mailbox.put(envelope)
-            if timeout is not None and trio.current_time() >= deadline:
+            if waited.cancelled_caught:  # nothing was queued
+                assert timeout is not None  # only a finite deadline cancels
                 raise AskTimeout(self.name, timeout) from None
         if timeout is not None:
             self._timer.watch(slot, deadline, self.name, timeout)
@@ -207,19 +212,30 @@ it hands to others (the store writer) is picked up at once."""
 
 
 async def _serve(actor: Actor[M], mailbox: Mailbox, context: Context[M]) -> None:
-    """Hand messages to ``actor`` one at a time until stopped, closed and drained."""
+    """Hand messages to ``actor`` one at a time until stopped, closed and drained.
+
+    Timer work and mailbox work take turns, as trio's scheduler runs each runnable task
+    once a pass: after a ``wakeup``, a message that is waiting (control messages first)
+    is handled before the next ``wakeup``. So a deadline that stays in the past (a
+    backlog of due work, or an actor that cannot consume it yet) slows the mailbox to
+    one message a turn but never keeps a stop, a failure notice or an ask from it.
+    """
     receive = actor.receive
     burst, burst_ends = BURST, 0.0
+    woke = False
     while not context._stop_requested:
         deadline = actor.wakeup_at()
         now = trio.current_time()
-        if deadline != math.inf and now >= deadline:
+        if now >= deadline and not woke:
             await trio.lowlevel.checkpoint()
             burst = BURST
             await actor.wakeup()
+            woke = True
             continue
         item: object = _NOTHING
-        if burst < BURST and now < burst_ends:
+        if woke or (burst < BURST and now < burst_ends):
+            # The mailbox's turn: what is waiting, without a wait (the wakeup's
+            # checkpoint, or the burst's, was just had).
             try:
                 item = mailbox.get_nowait()
             except trio.WouldBlock:
@@ -227,8 +243,14 @@ async def _serve(actor: Actor[M], mailbox: Mailbox, context: Context[M]) -> None
             except MailboxClosed:
                 return
             else:
-                burst += 1
+                if woke:
+                    burst, burst_ends = 0, trio.current_time() + BURST_SECONDS
+                else:
+                    burst += 1
+            woke = False
         if item is _NOTHING:
+            if now >= deadline:
+                continue  # due, and nothing waits in the mailbox: the timer's turn again
             if deadline == math.inf:
                 try:
                     item = await mailbox.get()
@@ -245,6 +267,11 @@ async def _serve(actor: Actor[M], mailbox: Mailbox, context: Context[M]) -> None
             burst, burst_ends = 0, trio.current_time() + BURST_SECONDS
         if type(item) is Ask:
             slot = item.slot
+            if slot.done:
+                # The asker gave up (timed out or cancelled) while it waited here: nobody
+                # would see the answer, so the actor never sees the question.
+                mailbox.processed += 1
+                continue
             context._current = slot
             try:
                 answer = await receive(item.message)

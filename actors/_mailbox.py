@@ -8,14 +8,21 @@ and is always read first.
 
 Invariant: once closed, a mailbox accepts no user message again; what was queued before
 the close can still be read (drained) or taken back (rejected) by the runtime.
+
+Invariant: senders are served first come, first served. A sender that finds no room
+parks with its message; a receive that frees a slot moves the first parked sender's
+message into it at once (as trio's memory channels hand an item to the first waiting
+sender), so the queue is full whenever a sender is parked and nobody, a ``put_nowait``
+included, can take the slot meant for the sender that waited longest.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import outcome
 import trio
 
 from .errors import ActorStopped, MailboxFull
@@ -46,8 +53,8 @@ class Mailbox:
     __slots__ = (
         "_closed",
         "_getters",
-        "_putters",
         "_queue",
+        "_senders",
         "_system",
         "capacity",
         "name",
@@ -65,7 +72,8 @@ class Mailbox:
         self._system: deque[object] = deque()
         self._closed = False
         self._getters = trio.lowlevel.ParkingLot()
-        self._putters = trio.lowlevel.ParkingLot()
+        self._senders: OrderedDict[trio.lowlevel.Task, object] = OrderedDict()
+        """Parked senders and their messages, longest waiting first."""
         self.on_control: Callable[[object | None], None] | None = None
         """Called with each control message as it arrives, and with None on close: lets
         a reader that is busy elsewhere (a supervisor restarting a child) be interrupted."""
@@ -84,21 +92,26 @@ class Mailbox:
             self._getters.unpark()
 
     async def put(self, item: object) -> None:
-        """Queue ``item``, waiting for room while the mailbox is full (backpressure)."""
+        """Queue ``item``, waiting for room while the mailbox is full (backpressure).
+
+        Waiting senders get the room in the order they came. Cancelled while waiting,
+        the sender takes its message back: nothing is queued."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        parked = False
-        while True:
-            if self._closed:
-                raise ActorStopped(self.name)
-            if len(self._queue) < self.capacity:
-                self._queue.append(item)
-                if self._getters:
-                    self._getters.unpark()
-                if not parked:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                return
-            await self._putters.park()
-            parked = True
+        try:
+            self.put_nowait(item)
+        except MailboxFull:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        self._senders[task] = item
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            del self._senders[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def put_system(self, item: object) -> None:
         """Queue a control message: never full, accepted even when closed, read first."""
@@ -119,10 +132,14 @@ class Mailbox:
     def get_nowait(self) -> object:
         if self._system:
             return self._system.popleft()
-        if self._queue:
-            item = self._queue.popleft()
-            if self._putters:
-                self._putters.unpark()
+        queue = self._queue
+        if queue:
+            item = queue.popleft()
+            if self._senders:
+                # The freed slot is the first waiting sender's: its message goes in now.
+                task, sent = self._senders.popitem(last=False)
+                queue.append(sent)
+                trio.lowlevel.reschedule(task)
             return item
         if self._closed:
             raise MailboxClosed
@@ -150,16 +167,22 @@ class Mailbox:
         if self._closed:
             return
         self._closed = True
-        self._putters.unpark_all()
+        senders, self._senders = self._senders, OrderedDict()
+        for task in senders:
+            trio.lowlevel.reschedule(task, outcome.Error(ActorStopped(self.name)))
         self._getters.unpark_all()
         if self.on_control is not None:
             self.on_control(None)
 
     def take_all(self) -> list[object]:
-        """Remove and return every queued user message (for rejecting them)."""
+        """Remove and return every queued user message (for rejecting them), with the
+        messages of senders still waiting for room (they are queued now)."""
         items = list(self._queue)
         self._queue.clear()
-        self._putters.unpark_all()
+        senders, self._senders = self._senders, OrderedDict()
+        for task, item in senders.items():
+            items.append(item)
+            trio.lowlevel.reschedule(task)
         return items
 
     def statistics(self) -> MailboxStatistics:
@@ -167,6 +190,6 @@ class Mailbox:
             queued=len(self._queue),
             capacity=self.capacity,
             processed=self.processed,
-            waiting_senders=self._putters.statistics().tasks_waiting,
+            waiting_senders=len(self._senders),
             closed=self._closed,
         )

@@ -114,7 +114,10 @@ class SupervisorSpec:
 
     Restart intensity: more than ``max_restarts`` restarts within ``within`` seconds (on
     trio's clock) and the supervisor stops its children and fails with `SupervisorGaveUp`,
-    leaving the decision to its own supervisor. A supervisor's ``shutdown`` defaults to
+    leaving the decision to its own supervisor. Every restart attempt counts, a restart
+    whose start-up fails included. The backoff paces the restarts, so an intensity that
+    the backoff alone keeps out of reach (a child that fails at once would be retried
+    for ever) is refused: see `gives_up_after`. A supervisor's ``shutdown`` defaults to
     ``None``: it gets as long as its children's own grace periods take.
     """
 
@@ -139,6 +142,32 @@ class SupervisorSpec:
         keys = [child.key for child in self.children]
         if len(set(keys)) != len(keys):
             raise ValueError(f"child keys must be unique, got {keys!r}")
+        if self.gives_up_after is None:
+            raise ValueError(
+                f"restart intensity out of reach: the backoff alone spreads "
+                f"{self.max_restarts} restarts over {self._backoff_total():g} s, not within "
+                f"{self.within:g} s, so a child that keeps failing would be restarted for "
+                f"ever; raise within, or lower max_restarts or the backoff"
+            )
+
+    def _backoff_total(self) -> float:
+        return sum(self.backoff.delay(n) for n in range(1, self.max_restarts + 1))
+
+    @property
+    def gives_up_after(self) -> float | None:
+        """How long a child that fails at once, every time, takes to make this supervisor
+        give up: the backoff waits of ``max_restarts`` restarts. None if that is not
+        within ``within`` (never: such a spec is refused).
+
+        The k-th restart in a row comes after the waits of the k-1 before it, and a wait
+        only grows with the restarts in the window, so ``max_restarts`` restarts fit in
+        the window at some point exactly when they fit in it from the first one.
+
+        >>> round(SupervisorSpec("s", max_restarts=3, within=5.0).gives_up_after, 6)
+        0.7
+        """
+        total = self._backoff_total()
+        return total if total < self.within else None
 
 
 ChildSpec = ActorSpec[Any] | SupervisorSpec

@@ -7,8 +7,17 @@ keeps its static children's cells, so even a restart of the supervisor itself ke
 refs of the actors below it working. Dynamic children (started with ``start_child``) end
 with the supervisor incarnation that started them.
 
-The supervisor handles one thing at a time: child exit notices (a control lane that is
-never full and is read first), then requests to start or stop children.
+The supervisor handles one thing at a time: notices from its children and its own timer
+(a control lane that is never full and is read first), then requests to start or stop
+children. Like OTP's ``supervisor``, it never waits in its loop for a child to start nor
+sleeps there: a child starts in the supervisor's nursery, beside the loop, and reports
+back with a message (`_ChildStarted`, or `_ChildExited` if its start failed); a restart
+backoff is a timer that posts `_Relaunch` to the supervisor. So a slow ``started()`` or
+a backoff never delays a request about another child, nor a stop. Only stopping
+children (within their grace) runs in the loop, and a stop request interrupts it.
+
+Every restart attempt counts toward the restart intensity, a failed start of a restart
+included, so a child that cannot start again makes its supervisor give up.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -24,6 +33,7 @@ import trio
 
 from ._actor import STOP, ActorRef, Ask, Request, Stop, reject_queued, run_actor, stop_for_good
 from ._mailbox import Mailbox, MailboxClosed, MailboxStatistics
+from ._reply import ReplySlot
 from ._spec import ActorSpec, ChildSpec, Restart, StopPolicy, Strategy, SupervisorSpec
 from ._timer import AskTimer
 from .errors import (
@@ -102,40 +112,85 @@ class _StopChild(Request[None]):
 
 
 @dataclass(frozen=True, slots=True)
+class _ChildStarted:
+    """A child's start-up finished: it is reachable now."""
+
+    child: _Child
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class _ChildExited:
+    """A child's incarnation ended; ``started`` False if it failed to start."""
+
     child: _Child
     generation: int
     error: Exception | None
+    started: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Relaunch:
+    """The supervisor's timer: the backoff of a restart is over, start ``group`` (in
+    order) unless it was scheduled again or stopped meanwhile (``token``)."""
+
+    group: tuple[_Child, ...]
+    token: object
 
 
 class _Child:
     """One child of one supervisor incarnation."""
 
-    __slots__ = ("cell", "done", "dynamic", "generation", "running", "scope", "spec", "stopping")
+    __slots__ = (
+        "cell",
+        "done",
+        "dynamic",
+        "generation",
+        "relaunch",
+        "scope",
+        "spec",
+        "stopping",
+        "then",
+        "waiters",
+    )
 
     def __init__(self, spec: ChildSpec, cell: Cell, dynamic: bool) -> None:
         self.spec = spec
         self.cell = cell
         self.dynamic = dynamic
         self.generation = 0
-        self.running = False
         self.stopping = False
         self.done = trio.Event()
+        """Set when the task of the current incarnation has ended (set while none runs)."""
+        self.done.set()
         self.scope = trio.CancelScope()
+        self.waiters: list[ReplySlot] = []
+        """``start_child`` asks waiting for this child's first start-up."""
+        self.then: tuple[_Child, ...] = ()
+        """Members of its restart group to start, in order, once this one has started."""
+        self.relaunch: object | None = None
+        """The token of the `_Relaunch` this child waits for, if any."""
 
 
 class _StartStatus:
-    """Forwards ``started`` and remembers that it happened."""
+    """Remembers that ``started`` happened, and tells whoever waits for it: the task that
+    called ``nursery.start`` (``inner``), or the supervisor's loop (``notify``)."""
 
-    __slots__ = ("happened", "inner")
+    __slots__ = ("happened", "inner", "notify")
 
-    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
+    def __init__(
+        self, inner: trio.TaskStatus[Any] | None, notify: Callable[[], None] | None
+    ) -> None:
         self.inner = inner
+        self.notify = notify
         self.happened = False
 
     def started(self, value: Any = None) -> None:
         self.happened = True
-        self.inner.started(value)
+        if self.inner is not None:
+            self.inner.started(value)
+        if self.notify is not None:
+            self.notify()
 
 
 class SupervisorRef:
@@ -173,8 +228,11 @@ class SupervisorRef:
     ) -> ActorRef[Any] | SupervisorRef:
         """Start a dynamic child and return its ref once its start-up has finished.
 
-        With ``exist_ok``, a child already running under that key is returned instead of
-        raising `DuplicateChild`. A failing start raises `ChildStartFailed`.
+        With ``exist_ok``, a child already running (or starting) under that key is
+        returned instead of raising `DuplicateChild`. A failing start raises
+        `ChildStartFailed`. After ``timeout`` seconds the caller gets `AskTimeout`; the
+        start-up goes on beside the supervisor's loop, and the child is reachable once
+        it is up.
         """
         ref: ActorRef[Any] | SupervisorRef = await self._requests.ask(
             _StartChild(spec, exist_ok), timeout=timeout
@@ -207,59 +265,88 @@ class _Supervision:
         self.nursery = nursery
         self.children = cell.children
         self.children.clear()
+        self.starting: dict[Hashable, _Child] = {}
+        """New dynamic children whose start-up runs: not reachable yet."""
         self.restarts: deque[float] = deque()
         self.busy: trio.CancelScope | None = None
 
-    async def start_static(self) -> None:
-        for spec in self.spec.children:
-            await self.add(spec, dynamic=False)
+    # ------------------------------------------------------------------- starting
 
-    async def add(
-        self, spec: ChildSpec, *, dynamic: bool, exist_ok: bool = False
-    ) -> ActorRef[Any] | SupervisorRef:
+    async def start_static(self) -> None:
+        """Start the static children in order, each up before the next (before the loop
+        runs: the supervisor's own start-up)."""
+        for spec in self.spec.children:
+            key = spec.key
+            cell = self.cell.static_cells.get(key)
+            if cell is None:
+                cell = make_cell(spec, f"{self.cell.name}/{key}", self.cell.timer)
+                self.cell.static_cells[key] = cell
+            child = _Child(spec, cell, dynamic=False)
+            try:
+                await self.nursery.start(self._start_now, child)
+            except Exception as exc:
+                raise ChildStartFailed(key) from exc
+            self.children[key] = child
+
+    async def _start_now(self, child: _Child, task_status: trio.TaskStatus[Any]) -> None:
+        self._prepare(child)
+        await self._child_task(child, child.generation, child.scope, child.done, task_status)
+
+    def request_start(self, spec: ChildSpec, exist_ok: bool, slot: ReplySlot) -> None:
+        """Start a dynamic child beside the loop; ``slot`` is answered when it is up."""
         key = spec.key
         existing = self.children.get(key)
         if existing is not None:
-            if exist_ok:
-                return existing.cell.ref
-            raise DuplicateChild(key)
-        cell = None if dynamic else self.cell.static_cells.get(key)
-        if cell is None:
-            cell = make_cell(spec, f"{self.cell.name}/{key}", self.cell.timer)
-            if not dynamic:
-                self.cell.static_cells[key] = cell
-        child = _Child(spec, cell, dynamic)
-        try:
-            await self.launch(child)
-        except Exception as exc:
-            if dynamic:
-                finalize(cell)
-            raise ChildStartFailed(key) from exc
-        except BaseException:
-            if dynamic:
-                finalize(cell)
-            raise
-        # Reachable only now that its start-up has finished. (Requests are handled one at
-        # a time, so no second start of the same key can slip in meanwhile.)
-        self.children[key] = child
-        return cell.ref
+            if not exist_ok:
+                raise DuplicateChild(key)
+            slot.set(existing.cell.ref)
+            return
+        starting = self.starting.get(key)
+        if starting is not None:
+            if not exist_ok:
+                raise DuplicateChild(key)
+            starting.waiters.append(slot)  # get-or-start: one start, every asker answered
+            return
+        child = _Child(spec, make_cell(spec, f"{self.cell.name}/{key}", self.cell.timer), True)
+        child.waiters.append(slot)
+        self.starting[key] = child
+        self.launch(child)
 
-    async def launch(self, child: _Child) -> None:
+    def _prepare(self, child: _Child) -> None:
         child.generation += 1
         child.done = trio.Event()
+        child.scope = trio.CancelScope()
         child.stopping = False
+        child.relaunch = None
         # A stop meant for the last incarnation must not end this one at once.
         child.cell.mailbox.clear_control()
-        await self.nursery.start(self._child_task, child, child.generation, child.done)
-        child.running = True
+
+    def launch(self, child: _Child) -> None:
+        """Start an incarnation of ``child`` in the nursery; the loop hears how it went."""
+        self._prepare(child)
+        self.nursery.start_soon(
+            self._child_task, child, child.generation, child.scope, child.done, None
+        )
 
     async def _child_task(
-        self, child: _Child, generation: int, done: trio.Event, task_status: trio.TaskStatus[Any]
+        self,
+        child: _Child,
+        generation: int,
+        scope: trio.CancelScope,
+        done: trio.Event,
+        task_status: trio.TaskStatus[Any] | None,
     ) -> None:
-        status = _StartStatus(task_status)
+        """Run one incarnation. Started by ``nursery.start`` (``task_status``), a failing
+        start-up raises to the starter; else every outcome comes to the loop as a message."""
+        mailbox = self.cell.mailbox
+
+        def notify() -> None:
+            mailbox.put_system(_ChildStarted(child, generation))
+
+        status = _StartStatus(task_status, notify if task_status is None else None)
         error: Exception | None = None
         try:
-            with trio.CancelScope() as child.scope:
+            with scope:
                 try:
                     if isinstance(child.spec, ActorSpec):
                         assert isinstance(child.cell, ActorCell)
@@ -270,20 +357,52 @@ class _Supervision:
                         assert isinstance(child.cell, SupervisorCell)
                         await run_supervisor(child.spec, child.cell, status)
                 except Exception as exc:
-                    if not status.happened:
+                    if task_status is not None and not status.happened:
                         raise
                     error = exc
         finally:
             done.set()
-        if status.happened:
-            self.cell.mailbox.put_system(_ChildExited(child, generation, error))
+        mailbox.put_system(_ChildExited(child, generation, error, status.happened))
+
+    def on_started(self, notice: _ChildStarted) -> None:
+        child = notice.child
+        if child.generation != notice.generation or child.stopping or not self._current(child):
+            return
+        key = child.spec.key
+        if self.starting.get(key) is child:
+            # Reachable only now that its start-up has finished.
+            del self.starting[key]
+            self.children[key] = child
+        waiters, child.waiters = child.waiters, []
+        for slot in waiters:
+            slot.set(child.cell.ref)
+        rest, child.then = child.then, ()
+        self._start_group(rest)
+
+    def _start_group(self, group: tuple[_Child, ...]) -> None:
+        """Start the first member still ours; the others follow it, in order, once it is
+        up (as a group restart must: each reachable before the next starts)."""
+        members = tuple(member for member in group if self.children.get(member.spec.key) is member)
+        if members:
+            first, *rest = members
+            first.then = tuple(rest)
+            self.launch(first)
+
+    def _current(self, child: _Child) -> bool:
+        key = child.spec.key
+        return self.children.get(key) is child or self.starting.get(key) is child
+
+    # ------------------------------------------------------------------- stopping
 
     async def stop(self, child: _Child, *, final: bool) -> None:
         """Stop the child's incarnation within its grace; ``final`` also forgets it."""
         if final:
             stop_for_good(child.cell.mailbox, _stop_policy(child.spec))
-        if child.running:
-            child.stopping = True
+        child.relaunch = None  # a restart scheduled for it is off
+        child.then = ()
+        # Also when its task has ended already: the exit notice on its way is ours.
+        child.stopping = True
+        if not child.done.is_set():
             if not final:
                 child.cell.mailbox.put_system(STOP)
             grace = child.spec.shutdown
@@ -292,21 +411,38 @@ class _Supervision:
             if not child.done.is_set():
                 child.scope.cancel()
                 await child.done.wait()
-            child.running = False
+        waiters, child.waiters = child.waiters, []
+        for slot in waiters:
+            slot.fail(ActorStopped(child.cell.name))
         if final:
             finalize(child.cell)
             key = child.spec.key
             if self.children.get(key) is child:
                 del self.children[key]
+            if self.starting.get(key) is child:
+                del self.starting[key]
             if not child.dynamic and self.cell.static_cells.get(key) is child.cell:
                 del self.cell.static_cells[key]
 
     async def stop_all(self, *, final: bool) -> None:
+        for child in reversed(list(self.starting.values())):
+            await self.stop(child, final=True)
         for child in reversed(list(self.children.values())):
             await self.stop(child, final=final or child.dynamic)
 
+    def abandon_starts(self) -> None:
+        """The incarnation ends (perhaps cancelled): nobody may wait for a start-up."""
+        for child in list(self.starting.values()):
+            waiters, child.waiters = child.waiters, []
+            for slot in waiters:
+                slot.fail(ActorStopped(child.cell.name))
+            finalize(child.cell)
+        self.starting.clear()
+
+    # ------------------------------------------------------------------ restarting
+
     def count_restart(self, key: Hashable, cause: Exception | None) -> int:
-        """Note one restart; the number of restarts in the window, or give up."""
+        """Note one restart attempt; the number in the window, or give up."""
         now = trio.current_time()
         window_start = now - self.spec.within
         while self.restarts and self.restarts[0] <= window_start:
@@ -319,16 +455,50 @@ class _Supervision:
         self.restarts.append(now)
         return len(self.restarts)
 
+    def schedule(self, group: list[_Child], restarts: int) -> None:
+        """Start ``group`` again once the backoff of the ``restarts``-th restart is over:
+        a timer posts `_Relaunch` to the loop, which meanwhile serves everything else."""
+        token = object()
+        for member in group:
+            member.relaunch = token
+        notice = _Relaunch(tuple(group), token)
+        delay = self.spec.backoff.delay(restarts)
+        if delay <= 0:
+            self.cell.mailbox.put_system(notice)
+        else:
+            self.nursery.start_soon(self._timer, delay, notice)
+
+    async def _timer(self, delay: float, notice: _Relaunch) -> None:
+        await trio.sleep(delay)
+        self.cell.mailbox.put_system(notice)
+
+    def on_relaunch(self, notice: _Relaunch) -> None:
+        self._start_group(tuple(m for m in notice.group if m.relaunch is notice.token))
+
     async def on_exit(self, notice: _ChildExited) -> None:
         child = notice.child
         key = child.spec.key
-        if (
-            self.children.get(key) is not child
-            or child.generation != notice.generation
-            or child.stopping
-        ):
+        if child.generation != notice.generation or child.stopping or not self._current(child):
             return  # an incarnation we stopped on purpose, or one already replaced
-        child.running = False
+        if not notice.started:
+            if self.starting.get(key) is child:
+                # A new child that could not start: its starters hear why; nothing stays.
+                del self.starting[key]
+                error = ChildStartFailed(key)
+                error.__cause__ = notice.error
+                waiters, child.waiters = child.waiters, []
+                for slot in waiters:
+                    slot.fail(error)
+                finalize(child.cell)
+                return
+            # A restart that failed to start: one more restart attempt, after a backoff.
+            log.warning(
+                "%s failed to restart: %r", child.cell.name, notice.error, exc_info=notice.error
+            )
+            restarts = self.count_restart(key, notice.error)
+            self.schedule([child, *child.then], restarts)
+            child.then = ()
+            return
         if notice.error is not None:
             log.warning("%s crashed: %r", child.cell.name, notice.error, exc_info=notice.error)
         kind = child.spec.restart
@@ -346,38 +516,15 @@ class _Supervision:
         for other in reversed(group):
             if other is not child:
                 await self.stop(other, final=other.spec.restart is Restart.TEMPORARY)
-        await trio.sleep(self.spec.backoff.delay(restarts))
-        for member in group:
-            if self.children.get(member.spec.key) is member:
-                await self.relaunch(member)
+        self.schedule([m for m in group if self.children.get(m.spec.key) is m], restarts)
 
-    async def relaunch(self, child: _Child) -> None:
-        while True:
-            try:
-                await self.launch(child)
-                return
-            except Exception as exc:
-                restarts = self.count_restart(child.spec.key, exc)
-                await trio.sleep(self.spec.backoff.delay(restarts))
-
-    async def handle(self, message: object) -> object:
-        match message:
-            case _StartChild(spec=spec, exist_ok=exist_ok):
-                return await self.add(spec, dynamic=True, exist_ok=exist_ok)
-            case _StopChild(key=key):
-                child = self.children.get(key)
-                if child is None:
-                    raise ChildNotFound(key)
-                await self.stop(child, final=True)
-                return None
-            case _:
-                raise TypeError(f"supervisor {self.cell.name} does not understand {message!r}")
+    # ------------------------------------------------------------------------ loop
 
     async def serve(self) -> bool:
-        """Handle exits and requests until stopped; True when stopped for good.
+        """Handle notices and requests until stopped; True when stopped for good.
 
-        Restarts and starts can take long (backoff, a slow ``started()``). A stop request
-        that arrives meanwhile interrupts them: the supervisor never makes its own
+        Only stopping children waits in the loop (within their grace). A stop request
+        that arrives meanwhile interrupts it: the supervisor never makes its own
         supervisor wait for a restart it is about to undo.
         """
         mailbox = self.cell.mailbox
@@ -388,16 +535,22 @@ class _Supervision:
                     item = await mailbox.get()
                 except MailboxClosed:
                     return True
-                if type(item) is Stop:
+                kind = type(item)
+                if kind is Stop:
                     return False
-                with trio.CancelScope() as self.busy:
-                    if self._stop_requested():
-                        self.busy.cancel()
-                    if type(item) is _ChildExited:
-                        await self.on_exit(item)
-                    elif type(item) is Ask:
-                        await self._answer(item)
-                self.busy = None
+                if kind is _ChildStarted:
+                    self.on_started(item)  # type: ignore[arg-type]
+                elif kind is _Relaunch:
+                    self.on_relaunch(item)  # type: ignore[arg-type]
+                else:
+                    with trio.CancelScope() as self.busy:
+                        if self._stop_requested():
+                            self.busy.cancel()
+                        if kind is _ChildExited:
+                            await self.on_exit(item)  # type: ignore[arg-type]
+                        elif kind is Ask:
+                            await self._answer(item)  # type: ignore[arg-type]
+                    self.busy = None
                 mailbox.processed += 1
         finally:
             mailbox.on_control = None
@@ -411,18 +564,31 @@ class _Supervision:
             self.busy.cancel()
 
     async def _answer(self, item: Ask) -> None:
+        slot = item.slot
+        if slot.done:
+            return  # the asker gave up while it waited in the mailbox: not delivered
         try:
-            answer = await self.handle(item.message)
+            match item.message:
+                case _StartChild(spec=spec, exist_ok=exist_ok):
+                    self.request_start(spec, exist_ok, slot)
+                    return  # answered once the child is up
+                case _StopChild(key=key):
+                    child = self.children.get(key) or self.starting.get(key)
+                    if child is None:
+                        raise ChildNotFound(key)
+                    await self.stop(child, final=True)
+                case message:
+                    raise TypeError(f"supervisor {self.cell.name} does not understand {message!r}")
         except Exception as exc:
-            item.slot.fail(exc)
+            slot.fail(exc)
         except BaseException as exc:
             # Interrupted by a stop, or cancelled from above: never leave the asker
             # hanging. (KeyboardInterrupt and the like end the whole program instead.)
             if _only_cancelled(exc):
-                item.slot.fail(ActorStopped(self.cell.name))
+                slot.fail(ActorStopped(self.cell.name))
             raise
         else:
-            item.slot.set(answer)
+            slot.set(None)
 
 
 def _only_cancelled(error: BaseException) -> bool:
@@ -436,16 +602,24 @@ async def run_supervisor(
 ) -> None:
     """Run one incarnation of a supervisor: start children, supervise, stop in reverse."""
     error: Exception | None = None
-    async with trio.open_nursery() as nursery:
-        supervision = _Supervision(spec, cell, nursery)
-        final = False
-        try:
-            await supervision.start_static()
-            task_status.started(cell.ref)
-            final = await supervision.serve()
-        except Exception as exc:
-            error = exc
-        await supervision.stop_all(final=final)
-        nursery.cancel_scope.cancel()
+    supervision: _Supervision | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            supervision = _Supervision(spec, cell, nursery)
+            final = False
+            try:
+                await supervision.start_static()
+                task_status.started(cell.ref)
+                final = await supervision.serve()
+            except Exception as exc:
+                error = exc
+            await supervision.stop_all(final=final)
+            nursery.cancel_scope.cancel()
+    except BaseException as exc:
+        # Cancelled before the children were stopped: nobody may wait for a start-up.
+        # (KeyboardInterrupt and the like end the whole program instead.)
+        if supervision is not None and _only_cancelled(exc):
+            supervision.abandon_starts()
+        raise
     if error is not None:
         raise error

@@ -10,8 +10,9 @@ The hierarchy, and whose fault each one is::
     ├── ActorCrashed                the actor's: the incarnation holding the request ended
     │                               before it replied and the actor lives on (restarted);
     │                               ``__cause__`` is the crash when there was one
-    ├── AskTimeout                  also a TimeoutError: no reply within the ask's timeout; the
-    │                               message may still be processed later
+    ├── AskTimeout                  also a TimeoutError: no reply within the ask's timeout; a
+    │                               message still queued is dropped, one the actor already took
+    │                               may still be processed
     └── SupervisionError            a supervisor refused or failed a request
         ├── DuplicateChild          start_child() named a key that is already taken
         ├── ChildNotFound           stop_child() named a key the supervisor does not have
@@ -62,7 +63,8 @@ class ActorCrashed(ActorError):
 
 
 class AskTimeout(ActorError, TimeoutError):
-    """No reply came within the ask's timeout. The message may still be processed later."""
+    """No reply came within the ask's timeout. A message still in the mailbox is never
+    delivered; one the actor had already taken may still be processed."""
 
     def __init__(self, name: str, timeout: float) -> None:
         super().__init__(f"actor {name} did not reply within {timeout:g} s")

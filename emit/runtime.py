@@ -565,11 +565,16 @@ class Runtime:
         if not isinstance(space_id, str) or len(space_id) != 26:
             raise NotFound(f"no space {space_id!r}")
         try:
-            started = await self.spaces.start_child(self._spec(space_id), exist_ok=True)
+            started = await self.spaces.start_child(
+                self._spec(space_id), exist_ok=True, timeout=ASK_TIMEOUT
+            )
         except actors.ChildStartFailed as exc:
             if isinstance(exc.__cause__, EmitError):
                 raise exc.__cause__ from None
             raise Unavailable(f"space {space_id} failed to load: {exc.__cause__}") from None
+        except actors.AskTimeout:
+            # Its load goes on beside the supervisor's loop; a later request finds it.
+            raise Unavailable(f"space {space_id} is still loading; retry") from None
         except actors.ActorError as exc:
             raise Unavailable(f"the runtime is stopping: {exc}") from None
         return started
@@ -735,9 +740,22 @@ async def open_runtime(
         writer_spec: actors.ActorSpec[Any] = actors.ActorSpec(
             "store", lambda: StoreWriter(store), capacity=4096, shutdown=60.0
         )
-        spaces_spec = actors.SupervisorSpec("spaces", max_restarts=20, within=10.0, capacity=4096)
+        # Restart intensity (docs/architecture.md, "Supervision"). The spaces supervisor
+        # gives up on a space that fails in a loop: 10 restarts in 30 s, which the
+        # default backoff (0.1 s doubling to 5 s) reaches after 26.3 s; more spaces
+        # failing together reach it sooner. The root then restarts the spaces (and what
+        # started after them) from the store. A store that fails for minutes (a full
+        # disk) makes every space that writes fail, so the spaces supervisor may give up
+        # again and again: the root paces those restarts with the same backoff (one
+        # every 5 s at most) and gives up only after 600 in an hour, 50 minutes of
+        # failing without a break; then `emit serve` exits for its service manager.
+        spaces_spec = actors.SupervisorSpec("spaces", max_restarts=10, within=30.0, capacity=4096)
         async with actors.open_system(
-            "emit", children=[writer_spec, spaces_spec], strategy=actors.Strategy.REST_FOR_ONE
+            "emit",
+            children=[writer_spec, spaces_spec],
+            strategy=actors.Strategy.REST_FOR_ONE,
+            max_restarts=600,
+            within=3600.0,
         ) as system:
             writer = system.whereis("store")
             spaces = system.whereis("spaces")

@@ -205,3 +205,53 @@ async def test_a_cancelled_ask_abandons_its_reply(autojump_clock: MockClock) -> 
         assert scope.cancelled_caught
         await trio.sleep(60)  # the ask's own deadline passes with nobody waiting
         assert await ref.ask(Add(1)) == 1
+
+
+# --------------------------------------------------------------------------------------
+# An ask that can no longer be answered is not delivered: its caller is gone.
+# --------------------------------------------------------------------------------------
+
+
+async def test_an_ask_whose_caller_is_already_cancelled_is_not_delivered(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    async with actors.open_system() as system:
+        ref = await system.start(spec("w", journal))
+        ref.tell_nowait(("sleep", 10.0))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ref.ask("nobody waits for this", timeout=None)
+        assert await ref.ask("count", timeout=None) == 1  # the sleep only
+    assert journal.of("got") == []
+
+
+async def test_an_ask_that_timed_out_in_the_mailbox_is_not_delivered(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    async with actors.open_system() as system:
+        ref = await system.start(spec("w", journal))
+        ref.tell_nowait(("sleep", 10.0))
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(actors.AskTimeout):
+            await ref.ask("too late", timeout=1)
+        with trio.move_on_after(2):
+            await ref.ask("given up", timeout=None)
+        assert await ref.ask("count", timeout=None) == 1
+        assert ref.statistics().processed == 4  # the skipped asks count as handled
+    assert journal.of("got") == []
+
+
+async def test_an_ask_that_times_out_while_being_handled_is_still_processed(
+    autojump_clock: MockClock,
+) -> None:
+    """The documented other side: once the actor has the message, a timeout only stops
+    the caller waiting."""
+    journal = Journal()
+    async with actors.open_system() as system:
+        ref = await system.start(spec("w", journal))
+        with pytest.raises(actors.AskTimeout):
+            await ref.ask(("sleep", 10.0), timeout=1)
+        assert await ref.ask("count", timeout=None) == 1

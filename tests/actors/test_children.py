@@ -10,7 +10,7 @@ from trio.testing import MockClock
 import actors
 from actors import Restart, RestartBackoff, SupervisorSpec
 
-from .kit import Crash, Journal, spec
+from .kit import Crash, Journal, settle, spec
 
 NO_BACKOFF = RestartBackoff(initial=0, factor=1, maximum=0)
 
@@ -34,7 +34,7 @@ async def test_messages_sent_during_the_restart_backoff_are_kept(
 ) -> None:
     journal = Journal()
     backoff = RestartBackoff(initial=30, factor=1, maximum=30)
-    async with actors.open_system(backoff=backoff) as system:
+    async with actors.open_system(within=100, backoff=backoff) as system:
         ref = await system.start(spec("w", journal))
         ref.tell_nowait("crash")
         await trio.sleep(10)  # the actor is down, waiting out its backoff
@@ -143,3 +143,67 @@ async def test_dynamic_children_end_with_their_supervisor_incarnation(
         assert tree_ref.whereis("dyn") is None
         assert not static.stopped
         assert tree_ref.children() == ["trigger"]
+
+
+# --------------------------------------------------------------------------------------
+# The supervisor's loop stays responsive: a child's start-up and a restart backoff run
+# beside it, never in it.
+# --------------------------------------------------------------------------------------
+
+
+class SlowStart(actors.Actor[object]):
+    async def started(self) -> None:
+        await trio.sleep(100)  # loading a big state
+
+    async def receive(self, message: object) -> object:
+        return "slow"
+
+
+async def test_a_slow_start_does_not_delay_starting_or_stopping_another_child(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    async with actors.open_system() as system, trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: system.root.start_child(actors.ActorSpec("slow", SlowStart)))
+        await settle()
+        start = trio.current_time()
+        with trio.fail_after(1):
+            other = await system.root.start_child(spec("other", journal))
+            assert await other.ask("count") == 0
+            await system.root.stop_child("other")
+        assert trio.current_time() == start
+        assert system.whereis("slow") is None  # still starting
+        await trio.sleep(101)
+        slow = system.whereis("slow")
+        assert isinstance(slow, actors.ActorRef)
+        assert await slow.ask("hello") == "slow"
+
+
+async def test_a_restart_backoff_does_not_delay_starting_another_child(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    backoff = RestartBackoff(initial=30, factor=1, maximum=30)
+    async with actors.open_system(max_restarts=1, within=100, backoff=backoff) as system:
+        crasher = await system.start(spec("crasher", journal))
+        crasher.tell_nowait("crash")
+        await settle()  # its restart waits out the 30 s backoff now
+        start = trio.current_time()
+        with trio.fail_after(1):
+            await system.start(spec("other", journal))
+        assert trio.current_time() == start
+        assert journal.of("start") == ["crasher", "other"]
+        assert await crasher.ask("incarnation", timeout=None) == 1
+        assert trio.current_time() == pytest.approx(start + 30)
+
+
+async def test_a_start_child_that_times_out_still_starts_the_child(
+    autojump_clock: MockClock,
+) -> None:
+    async with actors.open_system() as system:
+        with pytest.raises(actors.AskTimeout):
+            await system.root.start_child(actors.ActorSpec("slow", SlowStart), timeout=1)
+        await trio.sleep(100)  # its start-up went on
+        slow = system.whereis("slow")
+        assert isinstance(slow, actors.ActorRef)
+        assert await slow.ask("hello") == "slow"

@@ -145,3 +145,62 @@ async def test_an_actor_takes_waiting_messages_in_bursts_and_yields_between_them
     # per pass, in a shuffled order, so between two looks the actor can have had two.
     assert max(gaps) <= 2 * (BURST + 1)
     assert len(seen) < 1000 / 4  # far fewer passes than messages
+
+
+# --------------------------------------------------------------------------------------
+# Fairness: senders waiting for room are served first come, first served, as trio's
+# memory channels serve them: the slot a receive frees goes to the first parked sender.
+# --------------------------------------------------------------------------------------
+
+
+async def test_a_freed_slot_goes_to_the_first_parked_sender_not_to_a_tell_nowait(
+    autojump_clock: MockClock,
+) -> None:
+    from actors._mailbox import Mailbox
+
+    mailbox = Mailbox("m", 1)
+    mailbox.put_nowait("queued")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mailbox.put, "parked")
+        await settle()
+        assert mailbox.statistics().waiting_senders == 1
+        assert mailbox.get_nowait() == "queued"
+        # The parked sender has not run yet, but the slot is already its own.
+        with pytest.raises(actors.MailboxFull):
+            mailbox.put_nowait("jumps the queue")
+        assert mailbox.get_nowait() == "parked"
+    assert mailbox.statistics().waiting_senders == 0
+
+
+async def test_parked_senders_are_served_in_arrival_order(autojump_clock: MockClock) -> None:
+    from actors._mailbox import Mailbox
+
+    mailbox = Mailbox("m", 1)
+    mailbox.put_nowait(0)
+    async with trio.open_nursery() as nursery:
+        for n in range(1, 6):
+            nursery.start_soon(mailbox.put, n)
+            await settle()  # parked in this order
+        got = []
+        for _ in range(5):
+            got.append(mailbox.get_nowait())
+            with pytest.raises(actors.MailboxFull):
+                mailbox.put_nowait("late")  # never ahead of those waiting
+            await settle()
+        got.append(mailbox.get_nowait())
+    assert got == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_sender_cancelled_while_parked_takes_its_message_back(
+    autojump_clock: MockClock,
+) -> None:
+    from actors._mailbox import Mailbox
+
+    mailbox = Mailbox("m", 1)
+    mailbox.put_nowait("queued")
+    with trio.move_on_after(1):
+        await mailbox.put("given up")
+    assert mailbox.statistics().waiting_senders == 0
+    assert mailbox.get_nowait() == "queued"
+    with pytest.raises(trio.WouldBlock):
+        mailbox.get_nowait()

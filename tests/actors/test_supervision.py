@@ -225,3 +225,82 @@ async def test_keyboard_interrupt_in_an_actor_is_never_swallowed(
             ref = await system.spawn(Interrupted)
             ref.tell_nowait("go")
             await trio.sleep_forever()
+
+
+# --------------------------------------------------------------------------------------
+# Restart intensity is reachable: a child that keeps failing makes its supervisor give
+# up, in the time the backoff takes, however the failures come.
+# --------------------------------------------------------------------------------------
+
+
+class FailsToRestart(actors.Actor[object]):
+    """Starts once; crashes on its first message; every later start-up fails."""
+
+    starts = 0
+
+    async def started(self) -> None:
+        FailsToRestart.starts += 1
+        if FailsToRestart.starts > 1:
+            raise Crash("cannot start again")
+
+    async def receive(self, message: object) -> object:
+        raise Crash("crash")
+
+
+class CrashesAtOnce(actors.Actor[object]):
+    """Crashes as soon as it is up, every time."""
+
+    async def started(self) -> None:
+        self.context.ref.tell_nowait("crash")
+
+    async def receive(self, message: object) -> object:
+        raise Crash("crash")
+
+
+@pytest.mark.parametrize("factory", [FailsToRestart, CrashesAtOnce])
+async def test_a_child_failing_in_a_loop_makes_its_supervisor_give_up_in_bounded_time(
+    autojump_clock: MockClock, factory: type[actors.Actor[object]]
+) -> None:
+    FailsToRestart.starts = 0
+    sup = SupervisorSpec("sup", max_restarts=10, within=30)  # the default backoff
+    assert sup.gives_up_after == pytest.approx(26.3)  # 0.1 doubling to 5, ten times
+    start = trio.current_time()
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(actors.SupervisorGaveUp, match="child 'sup'")
+    ) as caught:
+        async with actors.open_system(max_restarts=0) as system:
+            ref = await system.start(sup)
+            child = await ref.start_child(actors.ActorSpec("child", factory))
+            child.tell_nowait("go")
+            with trio.fail_after(60):
+                await trio.sleep_forever()
+    gave_up = caught.value.exceptions[0].__cause__
+    assert isinstance(gave_up, actors.SupervisorGaveUp) and gave_up.key == "child"
+    assert trio.current_time() - start == pytest.approx(26.3)
+
+
+async def test_restarts_of_different_children_count_together_without_waiting_in_turn(
+    autojump_clock: MockClock,
+) -> None:
+    """The backoff is a timer per restart, not a sleep in the loop: eleven children that
+    crash together exceed ten restarts at once."""
+    journal = Journal()
+    backoff = RestartBackoff(initial=1, factor=1, maximum=1)
+    with pytest.RaisesGroup(actors.SupervisorGaveUp):
+        async with actors.open_system(max_restarts=10, within=30, backoff=backoff) as system:
+            refs = [await system.start(spec(f"w{n}", journal)) for n in range(11)]
+            start = trio.current_time()
+            for ref in refs:
+                ref.tell_nowait("crash")
+            with trio.fail_after(60):
+                await trio.sleep_forever()
+    assert trio.current_time() == start
+
+
+def test_an_intensity_the_backoff_keeps_out_of_reach_is_refused() -> None:
+    with pytest.raises(ValueError, match="restart intensity out of reach"):
+        SupervisorSpec("s", max_restarts=20, within=10)  # 76.3 s of backoff: never
+    with pytest.raises(ValueError, match="restart intensity out of reach"):
+        SupervisorSpec("s", backoff=RestartBackoff(initial=30, factor=1, maximum=30))
+    assert SupervisorSpec("s", max_restarts=0).gives_up_after == 0
+    assert SupervisorSpec("s", max_restarts=20, within=10, backoff=NO_BACKOFF).gives_up_after == 0

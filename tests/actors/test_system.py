@@ -111,3 +111,116 @@ async def test_open_system_validates_its_settings() -> None:
         actors.RestartBackoff(factor=0.5)
     with pytest.raises(ValueError, match="child keys must be unique"):
         actors.SupervisorSpec("s", [spec("a", Journal()), spec("a", Journal())])
+
+
+# --------------------------------------------------------------------------------------
+# Timers never starve the mailbox: timer work and mailbox work take turns, so a deadline
+# that stays in the past cannot keep an actor from reading its messages or a stop.
+# --------------------------------------------------------------------------------------
+
+
+class Starved(Exception):
+    """Raised by `Stubborn` once its timer has run so often that the mailbox is surely
+    starved: a failing test instead of a hang (the spinning loop keeps the autojump
+    clock from ever moving)."""
+
+
+class Stubborn(actors.Actor[object]):
+    """Its deadline, once armed, stays in the past: ``wakeup`` never consumes it (as a
+    space whose store failed leaves its due deadlines for the incarnation after it)."""
+
+    def __init__(self) -> None:
+        self.due = math.inf
+        self.wakeups = 0
+
+    def wakeup_at(self) -> float:
+        return self.due
+
+    async def wakeup(self) -> None:
+        self.wakeups += 1
+        if self.wakeups > 10_000:
+            raise Starved("the timer ran 10,000 times and the mailbox was never read")
+
+    async def receive(self, message: object) -> object:
+        match message:
+            case "arm":
+                self.due = trio.current_time()
+            case "wakeups":
+                return self.wakeups
+            case "incarnation":
+                return self.context.incarnation
+        return None
+
+
+async def test_a_deadline_that_stays_due_does_not_starve_asks_or_a_stop(
+    autojump_clock: MockClock,
+) -> None:
+    async with actors.open_system(max_restarts=0) as system:
+        ref = await system.spawn(Stubborn, shutdown=30)
+        ref.tell_nowait("arm")
+        with trio.fail_after(1):
+            for _ in range(10):
+                assert await ref.ask("wakeups") < 100  # a turn each, not a spin
+        start = trio.current_time()
+        with trio.fail_after(1):  # its grace is 30 s: read at once, not waited out
+            await system.root.stop_child(ref.key)
+        assert trio.current_time() == start
+    assert ref.stopped
+
+
+async def test_a_restart_stop_reaches_an_actor_whose_deadline_stays_due(
+    autojump_clock: MockClock,
+) -> None:
+    """The stop of a group restart travels in the control lane: read after one timer
+    turn, not after the grace period."""
+    journal = Journal()
+    tree = actors.SupervisorSpec(
+        "sup",
+        [actors.ActorSpec("stubborn", Stubborn, shutdown=30), spec("w", journal)],
+        strategy=actors.Strategy.ONE_FOR_ALL,
+        max_restarts=1,  # the crash below; a `Starved` crash would be one too many
+        backoff=actors.RestartBackoff(initial=0, factor=1, maximum=0),
+    )
+    async with actors.open_system(max_restarts=0) as system:
+        sup = await system.start(tree)
+        stubborn, w = sup.whereis("stubborn"), sup.whereis("w")
+        assert isinstance(stubborn, actors.ActorRef) and isinstance(w, actors.ActorRef)
+        stubborn.tell_nowait("arm")
+        with trio.fail_after(1):
+            assert await stubborn.ask("incarnation") == 0  # armed: its deadline stays due
+        start = trio.current_time()
+        w.tell_nowait("crash")  # one-for-all: stubborn is stopped and restarted too
+        with trio.fail_after(1):
+            while await stubborn.ask("incarnation") == 0:
+                pass  # until the group restart has replaced it
+        assert trio.current_time() == start
+        assert await stubborn.ask("incarnation") == 1
+        assert not sup.stopped
+
+
+class Backlog(actors.Actor[object]):
+    """A backlog of due deadlines, each slow to handle (one second of work apiece)."""
+
+    def __init__(self) -> None:
+        self.deadlines = [0.0] * 100
+
+    def wakeup_at(self) -> float:
+        return self.deadlines[0] if self.deadlines else math.inf
+
+    async def wakeup(self) -> None:
+        self.deadlines.pop()
+        await trio.sleep(1)
+
+    async def receive(self, message: object) -> object:
+        return len(self.deadlines)
+
+
+async def test_asks_are_answered_between_the_turns_of_a_timer_backlog(
+    autojump_clock: MockClock,
+) -> None:
+    async with actors.open_system() as system:
+        ref = await system.spawn(Backlog)
+        with trio.fail_after(5):  # the whole backlog would take 100 s
+            left = await ref.ask("left", timeout=None)
+            assert left > 95
+            assert await ref.ask("left", timeout=None) == left - 1
