@@ -13,6 +13,10 @@ Hypercorn's `TCPServer` (0.18) has three faults on paths a real client walks:
   client's WebSocket close frame arrives, without waiting for the app's own close frame,
   already committed, to be written: the client sees 1006, and the app's write fails with
   `trio.BusyResourceError`.
+- **A close with no status is answered with none.** A browser's ``ws.close()`` sends a
+  close frame without a code; Hypercorn echoes it, and the page sees 1005 where the
+  stream promised 1000. RFC 6455 lets the answer carry its own code (an echo is only
+  "typical"): `Stream` answers such a close with 1000, normal closure.
 - **A write has no bound.** Writes are shielded from cancellation (a half-written frame
   would corrupt the stream), so a client that never reads holds the app's task, the
   socket and its file descriptor forever, whatever timeout the app sets.
@@ -20,7 +24,9 @@ Hypercorn's `TCPServer` (0.18) has three faults on paths a real client walks:
 `Connection` overrides the two methods concerned: a write that does not finish within
 ``send_timeout`` seconds drops the connection (nothing else could be written on it
 anyway), and a close waits for the write in flight (bounded by the same timeout) and
-runs shielded. `serve()` installs it with `use_emit_connections()`.
+runs shielded. `serve()` installs both classes with `use_emit_connections()`;
+tests/realtime/test_closing.py and tests/http/test_keepalive.py fail if Hypercorn
+changes under them.
 """
 
 from __future__ import annotations
@@ -30,8 +36,13 @@ from math import inf
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio import run as hypercorn_run
 from hypercorn.trio.tcp_server import TCPServer
+from wsproto.events import CloseConnection
+from wsproto.events import Event as WSProtoEvent
+from wsproto.frame_protocol import CloseReason
 
 
 class EmitConfig(Config):
@@ -72,7 +83,15 @@ class Connection(TCPServer):
                 await super()._close()
 
 
+class Stream(WSStream):
+    async def _send_wsproto_event(self, event: WSProtoEvent) -> None:
+        if isinstance(event, CloseConnection) and event.code == CloseReason.NO_STATUS_RCVD:
+            event = CloseConnection(code=CloseReason.NORMAL_CLOSURE)  # not an empty echo
+        await super()._send_wsproto_event(event)
+
+
 def use_emit_connections() -> None:
-    """Make Hypercorn's trio worker serve each connection with `Connection`
-    (process-wide: Hypercorn builds its connection class by name, with no setting)."""
+    """Make Hypercorn serve each connection with `Connection` and each WebSocket with
+    `Stream` (process-wide: Hypercorn finds both classes by name, with no setting)."""
     setattr(hypercorn_run, "TCPServer", Connection)  # noqa: B010 (mypy: not re-exported)
+    setattr(hypercorn_h11, "WSStream", Stream)  # noqa: B010
