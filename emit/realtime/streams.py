@@ -25,13 +25,13 @@ from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
 
 log = logging.getLogger("emit.realtime")
 
-CLOSE_GRACE = 2.0
-"""Seconds a close frame may take (a stalled client does not hold the task)."""
-
 
 async def _close(code: int) -> None:
-    with trio.move_on_after(CLOSE_GRACE):
-        await websocket.close(code)
+    # A client that has stopped reading cannot hold this: every write to it, the close
+    # frame included, is bounded by the server's send timeout, after which the
+    # connection is dropped (emit/http/connection.py). A timeout here could not help:
+    # Hypercorn shields a write in flight from cancellation.
+    await websocket.close(code)
 
 
 async def _refuse(code: int) -> None:

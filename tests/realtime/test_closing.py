@@ -4,9 +4,12 @@ that stops reading is dropped and its socket freed within a bounded time; bad qu
 values get the documented answer, never a 500. Real server, real clients."""
 
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -103,3 +106,75 @@ async def test_a_client_closing_on_the_final_event_always_sees_1000(
         seen.append(close_frames.get(ws, 1006))  # no close frame from the server: 1006
     assert seen == [1000] * 30
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def server_sockets(port: int) -> int:
+    """Sockets the server holds on its port (the kernel's table: a socket the server has
+    closed has no inode any more, whatever state its TCP close is in)."""
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in rows.readlines()[1:]:
+                fields = row.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                listening = fields[3] == "0A"
+                if local_port == port and not listening and int(fields[9]) != 0:
+                    held += 1
+    return held
+
+
+async def never_reading_stream(live: Live, path: str) -> trio.SocketStream:
+    """A WebSocket client that reads the handshake answer, then nothing ever again."""
+    host, port = live.ws.removeprefix("ws://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await stream.send_all(
+        f"GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\n"
+        "connection: Upgrade\r\nsec-websocket-version: 13\r\n"
+        "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+    )
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += await stream.receive_some(1)
+    assert received.startswith(b"HTTP/1.1 101")
+    return stream
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads Linux's socket table")
+async def test_a_client_that_never_reads_is_dropped_and_its_socket_freed(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that stop reading are cut off (1013) once their queue is full; the close
+    frame itself cannot be written to them either, so the server gives the write
+    ``send_timeout`` seconds and then drops the connection: no socket is held for
+    good, whatever the client does."""
+    live.rt.hub.queue_size, live.rt.hub.queue_bytes = 8, 64 * 1024
+    job = await live.jobs.create("big")
+    await live.jobs.claim(job.id)
+    await live.jobs.ack(job.id)
+    port = int(live.ws.rsplit(":", 1)[1])
+    path = f"/api/v1/realtime/{job.id}?token={live.reader}"
+    hub, ended, all_ended = live.rt.hub, [], trio.Event()
+    unsubscribe = hub.unsubscribe
+
+    def counting(subscription: Any) -> None:  # a stream's handler has finished
+        unsubscribe(subscription)
+        ended.append(subscription)
+        if len(ended) == 10:
+            all_ended.set()
+
+    monkeypatch.setattr(hub, "unsubscribe", counting)
+    clients = [await never_reading_stream(live, path) for _ in range(10)]
+    try:
+        assert server_sockets(port) == 10
+        with trio.fail_after(60):
+            feeds = live.rt.hub._feeds[live.space].jobs[job.id]
+            while any(sub.close_code is None for sub in feeds):
+                await live.jobs.progress(job.id, 1, "x" * 40_000)  # far more than buffers hold
+        assert {sub.close_code for sub in feeds} == {1013}
+        with trio.fail_after(SEND_TIMEOUT + 5):  # the bug: stuck in a write for good
+            await all_ended.wait()
+        assert server_sockets(port) == 0
+    finally:
+        for client in clients:
+            await client.aclose()
