@@ -20,7 +20,7 @@ import emit
 from emit.http.settings import HttpSettings
 from emit.realtime import streams
 
-from .test_streams import Live, receive
+from .test_streams import Live, receive, until_closed
 
 SEND_TIMEOUT = 0.5
 
@@ -178,3 +178,40 @@ async def test_a_client_that_never_reads_is_dropped_and_its_socket_freed(
     finally:
         for client in clients:
             await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("query", "missed"),
+    [
+        ("since=%C2%B2", False),  # "²": a digit to str.isdigit, not a number
+        ("since=%D9%A3", False),  # "٣", an Arabic-Indic three
+        ("since=-1", False),
+        ("since=1.5", False),
+        ("since=", False),
+        ("since=" + "9" * 5000, True),  # above any seq: missed
+        ("since=" + "9" * 5000 + "&streamInstanceId=x", True),
+        ("since=1&streamInstanceId=" + "%FF" * 100, True),  # not this run's instance
+        ("since=0&since=x", True),  # the first one counts; no instance given: missed
+        ("streamInstanceId=%00", False),
+    ],
+)
+async def test_bad_space_stream_query_values_get_the_documented_answer(
+    live: Live, query: str, missed: bool
+) -> None:
+    """realtime.md: a ``since`` that is not a number is as if absent; one above the
+    latest seq, or with another instance, is ``missed``. Never a 500."""
+    url = f"{live.ws}/api/v1/realtime/spaces/{live.space}?token={live.reader}&{query}"
+    with trio.fail_after(10):
+        async with open_websocket_url(url) as ws:
+            connected = await receive(ws)
+    assert connected["type"] == "connected"
+    assert connected["missed"] is missed
+
+
+@pytest.mark.parametrize("token", ["%FF%FE", "%00", "x" * 5000, "%C2%B2"])
+async def test_bad_tokens_close_with_4401(live: Live, token: str) -> None:
+    job = await live.jobs.create("j")
+    for path in (job.id, f"spaces/{live.space}"):
+        with trio.fail_after(10):
+            async with open_websocket_url(f"{live.ws}/api/v1/realtime/{path}?token={token}") as ws:
+                assert await until_closed(ws) == ([], 4401)
