@@ -12,7 +12,7 @@ import orjson
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited
 from ..runtime import Runtime
@@ -152,6 +152,8 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
         else:
             code = "invalid_request"
         response = _response(status, {"error": {"code": code, "message": error.description}})
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return _closing_if_body_unread(response)
 
     return app

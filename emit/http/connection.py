@@ -17,11 +17,14 @@ Hypercorn's `TCPServer` (0.18) has three faults on paths a real client walks:
   close frame without a code; Hypercorn echoes it, and the page sees 1005 where the
   stream promised 1000. RFC 6455 lets the answer carry its own code (an echo is only
   "typical"): `Stream` answers such a close with 1000, normal closure.
+- **A request Hypercorn refuses itself gets no error body.** Headers over 16 KiB (431)
+  or a malformed request line (400) are answered with an empty body; `Http11` answers
+  them in the spec's error shape, like every other error.
 - **A write has no bound.** Writes are shielded from cancellation (a half-written frame
   would corrupt the stream), so a client that never reads holds the app's task, the
   socket and its file descriptor forever, whatever timeout the app sets.
 
-`Connection` overrides the two methods concerned: a write that does not finish within
+`Connection` overrides the two TCP methods concerned: a write that does not finish within
 ``send_timeout`` seconds drops the connection (nothing else could be written on it
 anyway), and a close waits for the write in flight (bounded by the same timeout) and
 runs shielded. `serve()` installs both classes with `use_emit_connections()`;
@@ -33,10 +36,14 @@ from __future__ import annotations
 
 from math import inf
 
+import h11
+import orjson
 import trio
+from hypercorn import protocol as hypercorn_protocol
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio import run as hypercorn_run
 from hypercorn.trio.tcp_server import TCPServer
@@ -90,8 +97,31 @@ class Stream(WSStream):
         await super()._send_wsproto_event(event)
 
 
+_REFUSALS = {
+    431: ("header_too_large", "the request's headers are over 16 KiB"),
+    400: ("invalid_request", "the request is not valid HTTP/1.1"),
+}
+
+
+class Http11(H11Protocol):
+    async def _send_error_response(self, status_code: int) -> None:
+        code, message = _REFUSALS.get(status_code, ("invalid_request", "a malformed request"))
+        body = orjson.dumps({"error": {"code": code, "message": message}})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *self.config.response_headers("h11"),
+        ]
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+
 def use_emit_connections() -> None:
-    """Make Hypercorn serve each connection with `Connection` and each WebSocket with
-    `Stream` (process-wide: Hypercorn finds both classes by name, with no setting)."""
+    """Make Hypercorn serve each connection with `Connection`, HTTP/1.1 with `Http11` and
+    each WebSocket with `Stream` (process-wide: Hypercorn finds these classes by name,
+    with no setting)."""
     setattr(hypercorn_run, "TCPServer", Connection)  # noqa: B010 (mypy: not re-exported)
+    setattr(hypercorn_protocol, "H11Protocol", Http11)  # noqa: B010
     setattr(hypercorn_h11, "WSStream", Stream)  # noqa: B010
