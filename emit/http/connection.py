@@ -17,9 +17,10 @@ Hypercorn's `TCPServer` (0.18) has three faults on paths a real client walks:
   close frame without a code; Hypercorn echoes it, and the page sees 1005 where the
   stream promised 1000. RFC 6455 lets the answer carry its own code (an echo is only
   "typical"): `Stream` answers such a close with 1000, normal closure.
-- **A request Hypercorn refuses itself gets no error body.** Headers over 16 KiB (431)
-  or a malformed request line (400) are answered with an empty body; `Http11` answers
-  them in the spec's error shape, like every other error.
+- **A request Hypercorn refuses itself gets no error body.** Headers over 16 KiB (431),
+  a malformed request (400) or an unsupported Transfer-Encoding (501) are answered
+  with an empty body; `Http11` answers them in the spec's error shape, like every
+  other error, and the last as 400 (the spec allows no 5xx but 503 for a bad request).
 - **A write has no bound.** Writes are shielded from cancellation (a half-written frame
   would corrupt the stream), so a client that never reads holds the app's task, the
   socket and its file descriptor forever, whatever timeout the app sets.
@@ -97,15 +98,17 @@ class Stream(WSStream):
         await super()._send_wsproto_event(event)
 
 
-_REFUSALS = {
-    431: ("header_too_large", "the request's headers are over 16 KiB"),
-    400: ("invalid_request", "the request is not valid HTTP/1.1"),
-}
-
-
 class Http11(H11Protocol):
     async def _send_error_response(self, status_code: int) -> None:
-        code, message = _REFUSALS.get(status_code, ("invalid_request", "a malformed request"))
+        # h11 hints 501 for a Transfer-Encoding it does not support; the spec allows no
+        # 5xx but 503 for a caller's fault, so every refusal but 431 is a 400.
+        if status_code == 431:
+            code, message = "header_too_large", "the request's headers are over 16 KiB"
+        else:
+            status_code, code = 400, "invalid_request"
+            message = (
+                "the request is not valid HTTP/1.1 (or uses a Transfer-Encoding other than chunked)"
+            )
         body = orjson.dumps({"error": {"code": code, "message": message}})
         headers = [
             (b"content-type", b"application/json"),

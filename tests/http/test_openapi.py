@@ -83,18 +83,34 @@ async def test_a_wrong_method_is_405_with_allow_in_the_error_shape(server: Serve
     assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
 
 
-async def test_headers_over_the_limit_are_431_in_the_error_shape(server: Server) -> None:
+async def raw_answer(server: Server, request: bytes) -> tuple[bytes, bytes]:
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
-        await stream.send_all(
-            f"GET /healthz HTTP/1.1\r\nhost: {host}\r\nx-big: {'a' * 100_000}\r\n\r\n".encode()
-        )
+        await stream.send_all(request)
         received = b""
         with trio.fail_after(10):
             while data := await stream.receive_some(65536):
                 received += data  # the server closes once it has answered
     head, _, body = received.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 431")
     assert b"application/json" in head.lower()
+    return head, body
+
+
+async def test_headers_over_the_limit_are_431_in_the_error_shape(server: Server) -> None:
+    head, body = await raw_answer(
+        server, f"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {'a' * 100_000}\r\n\r\n".encode()
+    )
+    assert head.startswith(b"HTTP/1.1 431")
     assert orjson.loads(body)["error"]["code"] == "header_too_large"
+
+
+async def test_an_unsupported_transfer_encoding_is_400_not_501(server: Server) -> None:
+    """The fuzzer found it: h11 refuses ``Transfer-Encoding: gzip`` with 501, and the spec
+    allows no 5xx but 503 for a bad request."""
+    head, body = await raw_answer(
+        server,
+        b"POST /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n",
+    )
+    assert head.startswith(b"HTTP/1.1 400")
+    assert orjson.loads(body)["error"]["code"] == "invalid_request"
