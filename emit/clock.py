@@ -54,7 +54,12 @@ def stamp(wall: float) -> str:
     elif micros < 0:
         second, micros = second - 1, micros + 1_000_000
     if second != _second[0]:
-        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))]
+        t = time.gmtime(second)  # not strftime: its %Y gives "171" for 171, not "0171"
+        _second[:] = [
+            second,
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.",
+        ]
     return f"{_second[1]}{micros // 1000:03d}Z"
 
 

@@ -12,7 +12,7 @@ import orjson
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited
 from ..runtime import Runtime
@@ -45,6 +45,16 @@ def error_response(error: EmitError) -> Response:
     return _response(error.status, error.to_wire(), headers)
 
 
+def _closing_if_body_unread(response: Response) -> Response:
+    """An answer given before the request's body was read: the rest of the body may
+    still be on its way, so the connection cannot carry another request. Say so, and
+    Hypercorn closes it once the answer is out (a keep-alive client then reconnects
+    instead of sending its next request into the leftovers)."""
+    if request.content_length or "chunked" in request.headers.get("transfer-encoding", ""):
+        response.headers["Connection"] = "close"
+    return response
+
+
 def _check_access(route: Route, caller: Caller, params: dict[str, str]) -> None:
     if route.access == ADMIN:
         if not caller.admin:
@@ -68,6 +78,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     document = orjson.dumps(openapi_document())
 
     async def dispatch(route: Route, params: dict[str, str]) -> Response:
+        body_read = False
         try:
             caller = Caller("public", None, frozenset())
             if route.access != PUBLIC:
@@ -86,6 +97,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                     if route.method != "GET"
                     else b""
                 )
+                body_read = True
             except HTTPException as exc:
                 if exc.code == 413:
                     raise PayloadTooLarge(
@@ -105,9 +117,10 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                 forget_space=auth.forget_space,
             )
             reply: Reply = await route.handler(call)
+            response = _response(reply.status, reply.body, reply.headers)
         except EmitError as error:
-            return error_response(error)
-        return _response(reply.status, reply.body, reply.headers)
+            response = error_response(error)
+        return response if body_read else _closing_if_body_unread(response)
 
     for index, route in enumerate(ROUTES):
 
@@ -129,7 +142,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         if status == 404:
-            return error_response(NotFound("no such endpoint"))
+            return _closing_if_body_unread(error_response(NotFound("no such endpoint")))
         if status == 413:
             return error_response(PayloadTooLarge("the body is over the limit"))
         if status == 405:
@@ -138,6 +151,9 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
             code = "internal_error"  # a bug (spec §2): not the caller's request
         else:
             code = "invalid_request"
-        return _response(status, {"error": {"code": code, "message": error.description}})
+        response = _response(status, {"error": {"code": code, "message": error.description}})
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return _closing_if_body_unread(response)
 
     return app

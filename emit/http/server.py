@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import trio
-from hypercorn.config import Config
 from hypercorn.protocol import ws_stream
 from hypercorn.trio import serve as hypercorn_serve
 from wsproto.extensions import PerMessageDeflate
@@ -13,6 +12,7 @@ from wsproto.extensions import PerMessageDeflate
 from ..runtime import Runtime
 from ..tuning import tune_gc
 from .app import create_app
+from .connection import EmitConfig, use_emit_connections
 from .settings import HttpSettings
 
 
@@ -57,11 +57,14 @@ async def serve(
     # collections stalled the event loop for 200+ ms under load (bench/realtime.py).
     tune_gc()
     decline_permessage_deflate()
-    config = Config()
+    use_emit_connections()
+    settings = settings or HttpSettings()
+    config = EmitConfig()
+    config.send_timeout = settings.send_timeout
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = 75
-    app = create_app(runtime, settings or HttpSettings())
+    app = create_app(runtime, settings)
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)

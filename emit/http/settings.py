@@ -16,7 +16,12 @@ class HttpSettings:
     """Requests per second per key (token bucket; bursts up to one second's worth)."""
     key_cache_seconds: float = 1.0
     """How long a looked-up key is trusted before the store is asked again."""
+    send_timeout: float = 30.0
+    """Seconds one write to a client may take: a client that stops reading (a stalled
+    WebSocket, a response nobody reads) is dropped after that, and its socket freed."""
 
     def __post_init__(self) -> None:
         if self.max_body < 1 or not self.rate > 0 or self.key_cache_seconds < 0:
             raise ValueError("max_body >= 1, rate > 0 and key_cache_seconds >= 0, please")
+        if not self.send_timeout > 0:
+            raise ValueError("send_timeout > 0, please")

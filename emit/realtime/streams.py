@@ -25,13 +25,13 @@ from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
 
 log = logging.getLogger("emit.realtime")
 
-CLOSE_GRACE = 2.0
-"""Seconds a close frame may take (a stalled client does not hold the task)."""
-
 
 async def _close(code: int) -> None:
-    with trio.move_on_after(CLOSE_GRACE):
-        await websocket.close(code)
+    # A client that has stopped reading cannot hold this: every write to it, the close
+    # frame included, is bounded by the server's send timeout, after which the
+    # connection is dropped (emit/http/connection.py). A timeout here could not help:
+    # Hypercorn shields a write in flight from cancellation.
+    await websocket.close(code)
 
 
 async def _refuse(code: int) -> None:
@@ -41,6 +41,19 @@ async def _refuse(code: int) -> None:
 
 async def _send(message: Any) -> None:
     await websocket.send(orjson.dumps(message).decode())
+
+
+_SEQ_DIGITS = 18
+"""Digits of the largest ``since`` read as a number: no stream reaches a seq that long."""
+
+
+def _since(text: str | None) -> int | None:
+    """The ``since`` query value (docs/realtime.md): a whole number in ASCII digits, or
+    None when absent or anything else (``-1``, ``1.5``, ``²``), as if not given. One
+    longer than any seq can be is above the latest seq, so the stream says ``missed``."""
+    if not text or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= _SEQ_DIGITS else 10**_SEQ_DIGITS
 
 
 async def _caller(auth: Authenticator) -> tuple[Caller, Key] | None:
@@ -98,8 +111,7 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
         if scopes.READ not in caller.scopes or caller.space_id != space_id:
             await _refuse(4403)
             return
-        since_text = websocket.args.get("since")
-        since = int(since_text) if since_text and since_text.isdigit() else None
+        since = _since(websocket.args.get("since"))
         instance = websocket.args.get("streamInstanceId")
         subscription, seq, missed, replay = hub.subscribe_space(
             space_id, True, since, instance, key

@@ -10,7 +10,7 @@ from emit.clock import iso, stamp
 
 def _reference(wall: float) -> str:
     moment = datetime.fromtimestamp(wall, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def test_stamp_is_datetimes_text_to_the_character() -> None:
@@ -27,3 +27,11 @@ def test_stamp_is_datetimes_text_to_the_character() -> None:
 def test_iso_keeps_none() -> None:
     assert iso(None) is None
     assert iso(1_764_323_755.038) == "2025-11-28T09:55:55.038Z"
+
+
+def test_a_year_before_1000_has_four_digits() -> None:
+    """ISO 8601 and RFC 3339 years have four digits; strftime's %Y gives "171" for 171
+    (a log line may carry such a ``ts``: the API fuzzer found it)."""
+    for text in ("0171-02-20T15:13:54+00:00", "0001-01-01T00:00:00+00:00"):
+        wall = datetime.fromisoformat(text).timestamp()
+        assert stamp(wall) == _reference(wall) == f"{text[:19]}.000Z"
