@@ -42,6 +42,12 @@ class Store(abc.ABC):
     async def commit(self, batches: list[Changes]) -> None:
         """Apply every batch in one transaction: all of them become durable, or none."""
 
+    async def check_writable(self) -> None:
+        """Raise, with the cause, unless the store can write to its disk now. Cheap while
+        writes succeed; after one failed, a real write to find out (readiness: a commit
+        of nothing never touches the disk). A store in memory always can."""
+        return None
+
     @abc.abstractmethod
     async def load_space(self, space_id: str) -> SpaceState | None: ...
 

@@ -15,6 +15,7 @@ but may lose the last transactions on power loss, for more commits per second.
 from __future__ import annotations
 
 import gc
+import logging
 import marshal
 import os
 import socket
@@ -31,6 +32,7 @@ import trio
 
 from ..codec import dumps, loads
 from ..domain.model import Event, Job, JobStatus, LogLevel
+from ._writer_process import PROBE
 from .base import OutcomeUnknown, SpaceState, Store
 from .records import (
     JOB_COLUMNS,
@@ -83,10 +85,18 @@ _PUT_CALLBACK = "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?
 _LENGTH = struct.Struct("<Q")
 _WRITER_PROCESS = Path(__file__).with_name("_writer_process.py")
 
+logger = logging.getLogger("emit.store")
+
 
 class WriterGone(sqlite3.OperationalError, OutcomeUnknown):
     """The writer process ended before answering: the transaction may or may not have
     committed, as after a crash. The next commit starts a new process."""
+
+
+class CommitUncertain(sqlite3.OperationalError, OutcomeUnknown):
+    """COMMIT failed with an error after which SQLite cannot say whether the transaction
+    reached the disk (an I/O error): the change may have been saved. The writer process
+    rolled back what was still open, and takes the next transaction."""
 
 
 Step = tuple[str, list[tuple[Any, ...]]]
@@ -215,6 +225,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self.failure: str | None = None
+        """Why the last transaction that wrote failed, until one succeeds (readiness)."""
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -260,7 +272,40 @@ class SQLiteStore(Store):
     # ----------------------------------------------------------------------- writes
 
     async def commit(self, batches: list[Changes]) -> None:
-        body = _encode(_steps(batches))
+        steps = _steps(batches)
+        try:
+            await self._request(_encode(steps))
+        except Exception as error:
+            self._failed(error)
+            raise
+        if steps:  # an empty transaction never touches the disk: it proves nothing
+            self._succeeded()
+
+    async def check_writable(self) -> None:
+        if self.failure is None:
+            return
+        try:
+            await self._request(marshal.dumps(PROBE))
+        except Exception as error:
+            self._failed(error)
+            raise
+        self._succeeded()
+
+    def _failed(self, error: Exception) -> None:
+        message = str(error)
+        if message != self.failure:  # once per cause, not once per refused write
+            logger.error("the store cannot write to %s: %s", self.path, message)
+        self.failure = message
+
+    def _succeeded(self) -> None:
+        if self.failure is not None:
+            logger.warning("the store writes to %s again (it failed with: %s)", self.path,
+                           self.failure)  # fmt: skip
+            self.failure = None
+
+    async def _request(self, body: bytes) -> None:
+        """Send one request to the writer process; return once it is done, or raise the
+        error it answered (`WriterGone` if it ended before answering)."""
         # Shielded: once a transaction is sent, its answer is read, whatever happens to
         # the caller, so the next one never reads it by mistake (an in-process thread
         # could not be cancelled either).
@@ -284,8 +329,14 @@ class SQLiteStore(Store):
                     # process; the next commit starts another.
                     self._abandon_writer()
                     raise
+                if answer is not None and answer[3]:
+                    await self._stop_writer()  # it could not roll back, and has ended
         if answer is not None:
-            name, message = answer
+            name, message, unknown, _ = answer
+            if unknown:
+                raise CommitUncertain(
+                    f"{message}: the change may or may not have been saved"
+                )  # fmt: skip
             error = getattr(sqlite3, name, None)
             if isinstance(error, type) and issubclass(error, Exception):
                 raise error(message)
