@@ -85,14 +85,17 @@ class _Faulty:
 
     - ``write``: every statement but BEGIN, COMMIT and ROLLBACK fails with
       SQLITE_FULL, and the transaction is rolled back (as SQLite does on a full disk);
-    - ``commit``: COMMIT fails with SQLITE_IOERR_WRITE and leaves the transaction open
-      (as SQLite may, and then its outcome is unknown);
-    - ``die``: the process exits at the first statement of a transaction.
+    - ``commit``: COMMIT of a transaction that wrote fails with SQLITE_IOERR_WRITE and
+      leaves the transaction open (as SQLite may, and then its outcome is unknown);
+    - ``die``: the process exits at the first statement that would write.
+
+    A transaction that writes nothing never touches the disk, so it never fails here.
     """
 
     def __init__(self, db: sqlite3.Connection, faults: str) -> None:
         self.db = db
         self.faults = faults
+        self.wrote = False
 
     @property
     def in_transaction(self) -> bool:
@@ -106,14 +109,18 @@ class _Faulty:
             return ""
 
     def _check(self, sql: str) -> None:
-        fault = self._fault()
-        if not fault or sql in ("BEGIN IMMEDIATE", "ROLLBACK"):
+        if sql in ("BEGIN IMMEDIATE", "ROLLBACK"):
+            self.wrote = False
             return
+        fault = self._fault()
+        if sql == "COMMIT":
+            if fault == "commit" and self.wrote:
+                raise _error("disk I/O error", "SQLITE_IOERR_WRITE", 778)
+            return
+        self.wrote = True
         if fault == "die":
             os._exit(70)
-        if fault == "commit" and sql == "COMMIT":
-            raise _error("disk I/O error", "SQLITE_IOERR_WRITE", 778)
-        if fault == "write" and sql != "COMMIT":
+        if fault == "write":
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise _error("database or disk is full", "SQLITE_FULL", 13)

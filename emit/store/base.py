@@ -17,6 +17,12 @@ class OutcomeUnknown(Exception):
     so, rather than "nothing was accepted"."""
 
 
+class StoreOpenFailed(Exception):
+    """The store could not be opened: its file or directory cannot be read or written,
+    is not a database, is damaged, or has a newer schema. The message names the file and
+    the cause, in one line."""
+
+
 @dataclass(frozen=True, slots=True)
 class SpaceState:
     """What a space actor rebuilds itself from on start."""

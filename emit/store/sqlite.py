@@ -33,7 +33,7 @@ import trio
 from ..codec import dumps, loads
 from ..domain.model import Event, Job, JobStatus, LogLevel
 from ._writer_process import PROBE
-from .base import OutcomeUnknown, SpaceState, Store
+from .base import OutcomeUnknown, SpaceState, Store, StoreOpenFailed
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
@@ -249,8 +249,12 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         self._closed = False
-        await trio.to_thread.run_sync(self._open)
-        await self._start_writer()
+        try:
+            await trio.to_thread.run_sync(self._open)
+            await self._start_writer()
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreOpenFailed(f"cannot open the store {self.path}: {cause}") from exc
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True):  # also when the runtime is left by cancellation
@@ -366,7 +370,7 @@ class SQLiteStore(Store):
             hello = ["OSError", "the writer process ended at start"]
         if not isinstance(hello, dict):
             await self._stop_writer()
-            raise RuntimeError(f"the store's writer process could not open {self.path}: {hello}")
+            raise RuntimeError(f"its writer process could not open it: {': '.join(hello)}")
         self.writer_settings = hello
         return writer
 
