@@ -161,7 +161,13 @@ def _probe(db: sqlite3.Connection) -> Answer:
     transaction left in it would let a small write succeed on a full disk. Then one
     page is rewritten (the schema version, unchanged) and committed."""
     try:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # A reader in the middle of a long read keeps part of the log; wait for it 1 s at
+        # most (not the 30 s a write would), and write beside what is left.
+        db.execute("PRAGMA busy_timeout = 1000")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.execute("PRAGMA busy_timeout = 30000")
         db.execute("BEGIN IMMEDIATE")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         db.execute(f"PRAGMA user_version = {int(version)}")
