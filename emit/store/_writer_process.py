@@ -87,6 +87,7 @@ class _Faulty:
       SQLITE_FULL, and the transaction is rolled back (as SQLite does on a full disk);
     - ``commit``: COMMIT of a transaction that wrote fails with SQLITE_IOERR_WRITE and
       leaves the transaction open (as SQLite may, and then its outcome is unknown);
+    - ``stuck``: as ``commit``, and ROLLBACK fails too, leaving the connection unusable;
     - ``die``: the process exits at the first statement that would write.
 
     A transaction that writes nothing never touches the disk, so it never fails here.
@@ -109,21 +110,24 @@ class _Faulty:
             return ""
 
     def _check(self, sql: str) -> None:
-        if sql in ("BEGIN IMMEDIATE", "ROLLBACK"):
-            self.wrote = False
-            return
         fault = self._fault()
-        if sql == "COMMIT":
-            if fault == "commit" and self.wrote:
+        if sql == "BEGIN IMMEDIATE":
+            self.wrote = False
+        elif sql == "ROLLBACK":
+            if fault == "stuck":
                 raise _error("disk I/O error", "SQLITE_IOERR_WRITE", 778)
-            return
-        self.wrote = True
-        if fault == "die":
-            os._exit(70)
-        if fault == "write":
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise _error("database or disk is full", "SQLITE_FULL", 13)
+            self.wrote = False
+        elif sql == "COMMIT":
+            if fault in ("commit", "stuck") and self.wrote:
+                raise _error("disk I/O error", "SQLITE_IOERR_WRITE", 778)
+        else:
+            self.wrote = True
+            if fault == "die":
+                os._exit(70)
+            if fault == "write":
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise _error("database or disk is full", "SQLITE_FULL", 13)
 
     def execute(self, sql: str) -> sqlite3.Cursor:
         self._check(sql)

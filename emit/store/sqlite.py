@@ -303,8 +303,8 @@ class SQLiteStore(Store):
 
     def _succeeded(self) -> None:
         if self.failure is not None:
-            logger.warning("the store writes to %s again (it failed with: %s)", self.path,
-                           self.failure)  # fmt: skip
+            failure = self.failure
+            logger.warning("the store writes to %s again (it failed: %s)", self.path, failure)
             self.failure = None
 
     async def _request(self, body: bytes) -> None:
@@ -338,9 +338,7 @@ class SQLiteStore(Store):
         if answer is not None:
             name, message, unknown, _ = answer
             if unknown:
-                raise CommitUncertain(
-                    f"{message}: the change may or may not have been saved"
-                )  # fmt: skip
+                raise CommitUncertain(f"{message}: the change may or may not have been saved")
             error = getattr(sqlite3, name, None)
             if isinstance(error, type) and issubclass(error, Exception):
                 raise error(message)

@@ -96,3 +96,19 @@ async def test_a_writer_that_dies_mid_transaction_is_outcome_unknown(
         faults.clear()
         await store.commit([Changes(inserts=[job_row(make_job(4))])])
     assert await _present(store, 1, 2, 3, 4) == [True, False, False, True]
+
+
+async def test_a_transaction_that_cannot_be_rolled_back_ends_its_process(
+    store: SQLiteStore, faults: Faults
+) -> None:
+    process = store._process
+    assert process is not None
+    faults.set("stuck")
+    with trio.fail_after(10):
+        with pytest.raises(OutcomeUnknown, match="disk I/O error"):
+            await store.commit([Changes(inserts=[job_row(make_job(2))])])
+        assert process.returncode == 0  # it said so, ended, and was waited for
+        faults.clear()
+        await store.commit([Changes(inserts=[job_row(make_job(3))])])
+    assert store._process is not process
+    assert await _present(store, 1, 2, 3) == [True, False, True]
