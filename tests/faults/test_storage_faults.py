@@ -32,7 +32,7 @@ failure ends the space's incarnation, and the next request waits for its restart
 after the supervisor's backoff: up to 5 s.)"""
 
 
-REFUSED = 8
+REFUSED = 6
 """Refused writes over which memory must stay flat (each one a space incarnation)."""
 
 
