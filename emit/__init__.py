@@ -25,6 +25,7 @@ from .errors import (
 )
 from .http.settings import HttpSettings
 from .runtime import NewToken, Runtime, SpaceJobs, open_runtime
+from .store.base import StoreOpenFailed
 from .tuning import tune_gc
 from .version import __version__
 from .views import Delivery, ItemResult, JobView
@@ -71,6 +72,7 @@ __all__ = [
     "RateLimited",
     "Runtime",
     "SpaceJobs",
+    "StoreOpenFailed",
     "Unauthorized",
     "Unavailable",
     "__version__",

@@ -27,6 +27,7 @@ from .clock import Clock
 from .errors import EmitError, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
+from .store.base import StoreOpenFailed
 from .store.records import Changes, Space
 from .store.sqlite import SQLiteStore
 from .version import __version__
@@ -48,7 +49,30 @@ def _space_json(space: Space) -> dict[str, Any]:
     return wire
 
 
+def check_not_lost(data: Path) -> None:
+    """Refuse a data directory that has been used (its ``admin.key`` is there) but whose
+    store is missing or empty: starting over would make a new space and keys, and the
+    old data would be silently gone."""
+    db = data / DB_NAME
+    if not (data / ADMIN_FILE).exists():
+        return  # never used by emit serve, or its admin key comes from the environment
+    try:
+        size = db.stat().st_size
+    except FileNotFoundError:
+        state = "is missing"
+    else:
+        if size > 0:
+            return
+        state = "is empty"
+    raise StartFailed(
+        f"{db} {state}, but {data / ADMIN_FILE} says this directory was used before: "
+        f"refusing to start over with a new store (restore {DB_NAME} from a backup, or "
+        f"move the directory away to start afresh)"
+    )
+
+
 async def _with_store(data: Path, work: Any, *, create: bool = False) -> Any:
+    check_not_lost(data)
     if not create and not (data / DB_NAME).exists():
         raise NotFound(f"no emit data in {data} (check --data, or start emit serve there first)")
     store = SQLiteStore(data / DB_NAME)
@@ -187,6 +211,7 @@ async def serve(args: argparse.Namespace) -> None:
     from .runtime import open_runtime
 
     data = data_dir(args.data)
+    check_not_lost(data)
     admin_key, admin_new = _admin_key(data)
     settings = HttpSettings(
         admin_key=admin_key,
@@ -268,7 +293,7 @@ def _leaf(error: BaseException) -> BaseException:
 
 
 class StartFailed(Exception):
-    """The server could not start; the message says why."""
+    """The command could not start; the message says why, in one line."""
 
 
 async def _signals(
@@ -424,11 +449,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmitError as error:
         print(f"emit: {error.message}", file=sys.stderr)
         return 2
-    except (StartFailed, ValueError) as error:
+    except (StartFailed, StoreOpenFailed, ValueError) as error:
         print(f"emit: {error}", file=sys.stderr)
         return 2
     except BaseExceptionGroup as group:
-        known = group.subgroup(lambda e: isinstance(e, StartFailed | EmitError | ValueError))
+        known = group.subgroup(
+            lambda e: isinstance(e, StartFailed | StoreOpenFailed | EmitError | ValueError)
+        )
         if known is None:
             raise
         print(f"emit: {_leaf(known)}", file=sys.stderr)

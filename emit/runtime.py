@@ -701,8 +701,14 @@ class Runtime:
         return released
 
     async def check_ready(self) -> None:
-        """Raise `Unavailable` unless the store takes writes."""
+        """Raise `Unavailable`, with the cause, unless the store takes writes: the writer
+        answers (once what was queued before it has settled), and, if the last write
+        failed, the disk takes a write now (a commit of nothing never touches it)."""
         await self._commit(Changes())
+        try:
+            await self.store.check_writable()
+        except Exception as exc:
+            raise Unavailable(f"not ready: the store is not taking writes: {exc}") from None
 
 
 @asynccontextmanager

@@ -17,6 +17,12 @@ class OutcomeUnknown(Exception):
     so, rather than "nothing was accepted"."""
 
 
+class StoreOpenFailed(Exception):
+    """The store could not be opened: its file or directory cannot be read or written,
+    is not a database, is damaged, or has a newer schema. The message names the file and
+    the cause, in one line."""
+
+
 @dataclass(frozen=True, slots=True)
 class SpaceState:
     """What a space actor rebuilds itself from on start."""
@@ -41,6 +47,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def commit(self, batches: list[Changes]) -> None:
         """Apply every batch in one transaction: all of them become durable, or none."""
+
+    async def check_writable(self) -> None:
+        """Raise, with the cause, unless the store can write to its disk now. Cheap while
+        writes succeed; after one failed, a real write to find out (readiness: a commit
+        of nothing never touches the disk). A store in memory always can."""
+        return None
 
     @abc.abstractmethod
     async def load_space(self, space_id: str) -> SpaceState | None: ...

@@ -15,6 +15,7 @@ but may lose the last transactions on power loss, for more commits per second.
 from __future__ import annotations
 
 import gc
+import logging
 import marshal
 import os
 import socket
@@ -31,7 +32,8 @@ import trio
 
 from ..codec import dumps, loads
 from ..domain.model import Event, Job, JobStatus, LogLevel
-from .base import OutcomeUnknown, SpaceState, Store
+from ._writer_process import PROBE
+from .base import OutcomeUnknown, SpaceState, Store, StoreOpenFailed
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
@@ -83,10 +85,18 @@ _PUT_CALLBACK = "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?
 _LENGTH = struct.Struct("<Q")
 _WRITER_PROCESS = Path(__file__).with_name("_writer_process.py")
 
+logger = logging.getLogger("emit.store")
+
 
 class WriterGone(sqlite3.OperationalError, OutcomeUnknown):
     """The writer process ended before answering: the transaction may or may not have
     committed, as after a crash. The next commit starts a new process."""
+
+
+class CommitUncertain(sqlite3.OperationalError, OutcomeUnknown):
+    """COMMIT failed with an error after which SQLite cannot say whether the transaction
+    reached the disk (an I/O error): the change may have been saved. The writer process
+    rolled back what was still open, and takes the next transaction."""
 
 
 Step = tuple[str, list[tuple[Any, ...]]]
@@ -215,6 +225,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self.failure: str | None = None
+        """Why the last transaction that wrote failed, until one succeeds (readiness)."""
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
@@ -237,8 +249,12 @@ class SQLiteStore(Store):
 
     async def open(self) -> None:
         self._closed = False
-        await trio.to_thread.run_sync(self._open)
-        await self._start_writer()
+        try:
+            await trio.to_thread.run_sync(self._open)
+            await self._start_writer()
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreOpenFailed(f"cannot open the store {self.path}: {cause}") from exc
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True):  # also when the runtime is left by cancellation
@@ -260,7 +276,40 @@ class SQLiteStore(Store):
     # ----------------------------------------------------------------------- writes
 
     async def commit(self, batches: list[Changes]) -> None:
-        body = _encode(_steps(batches))
+        steps = _steps(batches)
+        try:
+            await self._request(_encode(steps))
+        except Exception as error:
+            self._failed(error)
+            raise
+        if steps:  # an empty transaction never touches the disk: it proves nothing
+            self._succeeded()
+
+    async def check_writable(self) -> None:
+        if self.failure is None:
+            return
+        try:
+            await self._request(marshal.dumps(PROBE))
+        except Exception as error:
+            self._failed(error)
+            raise
+        self._succeeded()
+
+    def _failed(self, error: Exception) -> None:
+        message = str(error)
+        if message != self.failure:  # once per cause, not once per refused write
+            logger.error("the store cannot write to %s: %s", self.path, message)
+        self.failure = message
+
+    def _succeeded(self) -> None:
+        if self.failure is not None:
+            failure = self.failure
+            logger.warning("the store writes to %s again (it failed: %s)", self.path, failure)
+            self.failure = None
+
+    async def _request(self, body: bytes) -> None:
+        """Send one request to the writer process; return once it is done, or raise the
+        error it answered (`WriterGone` if it ended before answering)."""
         # Shielded: once a transaction is sent, its answer is read, whatever happens to
         # the caller, so the next one never reads it by mistake (an in-process thread
         # could not be cancelled either).
@@ -284,8 +333,12 @@ class SQLiteStore(Store):
                     # process; the next commit starts another.
                     self._abandon_writer()
                     raise
+                if answer is not None and answer[3]:
+                    await self._stop_writer()  # it could not roll back, and has ended
         if answer is not None:
-            name, message = answer
+            name, message, unknown, _ = answer
+            if unknown:
+                raise CommitUncertain(f"{message}: the change may or may not have been saved")
             error = getattr(sqlite3, name, None)
             if isinstance(error, type) and issubclass(error, Exception):
                 raise error(message)
@@ -315,7 +368,7 @@ class SQLiteStore(Store):
             hello = ["OSError", "the writer process ended at start"]
         if not isinstance(hello, dict):
             await self._stop_writer()
-            raise RuntimeError(f"the store's writer process could not open {self.path}: {hello}")
+            raise RuntimeError(f"its writer process could not open it: {': '.join(hello)}")
         self.writer_settings = hello
         return writer
 

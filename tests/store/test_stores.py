@@ -11,7 +11,7 @@ import pytest
 
 from emit.domain import lifecycle
 from emit.domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
-from emit.store.base import Store
+from emit.store.base import Store, StoreOpenFailed
 from emit.store.memory import MemoryStore
 from emit.store.records import (
     INLINE_ENTRY,
@@ -199,7 +199,7 @@ async def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path)
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     db.close()
-    with pytest.raises(RuntimeError, match="newer than this emit knows"):
+    with pytest.raises(StoreOpenFailed, match="newer than this emit knows"):
         await SQLiteStore(path).open()
 
 
