@@ -24,8 +24,9 @@ then stopped cleanly. The store is read read-only, and the run fails (exit 1) un
   and the receiver got none for a state the job is not in (an outbox row is sent only
   once its change is durable);
 - the server's counts by status equal its jobs' statuses;
-- every cycle acknowledged something (a server that stops answering under load fails),
-  no server left a process behind when killed, and SQLite's integrity check passes.
+- no cycle's load went unanswered for ``--cycle-seconds`` (a server that stops
+  answering under load fails), no answer was a 500, no server left a process behind
+  when killed, and SQLite's integrity check passes.
 
 It prints a summary (cycles, creates and completes acknowledged, lost, double leases,
 webhooks due and delivered, time); on a violation, also the seed and the kept data
@@ -49,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -314,9 +315,12 @@ class Load:
             if thread.is_alive():
                 raise RuntimeError("a load thread did not stop")
 
-    def _guarded(self, body: Any, index: int) -> None:
+    def _guarded(
+        self, body: Callable[[httpx.Client, random.Random, int], None], index: int
+    ) -> None:
         rng = random.Random(f"{self.seed}-{body.__name__}-{index}")
-        with httpx.Client(base_url=self.url, timeout=15) as http:
+        hooks = {"response": [self._note]}
+        with httpx.Client(base_url=self.url, timeout=15, event_hooks=hooks) as http:
             while not self.stopping.is_set():
                 try:
                     body(http, rng, index)
@@ -324,6 +328,12 @@ class Load:
                     # Mostly the server dying under the call; else worth a count.
                     self.errors[type(error).__name__] += 1
                     self.stopping.wait(0.02)
+
+    def _note(self, response: httpx.Response) -> None:
+        """Count every server error by route; a 500 is a bug whatever the load."""
+        if response.status_code >= 500:
+            route = response.request.url.path.rsplit("/", 1)[-1]
+            self.errors[f"{route} {response.status_code}"] += 1
 
     def _job(self, rng: random.Random, index: int, n: int) -> dict[str, Any]:
         job: dict[str, Any] = {
@@ -353,8 +363,6 @@ class Load:
             made = http.post(jobs, json=batch, headers=self.keys.producer)
             if made.status_code == 201:
                 self.ledger.add(created=[job["id"] for job in made.json()])
-        if made.status_code >= 500:
-            self.errors[f"create {made.status_code}"] += 1
 
     def _work(self, http: httpx.Client, rng: random.Random, index: int) -> None:
         headers = self.keys.worker
@@ -364,7 +372,6 @@ class Load:
             headers=headers,
         )
         if polled.status_code != 200:
-            self.errors[f"poll {polled.status_code}"] += 1
             return
         batch: dict[str, Any] = {}
         for job in polled.json()["jobs"]:
@@ -590,6 +597,8 @@ def run(args: argparse.Namespace) -> int:
                 problems.append(f"cycle {cycle}: a process of the killed server outlived it")
             load.stop()
             errors.update(load.errors)
+            if any(kind.endswith(" 500") for kind in load.errors):
+                problems.append(f"cycle {cycle}: answers of 500 (log {server.log.name})")
             if not args.quiet:
                 print(
                     f"cycle {cycle:>3}: killed after {ledger.acknowledged - start:>4} "
