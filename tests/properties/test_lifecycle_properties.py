@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -203,7 +204,7 @@ class Lifecycle(RuleBasedStateMachine):
         action: str,
         allowed: frozenset[JobStatus],
         lease: str | None,
-        transition: Any,
+        transition: Callable[[], list[Event]],
     ) -> tuple[JobStatus, list[Event]] | None:
         """Run one transition on ``job``: accepted exactly when its state is allowed and
         any lease named is the live one; refused, nothing changed. Returns the status
@@ -212,7 +213,7 @@ class Lifecycle(RuleBasedStateMachine):
         old = job.status
         accept = old in allowed and (lease is None or lease == job.lease_id)
         try:
-            events: list[Event] = transition()
+            events = transition()
         except Conflict:
             assert not accept, f"{action} refused from {old} (lease {lease})"
             assert snapshot(job) == before, f"a refused {action} changed the job"
@@ -227,7 +228,7 @@ class Lifecycle(RuleBasedStateMachine):
         return [event.type for event in events]
 
     def failed_attempt(
-        self, job: Job, attempt: int, events: list[Event], error: str, scheduled_for: Any
+        self, job: Job, attempt: int, events: list[Event], error: str, scheduled_for: float | None
     ) -> None:
         """What a fail or a run deadline did: a retry while attempts are left, else dead."""
         if attempt >= job.max_retries:
