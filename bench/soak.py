@@ -629,6 +629,9 @@ def run(args: argparse.Namespace) -> int:
             integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
         if integrity != "ok":
             problems.append(f"SQLite integrity check: {integrity}")
+    except RuntimeError as error:  # a server that would not start again: stop here
+        print(f"FAILED: {error}\nreproduce with --seed {args.seed}; data and logs kept in {work}")
+        return 1
     finally:
         if server is not None:
             server.kill()
