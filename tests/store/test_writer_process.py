@@ -253,3 +253,29 @@ async def test_an_error_between_send_and_answer_never_pairs_answers_wrongly(
         assert await store.get_job(make_job(2).id) is not None
     finally:
         await store.close()
+
+
+def test_a_server_killed_with_answers_unread_ends_the_writer_quietly(tmp_path: Path) -> None:
+    """The server dies with the writer's answer unread in its socket: the writer's next
+    read is a reset, not an end of stream. That is the end of the stream too: the
+    writer exits cleanly, without a traceback in the log of a crash it did not cause."""
+    import socket
+
+    from emit.store import _writer_process
+
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [sys.executable, _writer_process.__file__, str(tmp_path / "emit.db"), "FULL",
+         str(theirs.fileno()), str(os.getpid())],
+        pass_fds=[theirs.fileno()],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    theirs.close()
+    # Its first message (how it opened the store) is sent but never read: wait until it
+    # is in our socket, then close with it unread, as a killed server does.
+    ours.settimeout(10)
+    assert ours.recv(1, socket.MSG_PEEK)
+    ours.close()
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert stderr == b""
