@@ -49,6 +49,45 @@ async def test_every_space_runs_again_after_the_writer_actor_crashes(
         assert set(rt.spaces.children()) == {touched.space_id, untouched.space_id}
 
 
+async def test_every_space_runs_again_after_the_spaces_supervisor_gives_up(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One space crashes and then cannot load: its restarts fail in a loop until the
+    spaces supervisor gives up (its intensity is reachable). The root restarts the
+    spaces, and every other space runs again by itself, with its timers."""
+    failing: set[str] = set()
+    started, receive = SpaceActor.started, SpaceActor.receive
+
+    async def failing_started(self: SpaceActor) -> None:
+        if self.space_id in failing:
+            raise RuntimeError("injected: this space cannot load")
+        await started(self)
+
+    async def crashing_receive(self: SpaceActor, message: Any) -> object:
+        if message == "crash":
+            raise RuntimeError("injected space crash")
+        return await receive(self, message)
+
+    monkeypatch.setattr(SpaceActor, "started", failing_started)
+    monkeypatch.setattr(SpaceActor, "receive", crashing_receive)
+    async with emit.open_runtime(None) as rt:
+        bad = rt.space((await rt.create_space("bad")).id)
+        untouched = rt.space((await rt.create_space("untouched")).id)
+        scheduled = await untouched.create("later", scheduled_for=iso(rt.clock.now() + 120))
+        ref = rt.spaces.whereis(bad.space_id)
+        assert isinstance(ref, actors.ActorRef)
+        failing.add(bad.space_id)
+        ref.tell_nowait("crash")
+        await trio.sleep(200)  # past the give-up (26.3 s), the root's restart and the schedule
+        messages = [record.getMessage() for record in caplog.records]
+        assert any("emit/spaces gives up" in message for message in messages)
+        assert not any(message.startswith("emit gives up") for message in messages)
+        due = await rt.store.get_job(scheduled.id)
+        assert due is not None and due.status == "pending"  # nobody named the space
+        failing.clear()
+        assert (await bad.create("after")).status == "pending"  # loads on its next request
+
+
 async def test_restarting_a_big_space_again_and_again_keeps_memory_flat(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
