@@ -6,10 +6,12 @@ token (429), run the handler, render JSON. Every error leaves as the spec's erro
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import orjson
 import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -23,6 +25,44 @@ from .routes import ADMIN, PUBLIC, ROUTES, Call, Reply, Route, retry_after
 from .settings import HttpSettings
 
 _NO_QUERY: dict[str, str] = {}
+
+UNDELIVERED = "emit.undelivered"
+"""The ASGI scope key of a request's `Call.undelivered` hooks."""
+
+
+class HandOver:
+    """ASGI middleware: runs a request's ``undelivered`` hooks when its answer was not
+    sent in full. A client that hangs up makes Quart cancel the request, also after the
+    handler returned while the answer goes out; a handler that took jobs for it leaves
+    a hook that gives them back, so they do not wait out a lease nobody holds (which,
+    with ``ack: true``, would spend an attempt). An answer handed whole to the socket
+    counts as delivered: what becomes of it after that, only the worker knows."""
+
+    def __init__(self, app: Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any]):
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        hooks: list[Callable[[], None]] = []
+        cast(dict[str, Any], scope)[UNDELIVERED] = hooks
+        sent = False
+
+        async def tracking_send(message: ASGISendEvent) -> None:
+            nonlocal sent
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                sent = True
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            if not sent:
+                for hook in hooks:
+                    hook()
 
 
 def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -71,6 +111,7 @@ def _check_access(route: Route, caller: Caller, params: dict[str, str]) -> None:
 
 def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     app = QuartTrio("emit")
+    app.asgi_app = HandOver(app.asgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["JSON_SORT_KEYS"] = False
     auth = Authenticator(runtime, settings.admin_key, settings.key_cache_seconds)
@@ -115,6 +156,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                 max_body=settings.max_body,
                 forget_token=auth.forget,
                 forget_space=auth.forget_space,
+                undelivered=request.scope.get(UNDELIVERED, []),  # type: ignore[arg-type]
             )
             reply: Reply = await route.handler(call)
             response = _response(reply.status, reply.body, reply.headers)

@@ -7,6 +7,7 @@ message to one actor) and render the answer; no rule of the job queue lives here
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import zlib
@@ -46,6 +47,8 @@ class Call:
     """The key cache forgets a revoked token at once."""
     forget_space: Callable[[str], None] = field(default=lambda space_id: None)
     """The key cache forgets a deleted space's keys at once."""
+    undelivered: list[Callable[[], None]] = field(default_factory=list)
+    """Run if the answer is not sent in full (the client hung up): see `app.HandOver`."""
     _json: Any = field(default=None)
     _parsed: bool = False
 
@@ -147,13 +150,15 @@ async def poll(call: Call) -> Reply:
 
 
 async def _hand_over(call: Call, deliveries: list[Delivery]) -> None:
-    """Go on with the answer unless the client hung up as it came (the request is then
-    cancelled): jobs taken for a client that is gone go back, not to a lease nobody holds."""
+    """Jobs taken for a client that is gone go back, not to a lease nobody holds: if
+    the client hangs up as the answer comes (the request is then cancelled here), or
+    before the answer is sent in full (the server then runs ``call.undelivered``)."""
     try:
         await trio.lowlevel.checkpoint_if_cancelled()
     except trio.Cancelled:
         call.jobs.give_back(deliveries)
         raise
+    call.undelivered.append(functools.partial(call.jobs.give_back, deliveries))
 
 
 def _batch_items(call: Call) -> list[dict[str, Any]]:
