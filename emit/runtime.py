@@ -553,6 +553,9 @@ class Runtime:
                 self._wake,
             ),
             capacity=4096,
+            # Requests still queued when a space stops for good are refused untouched
+            # ("restarting; retry" is then true); those it took are settled as it ends.
+            on_stop=actors.StopPolicy.REJECT,
             shutdown=30.0,
         )
 

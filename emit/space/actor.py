@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
+import logging
 import math
 from collections import deque
 from collections.abc import Callable
@@ -57,7 +58,7 @@ from ..store.records import (
     log_row,
     state_row,
 )
-from ..store.writer import Commit, Source, Write, Written
+from ..store.writer import Commit, Settle, Source, Write, Written
 from ..views import Delivery, JobView, log_to_wire
 from .messages import (
     AckJob,
@@ -86,6 +87,11 @@ from .messages import (
 FREEZE_OVER = 10_000
 """Live jobs past which a load moves the process's objects out of the collector's sight
 (`gc.freeze`): a full collection would otherwise walk every job, again and again."""
+log = logging.getLogger("emit.space")
+
+SETTLE_SECONDS = 2.0
+"""How long an ending incarnation waits for the writer to say how its last writes
+ended; past it (the writer itself is restarting) their callers hear "may or may not"."""
 EXPIRE_BATCH = 1000
 """Deadlines handled per wakeup, so a backlog (after downtime) does not starve messages."""
 
@@ -205,6 +211,8 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
             self.froze = True
 
     async def stopped(self) -> None:
+        if self.batches:
+            await self._settle()
         # Let go of the jobs: whatever outlives this incarnation (a crash's traceback
         # holds the actor, and the supervisor holds the crash while the next incarnation
         # loads) then holds an empty shell, not the space.
@@ -218,6 +226,33 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
             # is collected once let go of, instead of staying frozen for good. The next
             # big load collects, then freezes what lives.
             gc.unfreeze()
+
+    async def _settle(self) -> None:
+        """This incarnation ends with writes in flight whose reports it will never read
+        (stopped for good, its mailbox closed; or stopped or crashed, and the next
+        incarnation ignores them). Ask the writer how they ended, so that each caller
+        hears its real outcome: never "restarting; retry" for a change that committed
+        (a retry without an idempotency key would make it twice)."""
+        error: BaseException | None
+        try:
+            error = await self.writer.ask(Settle(self.source), timeout=SETTLE_SECONDS)
+        except actors.ActorError:  # the writer is down, or too slow to say: not known
+            error = OutcomeUnknown("the writer did not say how the last writes ended")
+        batches, self.batches = self.batches, deque()
+        for _, pending in batches:
+            if error is not None:
+                # A write of this incarnation failed, and those after it were refused;
+                # which of these committed before it is not known here.
+                failure = Unavailable(_MAY_OR_MAY_NOT)
+                for reply, _ in pending.answers:
+                    reply.fail(failure)
+                continue
+            for reply, answer in pending.answers:
+                _resolve(reply, answer)  # an undelivered lease expires as usual
+            try:
+                self._after_commit(pending)
+            except Exception:
+                log.exception("space %s: after-commit work failed as it stopped", self.space_id)
 
     def wakeup_at(self) -> float:
         if self.ending is not None:
@@ -253,6 +288,8 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         if self.ending is not None:
             # Memory is not to be trusted: refuse, untouched, until the writes in flight
             # are reported and the supervisor starts a new incarnation from the store.
+            if isinstance(message, GiveBack):
+                return None  # a tell (raising would crash at once): its leases expire
             raise Unavailable(self.ending)
         reply = self.context.defer()
         try:
@@ -672,12 +709,15 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
                     _resolve(reply, answer)
             return
         self.batch += 1
-        self.batches.append((self.batch, pending))
         write = Write(changes, self.context.ref, self.batch, self.source)
         try:
             self.writer.tell_nowait(write)  # no scheduler pass when there is room
         except actors.MailboxFull:
             await self.writer.send(write)  # backpressure
+        # In flight only once handed over (its report comes through the mailbox, which
+        # this incarnation reads only after this message): a write that never reached
+        # the writer leaves its callers to hear "restarting; retry", which is true.
+        self.batches.append((self.batch, pending))
 
     def _written(self, report: Written) -> bool:
         """The writer's word on the oldest write in flight (its answers may have grown
@@ -709,10 +749,7 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
                     return True
         else:
             if isinstance(error, OutcomeUnknown):
-                failure = Unavailable(
-                    "storage failed while saving this change: it may or may not have been"
-                    " saved (retry with an idempotency key, or read it back)"
-                )
+                failure = Unavailable(_MAY_OR_MAY_NOT)
             else:
                 failure = Unavailable("storage failed; nothing was accepted")
             for reply, _ in pending.answers:
@@ -743,6 +780,12 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
             self.ending = reason
         if not self.batches:
             self.context.stop()
+
+
+_MAY_OR_MAY_NOT = (
+    "storage failed while saving this change: it may or may not have been saved"
+    " (retry with an idempotency key, or read it back)"
+)
 
 
 class _Parked:

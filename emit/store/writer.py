@@ -72,7 +72,22 @@ class Commit(actors.Request[None]):
     changes: Changes
 
 
-_Item = tuple[Changes, "Write | actors.Reply", "Source | None"]
+@dataclass(frozen=True, slots=True)
+class Settle(actors.Request["BaseException | None"]):
+    """Answer, once every write queued before this is decided, whether a write of
+    ``source`` failed (the refusal its later writes got), or None if all committed.
+    For a client that ends with writes in flight whose reports it will not read."""
+
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class _Settling:
+    reply: actors.Reply
+    source: Source
+
+
+_Item = tuple[Changes, "Write | actors.Reply | _Settling", "Source | None"]
 
 
 def _rows(changes: Changes) -> int:
@@ -89,7 +104,7 @@ def _take_group(pending: list[_Item]) -> tuple[list[_Item], list[_Item]]:
     return pending, []
 
 
-class StoreWriter(actors.Actor[Write | Commit]):
+class StoreWriter(actors.Actor[Write | Commit | Settle]):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.pending: list[_Item] = []
@@ -106,7 +121,7 @@ class StoreWriter(actors.Actor[Write | Commit]):
     async def started(self) -> None:
         self.context.nursery.start_soon(self._commit_loop)
 
-    async def receive(self, message: Write | Commit) -> object:
+    async def receive(self, message: Write | Commit | Settle) -> object:
         while len(self.pending) >= MAX_PENDING:
             self._room = trio.Event()
             await self._room.wait()
@@ -115,6 +130,8 @@ class StoreWriter(actors.Actor[Write | Commit]):
                 self.pending.append((changes, message, source))
             case Commit(changes):
                 self.pending.append((changes, self.context.defer(), None))
+            case Settle(source):
+                self.pending.append((Changes(), _Settling(self.context.defer(), source), None))
         self._wake.set()
         return None
 
@@ -157,9 +174,11 @@ class StoreWriter(actors.Actor[Write | Commit]):
                 for _, done, _ in batch:
                     self._done(done, error)
 
-    def _done(self, done: Write | actors.Reply, error: BaseException | None) -> None:
+    def _done(self, done: Write | actors.Reply | _Settling, error: BaseException | None) -> None:
         if isinstance(done, Write):
             self._report(done.report_to, Written(done.source, done.batch, error))
+        elif isinstance(done, _Settling):
+            done.reply.set(self.failed_sources.get(done.source))
         elif error is None:
             done.set(None)
         else:
