@@ -49,9 +49,11 @@ class ReplySlot:
             trio.lowlevel.reschedule(task, result)
 
     async def wait(self) -> Any:
-        """Park until answered; cancellation abandons the slot."""
+        """Park until answered; cancellation abandons the slot. An answer already given
+        is returned even to a cancelled caller: the actor acted on it being delivered
+        (a poll's jobs would go to nobody), and the next checkpoint raises anyway."""
         if self._outcome is not None:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return self._outcome.unwrap()
         self._task = trio.lowlevel.current_task()
 

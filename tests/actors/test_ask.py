@@ -255,3 +255,19 @@ async def test_an_ask_that_times_out_while_being_handled_is_still_processed(
         with pytest.raises(actors.AskTimeout):
             await ref.ask(("sleep", 10.0), timeout=1)
         assert await ref.ask("count", timeout=None) == 1
+
+
+async def test_an_answer_given_before_the_wait_reaches_a_cancelled_caller() -> None:
+    """The actor answered (and acted on the answer being delivered) before the asker
+    waited: a cancellation pending at that moment must not lose it."""
+    from actors._reply import ReplySlot
+
+    slot = ReplySlot()
+    slot.set("jobs")
+    got = None
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        got = await slot.wait()
+        await trio.lowlevel.checkpoint()  # the cancellation still comes, right after
+        pytest.fail("the cancellation was lost")
+    assert got == "jobs"
