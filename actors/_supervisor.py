@@ -576,7 +576,11 @@ class _Supervision:
                     child = self.children.get(key) or self.starting.get(key)
                     if child is None:
                         raise ChildNotFound(key)
+                    # Stopped while it restarts, first of a group: the members that were
+                    # to follow it start now, instead of waiting for it for ever.
+                    rest = child.then
                     await self.stop(child, final=True)
+                    self._start_group(rest)
                 case message:
                     raise TypeError(f"supervisor {self.cell.name} does not understand {message!r}")
         except Exception as exc:

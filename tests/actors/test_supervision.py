@@ -304,3 +304,41 @@ def test_an_intensity_the_backoff_keeps_out_of_reach_is_refused() -> None:
         SupervisorSpec("s", backoff=RestartBackoff(initial=30, factor=1, maximum=30))
     assert SupervisorSpec("s", max_restarts=0).gives_up_after == 0
     assert SupervisorSpec("s", max_restarts=20, within=10, backoff=NO_BACKOFF).gives_up_after == 0
+
+
+class _SlowToRestart(actors.Actor[object]):
+    async def started(self) -> None:
+        if self.context.incarnation > 0:
+            await trio.sleep(10)  # a slow restart (a space loading)
+
+    async def receive(self, message: object) -> object:
+        if message == "crash":
+            raise RuntimeError("crash")
+        return "first"
+
+
+class _Second(actors.Actor[object]):
+    async def receive(self, message: object) -> object:
+        return "second"
+
+
+async def test_stopping_a_group_restarts_first_member_lets_the_others_start(
+    autojump_clock: MockClock,
+) -> None:
+    """Rest-for-one: the first restarts slowly and the second waits to follow it. The
+    first is stopped for good meanwhile: the second must still start, not stay listed
+    and never run."""
+    first = actors.ActorSpec("first", _SlowToRestart)
+    second = actors.ActorSpec("second", _Second)
+    async with actors.open_system(
+        "root", children=[first, second], strategy=Strategy.REST_FOR_ONE, within=60
+    ) as system:
+        first_ref, second_ref = system.whereis("first"), system.whereis("second")
+        assert isinstance(first_ref, actors.ActorRef)
+        assert isinstance(second_ref, actors.ActorRef)
+        first_ref.tell_nowait("crash")
+        await trio.sleep(1)  # the backoff is over: the first's slow restart is under way
+        await system.root.stop_child("first")
+        with trio.fail_after(5):
+            assert await second_ref.ask("hi") == "second"
+        assert system.root.children() == ["second"]
