@@ -46,6 +46,13 @@ Record = Callable[[Callback, EventType, JSON], Awaitable[None]]
 log = logging.getLogger("emit.callbacks")
 MAX_PUSHES = 256
 """Push wakes in flight at most; more are dropped (they are best effort)."""
+RESCAN_SECONDS = 60.0
+"""How often the outbox is read again for callbacks the sender was never told about
+(a hint lost to a full mailbox, or after-commit work that failed before it): the outbox
+is the truth, the hints only make delivery prompt."""
+RECORD_RETRY_MAX = 60.0
+"""The longest wait between tries to record a try's outcome that could not be recorded
+(its space reloading, the disk full): the try is not made again meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +152,9 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         self.seq = itertools.count()
         self.hosts: dict[str, trio.Semaphore] = {}
         self.in_flight: set[str] = set()
+        self.known: set[str] = set()
+        """Ids of the callbacks scheduled or in flight (a rescan adds only the others)."""
+        self.rescan_at = math.inf
         self.pushing = 0
 
     async def started(self) -> None:
@@ -153,17 +163,20 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         )
         for callback in await self.store.pending_callbacks():
             self._schedule(callback)
+        self.rescan_at = trio.current_time() + RESCAN_SECONDS
 
     async def stopped(self) -> None:
         await self.client.aclose()
 
     def _schedule(self, callback: Callback) -> None:
+        self.known.add(callback.id)
         heapq.heappush(self.heap, (callback.next_at, next(self.seq), callback))
 
     async def receive(self, message: CallbacksQueued | PushWake | _Rearm) -> object:
         if isinstance(message, CallbacksQueued):
             for callback in message.callbacks:
-                self._schedule(callback)
+                if callback.id not in self.known:
+                    self._schedule(callback)
         elif isinstance(message, PushWake):
             for job_id, name in message.jobs:
                 if self.pushing >= MAX_PUSHES:
@@ -213,9 +226,13 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
             raise httpx.TimeoutException("the whole try")
 
     def wakeup_at(self) -> float:
-        return self.clock.to_trio(self.heap[0][0]) if self.heap else math.inf
+        due = self.clock.to_trio(self.heap[0][0]) if self.heap else math.inf
+        return min(due, self.rescan_at)
 
     async def wakeup(self) -> None:
+        if trio.current_time() >= self.rescan_at:
+            self.rescan_at = trio.current_time() + RESCAN_SECONDS
+            self.context.nursery.start_soon(self._rescan)
         now = self.clock.now()
         while self.heap and self.heap[0][0] <= now:
             _, _, callback = heapq.heappop(self.heap)
@@ -223,6 +240,20 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
                 continue
             self.in_flight.add(callback.id)
             self.context.nursery.start_soon(self._deliver, callback)
+
+    async def _rescan(self) -> None:
+        """Schedule what the outbox holds and the sender was never told of."""
+        try:
+            pending = await self.store.pending_callbacks()
+        except Exception:  # the store is failing: the next rescan tries again
+            log.exception("the outbox could not be read")
+            return
+        found = [callback for callback in pending if callback.id not in self.known]
+        if found:
+            log.warning("%d callbacks found in the outbox untold: scheduled now", len(found))
+            for callback in found:
+                self._schedule(callback)
+            self._poke()
 
     async def _deliver(self, callback: Callback) -> None:
         try:
@@ -309,23 +340,30 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
             updated = replace(
                 callback, attempts=tries, state=state, next_at=next_at, last_error=error
             )
-        try:
-            await self.record(updated, kind, data)
-        except NotFound:
-            return  # the job's space is gone: so is its callback
-        except Exception as exc:
-            # Could not be recorded (the space is reloading): try this one again soon,
-            # as it stands in the outbox.
-            if not isinstance(exc, EmitError):
-                log.exception("callback %s for job %s: the try was not recorded",
-                              callback.id, callback.job_id)  # fmt: skip
-            updated = replace(callback, next_at=now + self.policy.first_delay)
-            self._schedule(updated)
-            self._poke()
-            return
+        failures = 0
+        while True:
+            try:
+                await self.record(updated, kind, data)
+                break
+            except NotFound:
+                self.known.discard(callback.id)
+                return  # the job's space is gone: so is its callback
+            except Exception as exc:
+                # Not recorded (the space reloading, the disk full): record this outcome
+                # again, with backoff, rather than make the try again (a receiver that
+                # said 200 would get the same webhook every second).
+                if not isinstance(exc, EmitError):
+                    log.exception("callback %s for job %s: the try was not recorded",
+                                  callback.id, callback.job_id)  # fmt: skip
+                failures += 1
+                await trio.sleep(
+                    min(RECORD_RETRY_MAX, max(0.1, self.policy.first_delay) * 2**failures)
+                )
         if updated.state == "pending":
             self._schedule(updated)
             self._poke()
+        else:
+            self.known.discard(callback.id)
 
     def _poke(self) -> None:
         # The actor waits on its mailbox until the old earliest time: make it look again.

@@ -766,12 +766,27 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         """Tell the others what became durable. Publishing comes right after the durable
         counts, in one step: a stream's snapshot (the durable counts and the stream's
         seq) never falls between the two."""
+        # Each step whatever became of the one before: a failing publish must not keep
+        # the callback sender from hearing of a webhook. The first failure is raised
+        # once all have run (the space restarts on it).
+        failure: Exception | None = None
         if pending.published and self.hub is not None:
-            self.hub.publish(self.space_id, pending.published)
+            try:
+                self.hub.publish(self.space_id, pending.published)
+            except Exception as exc:
+                failure = exc
         if pending.callbacks and self.notify_callbacks is not None:
-            self.notify_callbacks(pending.callbacks)
+            try:
+                self.notify_callbacks(pending.callbacks)
+            except Exception as exc:
+                failure = failure or exc
         if pending.woken and self.wake is not None:
-            self.wake(self.space_id, self.settings, pending.woken)
+            try:
+                self.wake(self.space_id, self.settings, pending.woken)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _end(self, reason: str) -> None:
         """End this incarnation once every write in flight is reported; until then,
