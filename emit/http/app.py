@@ -53,9 +53,16 @@ class HandOver:
 
         async def tracking_send(message: ASGISendEvent) -> None:
             nonlocal sent
-            await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
+                if not message.get("body"):
+                    # Every byte went out with the chunks before: the answer is
+                    # delivered, even if this closing send is cut short (Hypercorn
+                    # hands the request its disconnect while in it).
+                    sent = True
+                await send(message)
                 sent = True
+                return
+            await send(message)
 
         try:
             await self.app(scope, receive, tracking_send)

@@ -20,6 +20,8 @@ import emit
 from emit.http.app import create_app
 from emit.http.settings import HttpSettings
 
+from .conftest import Server
+
 
 @pytest.fixture
 async def rt(autojump_clock: MockClock) -> AsyncIterator[emit.Runtime]:
@@ -111,3 +113,20 @@ async def test_a_poll_answer_sent_in_full_keeps_its_lease(rt: emit.Runtime) -> N
     assert sent[-1] == "http.response.body"
     await jobs.settled()
     assert (await jobs.get(job.id)).status == "running"
+
+
+async def test_polls_answered_over_a_real_connection_keep_their_leases(server: Server) -> None:
+    """Hypercorn hands the request its disconnect while the answer's closing send is
+    still in progress: that must not count as a hang-up once every byte went out."""
+    worker, producer = server.headers("worker"), server.headers("producer")
+    for n in range(20):
+        made = await server.client.post(
+            f"/api/v1/spaces/{server.space}/jobs", json={"name": f"j{n}"}, headers=producer
+        )
+        assert made.status_code == 201
+        polled = await server.client.post(
+            f"/api/v1/spaces/{server.space}/jobs/poll", json={"ack": True}, headers=worker
+        )
+        [job] = polled.json()["jobs"]
+        done = await server.client.post(f"/api/v1/jobs/{job['id']}/complete", headers=worker)
+        assert done.status_code == 200, f"poll {n}: {done.text}"
