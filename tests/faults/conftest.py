@@ -7,29 +7,14 @@ from pathlib import Path
 import pytest
 
 from emit.http.settings import HttpSettings
-from emit.store._writer_process import FAULTS
 
 from ..http.conftest import ADMIN_KEY, Server, start_server
-
-
-class Faults:
-    """The fault file the writer process reads before each statement."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def set(self, fault: str) -> None:
-        self.path.write_text(fault)
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+from ..writer_faults import Faults
 
 
 @pytest.fixture
 def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Faults:
-    path = tmp_path / "faults"
-    monkeypatch.setenv(FAULTS, str(path))  # the writer process inherits it
-    return Faults(path)
+    return Faults.install(tmp_path, monkeypatch)
 
 
 @pytest.fixture

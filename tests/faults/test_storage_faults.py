@@ -19,7 +19,7 @@ from emit.clock import iso
 from emit.space.actor import SpaceActor
 
 from ..http.conftest import Server
-from .conftest import Faults
+from ..writer_faults import Faults
 
 CAUSES = {
     "write": ("database or disk is full", "nothing was accepted"),

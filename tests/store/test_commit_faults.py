@@ -13,30 +13,17 @@ from pathlib import Path
 import pytest
 import trio
 
-from emit.store._writer_process import FAULTS
 from emit.store.base import OutcomeUnknown
 from emit.store.records import Changes, job_row
 from emit.store.sqlite import SQLiteStore
 
+from ..writer_faults import Faults
 from .test_stores import SPACE, make_job
-
-
-class Faults:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def set(self, fault: str) -> None:
-        self.path.write_text(fault)
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 @pytest.fixture
 def faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Faults:
-    path = tmp_path / "faults"
-    monkeypatch.setenv(FAULTS, str(path))
-    return Faults(path)
+    return Faults.install(tmp_path, monkeypatch)
 
 
 @pytest.fixture
