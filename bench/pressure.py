@@ -28,6 +28,8 @@ The server's file descriptors (``/proc/PID/fd``) are sampled, and the sockets it
 holds for each kind of client are counted (its socket inodes matched to the clients'
 ports through ``/proc/net/tcp``): when the window ends, and again after the clients
 stayed open and silent (the slowloris clients still dripping) for LINGER_SECONDS more.
+The table gives each probe's latencies, with when its slowest request was sent (seconds
+into the window; the flood starts with it).
 A subscriber that was cut off but whose socket the server still holds is what a client
 that never reads can pin. Loopback only, bounded (about a minute with the defaults);
 every socket is closed and the server's whole session ended, whatever happens.
@@ -302,15 +304,22 @@ async def last_word(sock: trio.socket.SocketType) -> str:
 
 @dataclass
 class Latencies:
+    start: float = field(default_factory=time.perf_counter)
     seconds: list[float] = field(default_factory=list)
     failed: int = 0
+    worst: float = 0.0
+    worst_at: float = 0.0
+    """When the slowest request was sent, in seconds from ``start``."""
 
     def row(self) -> str:
         if not self.seconds:
-            return f"{0:>6} {'-':>7} {'-':>7} {'-':>7} {self.failed:>5}"
+            return f"{0:>6} {'-':>7} {'-':>7} {'-':>7} {'-':>6} {self.failed:>5}"
         ms = sorted(s * 1000 for s in self.seconds)
         p50, p99 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-        return f"{len(ms):>6} {p50:>7.1f} {p99:>7.1f} {ms[-1]:>7.1f} {self.failed:>5}"
+        return (
+            f"{len(ms):>6} {p50:>7.1f} {p99:>7.1f} {ms[-1]:>7.1f} {self.worst_at:>6.1f}"
+            f" {self.failed:>5}"
+        )
 
 
 async def timed(out: Latencies, request: Callable[[], Awaitable[bool]]) -> None:
@@ -321,7 +330,10 @@ async def timed(out: Latencies, request: Callable[[], Awaitable[bool]]) -> None:
     except (OSError, ConnectionError, RuntimeError, trio.TooSlowError):
         ok = False
     if ok:
-        out.seconds.append(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        if took > out.worst:
+            out.worst, out.worst_at = took, started - out.start
+        out.seconds.append(took)
     else:
         out.failed += 1
 
@@ -482,8 +494,8 @@ def report(tree: Path, args: argparse.Namespace, run: Run, loads: tuple[str, str
         + f"; {run.flooded} jobs created in batches (the flood) over the window"
     )
     quiet, hostile = f"quiet, {QUIET_SECONDS:.0f} s", f"hostile, {args.seconds:.0f} s"
-    print(f"{'':24}{quiet:^36}   {hostile:^36}")
-    head = f"{'n':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'fail':>5}"
+    print(f"{'':24}{quiet:^43}   {hostile:^43}")
+    head = f"{'n':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'max at':>6} {'fail':>5}"
     print(f"{'':24}{head}   {head}")
     for i, name in enumerate(("/healthz, fresh conn", "create, keep-alive")):
         print(f"{name:24}{run.quiet[i].row()}   {run.loaded[i].row()}")
