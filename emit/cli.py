@@ -218,6 +218,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_body=args.max_body,
         rate=args.rate_limit,
         key_cache_seconds=args.key_cache_seconds,
+        send_timeout=args.send_timeout,
     )
     policy = callback_policy(args)
     shutdown = trio.Event()
@@ -375,6 +376,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--key-cache-seconds", type=_number(0), default=1.0)
     run.add_argument(
         "--grace", type=_number(0), default=10.0, help="seconds for requests in flight"
+    )
+    run.add_argument(
+        "--send-timeout",
+        type=_number(0, above=True),
+        default=30.0,
+        help="seconds one write to a client may take before it is dropped",
     )
     run.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"])
     run.add_argument(

@@ -5,6 +5,7 @@ real entry point in a subprocess for the port."""
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,9 @@ BAD = [
     ("--grace", "-1"),
     ("--grace", "nan"),
     ("--grace", "inf"),
+    ("--send-timeout", "0"),
+    ("--send-timeout", "-1"),
+    ("--send-timeout", "nan"),
     ("--callback-tries", "0"),
     ("--callback-tries", "5000"),
     ("--callback-tries", "2.5"),
@@ -99,3 +103,25 @@ def test_the_real_entry_point_refuses_a_bad_port_before_making_anything(
     [line] = done.stderr.splitlines()
     assert "--port" in line and "0 to 65535" in line
     assert done.stdout == "" and not data.exists()
+
+
+def test_the_send_timeout_reaches_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--send-timeout`` is the HTTP settings' (the time limit on every write)."""
+    import trio
+
+    from emit.http import server
+    from emit.http.settings import HttpSettings
+
+    seen: list[HttpSettings] = []
+
+    async def serve(*args: object, settings: HttpSettings, task_status: Any, **kw: object) -> None:
+        seen.append(settings)
+        task_status.started(["http://127.0.0.1:1"])
+        await trio.lowlevel.checkpoint()  # served out at once: the CLI stops
+
+    monkeypatch.setattr(server, "serve", serve)
+    main(["serve", "--data", str(tmp_path / "data"), "--send-timeout", "2.5"])
+    [settings] = seen
+    assert settings.send_timeout == 2.5
