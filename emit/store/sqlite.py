@@ -277,23 +277,22 @@ class SQLiteStore(Store):
 
     async def commit(self, batches: list[Changes]) -> None:
         steps = _steps(batches)
-        try:
-            await self._request(_encode(steps))
-        except Exception as error:
-            self._failed(error)
-            raise
-        if steps:  # an empty transaction never touches the disk: it proves nothing
-            self._succeeded()
+        # An empty transaction never touches the disk: it proves nothing.
+        await self._tracked(_encode(steps), proves=bool(steps))
 
     async def check_writable(self) -> None:
-        if self.failure is None:
-            return
+        if self.failure is not None:
+            await self._tracked(marshal.dumps(PROBE), proves=True)
+
+    async def _tracked(self, body: bytes, *, proves: bool) -> None:
+        """`_request`, keeping `failure` (readiness) up to date with how it went."""
         try:
-            await self._request(marshal.dumps(PROBE))
+            await self._request(body)
         except Exception as error:
             self._failed(error)
             raise
-        self._succeeded()
+        if proves:
+            self._succeeded()
 
     def _failed(self, error: Exception) -> None:
         message = str(error)
