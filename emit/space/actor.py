@@ -239,11 +239,11 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
         except actors.ActorError:  # the writer is down, or too slow to say: not known
             error = OutcomeUnknown("the writer did not say how the last writes ended")
         batches, self.batches = self.batches, deque()
+        # A write of this incarnation failed, and those after it were refused; which of
+        # these committed before it is not known here.
+        failure = Unavailable(_MAY_OR_MAY_NOT)
         for _, pending in batches:
             if error is not None:
-                # A write of this incarnation failed, and those after it were refused;
-                # which of these committed before it is not known here.
-                failure = Unavailable(_MAY_OR_MAY_NOT)
                 for reply, _ in pending.answers:
                     reply.fail(failure)
                 continue
