@@ -20,7 +20,7 @@ import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -70,7 +70,6 @@ from .space.messages import (
     ReportProgress,
     RetryJob,
     SaveCheckpoint,
-    SpaceMessage,
     StreamSnapshot,
 )
 from .store.base import Store
@@ -102,6 +101,9 @@ def _optional_text(value: object, field: str) -> None:
     unicode_text(value, field)
 
 
+R = TypeVar("R")
+
+
 def _ulid_or_404(job_id: str) -> str:
     if not isinstance(job_id, str) or len(job_id) != 26:
         raise NotFound(f"no job {job_id!r}")
@@ -116,7 +118,7 @@ class SpaceJobs:
         self._runtime = runtime
         self.space_id = space_id
 
-    async def _ask(self, message: SpaceMessage, wait: float = 0) -> Any:
+    async def _ask(self, message: actors.Request[R], wait: float = 0) -> R:
         ref = await self._runtime._space_ref(self.space_id)
         try:
             return await ref.ask(message, timeout=ASK_TIMEOUT + wait)
@@ -182,8 +184,7 @@ class SpaceJobs:
                 if not batch:
                     raise
                 raise InvalidRequest(f"jobs[{index}]: {exc.message}", field=exc.field) from None
-        answer: list[tuple[JobView, bool]] = await self._ask(CreateJobs(validated, batch))
-        return answer
+        return await self._ask(CreateJobs(validated, batch))
 
     # --------------------------------------------------------------------- workers
 
@@ -203,12 +204,10 @@ class SpaceJobs:
         return await self.poll_request(validate_poll(raw))
 
     async def poll_request(self, request: PollRequest) -> list[Delivery]:
-        answer: list[Delivery] = await self._ask(PollJobs(request), wait=request.wait)
-        return answer
+        return await self._ask(PollJobs(request), wait=request.wait)
 
     async def claim(self, job_id: str) -> Delivery:
-        answer: Delivery = await self._ask(ClaimJob(_ulid_or_404(job_id)))
-        return answer
+        return await self._ask(ClaimJob(_ulid_or_404(job_id)))
 
     def give_back(self, deliveries: Sequence[Delivery]) -> None:
         """These deliveries never reached whoever asked for them (it hung up before the
@@ -221,8 +220,7 @@ class SpaceJobs:
                 ref.tell_nowait(GiveBack([(d.id, d.lease_id) for d in deliveries]))
 
     async def ack(self, job_id: str, *, lease_id: str | None = None) -> JobView:
-        answer: JobView = await self._ask(AckJob(_ulid_or_404(job_id), lease_id))
-        return answer
+        return await self._ask(AckJob(_ulid_or_404(job_id), lease_id))
 
     async def progress(
         self,
@@ -234,8 +232,7 @@ class SpaceJobs:
         lease_id: str | None = None,
     ) -> JobView:
         update = validate_progress(percent, message, sub_progress)
-        answer: JobView = await self._ask(ReportProgress(_ulid_or_404(job_id), update, lease_id))
-        return answer
+        return await self._ask(ReportProgress(_ulid_or_404(job_id), update, lease_id))
 
     async def checkpoint(
         self, job_id: str, state: Mapping[str, Any], *, lease_id: str | None = None
@@ -245,8 +242,7 @@ class SpaceJobs:
         data = dict(state)
         encoded = encode_json(data, "checkpoint")
         message = SaveCheckpoint(_ulid_or_404(job_id), encoded, data, lease_id)
-        answer: JobView = await self._ask(message)
-        return answer
+        return await self._ask(message)
 
     async def event(
         self, job_id: str, type: str, data: JSONInput = None, *, lease_id: str | None = None
@@ -256,8 +252,7 @@ class SpaceJobs:
         unicode_text(type, "type")
         # A plain copy: the event keeps the caller's value, which the caller may change.
         plain: JSON = loads(encode_json(data, "data"))
-        answer: JobView = await self._ask(RecordEvent(_ulid_or_404(job_id), type, plain, lease_id))
-        return answer
+        return await self._ask(RecordEvent(_ulid_or_404(job_id), type, plain, lease_id))
 
     async def log(
         self,
@@ -302,8 +297,7 @@ class SpaceJobs:
             entries.append(
                 LogEntry(level, message, stamp, None if fields is None else dict(fields))
             )
-        answer: int = await self._ask(AppendLogs(_ulid_or_404(job_id), entries, lease_id))
-        return answer
+        return await self._ask(AppendLogs(_ulid_or_404(job_id), entries, lease_id))
 
     async def keepalive(
         self, job_id: str, *, seconds: int | None = None, lease_id: str | None = None
@@ -312,8 +306,7 @@ class SpaceJobs:
             isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= 86400
         ):
             raise InvalidRequest("seconds must be an integer from 1 to 86400", field="seconds")
-        answer: JobView = await self._ask(KeepAlive(_ulid_or_404(job_id), seconds, lease_id))
-        return answer
+        return await self._ask(KeepAlive(_ulid_or_404(job_id), seconds, lease_id))
 
     async def complete(
         self, job_id: str, result: JSONInput = None, *, lease_id: str | None = None
@@ -332,8 +325,7 @@ class SpaceJobs:
             job_id, lease_id = self._item_id(item, index)
             result = item.get("result")
             parsed.append((job_id, encode_json(result, f"jobs[{index}].result"), result, lease_id))
-        answer: list[JobView | EmitError] = await self._ask(CompleteJobs(parsed))
-        return answer
+        return await self._ask(CompleteJobs(parsed))
 
     async def fail(self, job_id: str, error: str, *, lease_id: str | None = None) -> JobView:
         [outcome] = await self.fail_many([{"id": job_id, "error": error, "leaseId": lease_id}])
@@ -351,8 +343,7 @@ class SpaceJobs:
                 raise InvalidRequest(f"jobs[{index}].error is required: a string", field="error")
             unicode_text(error, "error")
             parsed.append((job_id, error, lease_id))
-        answer: list[JobView | EmitError] = await self._ask(FailJobs(parsed))
-        return answer
+        return await self._ask(FailJobs(parsed))
 
     @staticmethod
     def _batch(items: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
@@ -375,13 +366,11 @@ class SpaceJobs:
 
     async def kill(self, job_id: str, reason: str | None = None) -> JobView:
         _optional_text(reason, "reason")
-        answer: JobView = await self._ask(KillJob(_ulid_or_404(job_id), reason))
-        return answer
+        return await self._ask(KillJob(_ulid_or_404(job_id), reason))
 
     async def retry(self, job_id: str) -> JobView:
         """A dead or killed job back to pending, with its attempts reset."""
-        answer: JobView = await self._ask(RetryJob(_ulid_or_404(job_id)))
-        return answer
+        return await self._ask(RetryJob(_ulid_or_404(job_id)))
 
     # --------------------------------------------------------------------- queries
 
@@ -404,8 +393,7 @@ class SpaceJobs:
         return JobView.of(self._ours(job, job_id), events)
 
     async def counts(self) -> dict[JobStatus, int]:
-        answer: dict[JobStatus, int] = await self._ask(CountJobs())
-        return answer
+        return await self._ask(CountJobs())
 
     async def settled(self) -> None:
         """Return once every change this space recorded before the call is durable: the
@@ -416,13 +404,11 @@ class SpaceJobs:
         """The counts as of the last commit and the space stream's seq at that commit:
         a stream that starts from them and applies the messages after that seq counts
         every change once."""
-        answer: tuple[dict[JobStatus, int], int] = await self._ask(StreamSnapshot())
-        return answer
+        return await self._ask(StreamSnapshot())
 
     async def pollers(self) -> int:
         """How many long polls are parked in this space now."""
-        answer: int = await self._ask(CountPollers())
-        return answer
+        return await self._ask(CountPollers())
 
     async def logs(
         self,
