@@ -30,9 +30,9 @@ from .callbacks.policy import CallbackPolicy
 from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake
 from .clock import Clock, iso, parse_iso
 from .codec import JSON, JSONInput, loads
+from .domain.job import Job
 from .domain.model import (
     EventType,
-    Job,
     JobStatus,
     LogLevel,
     PollRequest,

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from ..codec import JSON
 from ..errors import Conflict
-from .model import Event, EventType, Job, JobStatus, Progress, RetryBackoff
+from .job import Job
+from .model import Event, EventType, JobStatus, Progress, RetryBackoff
 
 S = JobStatus
 _WORKING = frozenset({S.DELIVERED, S.RUNNING})

@@ -95,156 +95,12 @@ class Event(NamedTuple):
     created_at: float
 
 
-class Job:
-    """One job's live state. The space actor owns it; the store keeps its log."""
-
-    __slots__ = (
-        "attempt_number",
-        "callback_headers",
-        "callback_url",
-        "checkpoint",
-        "completed_at",
-        "created_at",
-        "deadline",
-        "delivered_at",
-        "event_seq",
-        "id",
-        "idempotency_key",
-        "in_queue",
-        "lease_id",
-        "log_seq",
-        "max_retries",
-        "name",
-        "payload",
-        "priority",
-        "progress",
-        "queue_token",
-        "result",
-        "retry_backoff",
-        "scheduled_for",
-        "seq",
-        "space_id",
-        "started_at",
-        "status",
-        "timeout_seconds",
-        "timer_at",
-        "updated_at",
-    )
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        space_id: str,
-        seq: int,
-        name: str,
-        payload: str,
-        status: JobStatus,
-        priority: int,
-        max_retries: int,
-        timeout_seconds: int,
-        created_at: float,
-        attempt_number: int = 0,
-        scheduled_for: float | None = None,
-        callback_url: str | None = None,
-        callback_headers: dict[str, str] | None = None,
-        idempotency_key: str | None = None,
-        retry_backoff: RetryBackoff | None = None,
-        progress: JSON = None,
-        result: str | None = None,
-        checkpoint: str | None = None,
-        lease_id: str | None = None,
-        deadline: float | None = None,
-        updated_at: float | None = None,
-        delivered_at: float | None = None,
-        started_at: float | None = None,
-        completed_at: float | None = None,
-        event_seq: int = 0,
-        log_seq: int = 0,
-    ) -> None:
-        self.id = id
-        self.space_id = space_id
-        self.seq = seq
-        """Creation order within the space: ties in priority go to the oldest."""
-        self.name = name
-        self.payload = payload
-        """Encoded JSON text."""
-        self.status = status
-        self.priority = priority
-        self.max_retries = max_retries
-        self.attempt_number = attempt_number
-        self.timeout_seconds = timeout_seconds
-        self.scheduled_for = scheduled_for
-        self.callback_url = callback_url
-        self.callback_headers = callback_headers
-        self.idempotency_key = idempotency_key
-        self.retry_backoff = retry_backoff
-        self.progress = progress
-        self.result = result
-        """Encoded JSON text, set when the job ends."""
-        self.checkpoint = checkpoint
-        """Encoded JSON text handed to later attempts."""
-        self.lease_id = lease_id
-        self.deadline = deadline
-        """When the job must next move: scheduled → due; delivered → ack deadline;
-        running → run deadline. None in other states."""
-        self.created_at = created_at
-        self.updated_at = created_at if updated_at is None else updated_at
-        self.delivered_at = delivered_at
-        self.started_at = started_at
-        self.completed_at = completed_at
-        self.event_seq = event_seq
-        self.log_seq = log_seq
-        self.queue_token = 0
-        """Bumped whenever the job is queued, so stale queue entries can be told apart."""
-        self.in_queue = False
-        self.timer_at: float | None = None
-        """The time of this job's live entry in the timer heap, if any."""
-
-    @classmethod
-    def created(cls, job_id: str, space_id: str, seq: int, new: NewJob, now: float) -> Job:
-        """A job just made from a validated request: what ``Job(...)`` with the request's
-        fields gives, for a third of the cost (assigning the slots directly skips the
-        keyword call of some twenty arguments, once per job created)."""
-        job = cls.__new__(cls)
-        job.id = job_id
-        job.space_id = space_id
-        job.seq = seq
-        job.name = new.name
-        job.payload = new.payload
-        job.status = JobStatus.SCHEDULED if new.scheduled_for else JobStatus.PENDING
-        job.priority = new.priority
-        job.max_retries = new.max_retries
-        job.attempt_number = 0
-        job.timeout_seconds = new.timeout_seconds
-        job.scheduled_for = new.scheduled_for
-        job.callback_url = new.callback_url
-        job.callback_headers = new.callback_headers
-        job.idempotency_key = new.idempotency_key
-        job.retry_backoff = new.retry_backoff
-        job.progress = None
-        job.result = None
-        job.checkpoint = None
-        job.lease_id = None
-        job.deadline = new.scheduled_for
-        job.created_at = now
-        job.updated_at = now
-        job.delivered_at = None
-        job.started_at = None
-        job.completed_at = None
-        job.event_seq = 0
-        job.log_seq = 0
-        job.queue_token = 0
-        job.in_queue = False
-        job.timer_at = None
-        return job
-
-    def __repr__(self) -> str:
-        return f"<Job {self.id} {self.name} {self.status}>"
-
-
 # ---------------------------------------------------------------------------- validation
 
+DEFAULT_PRIORITY = 0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_TIMEOUT_SECONDS = 300
+"""What a create request that leaves them out gets (spec §4)."""
 MAX_NAME = 200
 _CREATE_FIELDS = frozenset(
     {
@@ -271,14 +127,14 @@ class NewJob:
 
     name: str
     payload: str
-    priority: int
-    max_retries: int
-    timeout_seconds: int
-    scheduled_for: float | None
-    callback_url: str | None
-    callback_headers: dict[str, str] | None
-    idempotency_key: str | None
-    retry_backoff: RetryBackoff | None
+    priority: int = DEFAULT_PRIORITY
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    scheduled_for: float | None = None
+    callback_url: str | None = None
+    callback_headers: dict[str, str] | None = None
+    idempotency_key: str | None = None
+    retry_backoff: RetryBackoff | None = None
 
 
 def unicode_text(value: str, field: str) -> str:
@@ -457,18 +313,7 @@ def validate_new_job(
     if (len(raw) == 2 and "payload" in raw) or len(raw) == 1:
         # Only a name and perhaps a payload (most creates): the rest are defaults, and
         # eight lookups of absent fields would find nothing.
-        return NewJob(
-            name,
-            encode_json(raw.get("payload"), "payload"),
-            0,
-            3,
-            300,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return NewJob(name, encode_json(raw.get("payload"), "payload"))
     scheduled_for = None
     if raw.get("scheduledFor") is not None:
         value = raw["scheduledFor"]
@@ -491,9 +336,9 @@ def validate_new_job(
     return NewJob(
         name=name,
         payload=encode_json(raw.get("payload"), "payload"),
-        priority=_int(raw, "priority", -1000, 1000, 0),
-        max_retries=_int(raw, "maxRetries", 0, 25, 3),
-        timeout_seconds=_int(raw, "timeoutSeconds", 1, 86400, 300),
+        priority=_int(raw, "priority", -1000, 1000, DEFAULT_PRIORITY),
+        max_retries=_int(raw, "maxRetries", 0, 25, DEFAULT_MAX_RETRIES),
+        timeout_seconds=_int(raw, "timeoutSeconds", 1, 86400, DEFAULT_TIMEOUT_SECONDS),
         scheduled_for=scheduled_for,
         callback_url=callback_url,
         callback_headers=headers,

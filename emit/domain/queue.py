@@ -13,7 +13,7 @@ import heapq
 import itertools
 from collections.abc import Iterable
 
-from .model import Job
+from .job import Job
 
 _Entry = tuple[int, int, int, int, Job]  # (-priority, seq, push number, queue_token, job)
 

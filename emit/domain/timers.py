@@ -13,7 +13,7 @@ import heapq
 import itertools
 import math
 
-from .model import Job
+from .job import Job
 
 _Entry = tuple[float, int, Job]
 

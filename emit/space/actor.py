@@ -33,15 +33,8 @@ import actors
 from ..clock import Clock, iso
 from ..codec import JSON, dumps, loads
 from ..domain import lifecycle
-from ..domain.model import (
-    Event,
-    Job,
-    JobStatus,
-    NewJob,
-    PollRequest,
-    RetryBackoff,
-    past_schedule,
-)
+from ..domain.job import Job, create_job
+from ..domain.model import Event, JobStatus, NewJob, PollRequest, RetryBackoff, past_schedule
 from ..domain.queue import ReadyQueue
 from ..domain.settings import SpaceSettings, read_settings
 from ..domain.timers import Timers
@@ -448,7 +441,7 @@ class SpaceActor(actors.Actor[SpaceMessage | Written]):
                 created.append((JobView.of(existing) if existing else stored[job_id], False))
                 continue
             self.seq += 1
-            job = Job.created(self.ids.next(now), self.space_id, self.seq, new, now)
+            job = create_job(self.ids.next(now), self.space_id, self.seq, new, now)
             if key is not None:
                 self.idempotency[key] = job.id
             self.jobs[job.id] = job

@@ -7,7 +7,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-from ..domain.model import Event, Job, JobStatus, LogLevel
+from ..domain.job import Job
+from ..domain.model import Event, JobStatus, LogLevel
 from .records import Callback, Changes, LogLine, Space, Token
 
 

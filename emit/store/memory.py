@@ -9,7 +9,8 @@ from typing import Any
 
 import trio
 
-from ..domain.model import FINAL, Event, Job, JobStatus, LogLevel
+from ..domain.job import Job
+from ..domain.model import FINAL, Event, JobStatus, LogLevel
 from .base import SpaceState, Store
 from .records import (
     JOB_COLUMNS,

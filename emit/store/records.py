@@ -5,58 +5,17 @@ job can move on in memory while its earlier state is being written."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from ..codec import JSON, dumps, loads
-from ..domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
+from ..domain import job
+from ..domain.job import Codec, Job
+from ..domain.model import Event, EventType, JobStatus, LogLevel, RetryBackoff
 
-JOB_COLUMNS = (
-    "id",
-    "space_id",
-    "seq",
-    "name",
-    "payload",
-    "status",
-    "priority",
-    "max_retries",
-    "attempt_number",
-    "timeout_seconds",
-    "scheduled_for",
-    "callback_url",
-    "callback_headers",
-    "idempotency_key",
-    "retry_backoff",
-    "progress",
-    "result",
-    "checkpoint",
-    "lease_id",
-    "deadline",
-    "event_seq",
-    "log_seq",
-    "created_at",
-    "updated_at",
-    "delivered_at",
-    "started_at",
-    "completed_at",
-)
-STATE_COLUMNS = (
-    "status",
-    "attempt_number",
-    "scheduled_for",
-    "progress",
-    "result",
-    "checkpoint",
-    "lease_id",
-    "deadline",
-    "event_seq",
-    "log_seq",
-    "updated_at",
-    "delivered_at",
-    "started_at",
-    "completed_at",
-)
+JOB_COLUMNS = job.COLUMNS
+STATE_COLUMNS = job.STATE
 """The columns a job's later changes touch; the payload is written once."""
 
 JobRow = tuple[Any, ...]  # JOB_COLUMNS, then the job's new events as text (`event_record`)
@@ -84,111 +43,78 @@ def _json_or_none(value: JSON) -> str | None:
     return None if value is None else dumps(value)
 
 
-def job_row(job: Job, events: str = "") -> JobRow:
-    return (
-        job.id,
-        job.space_id,
-        job.seq,
-        job.name,
-        job.payload,
-        _STATUS_TEXT[job.status],
-        job.priority,
-        job.max_retries,
-        job.attempt_number,
-        job.timeout_seconds,
-        job.scheduled_for,
-        job.callback_url,
-        _json_or_none(job.callback_headers),  # type: ignore[arg-type]
-        job.idempotency_key,
-        None if job.retry_backoff is None else dumps(job.retry_backoff.to_wire()),
-        _json_or_none(job.progress),
-        job.result,
-        job.checkpoint,
-        job.lease_id,
-        job.deadline,
-        job.event_seq,
-        job.log_seq,
-        job.created_at,
-        job.updated_at,
-        job.delivered_at,
-        job.started_at,
-        job.completed_at,
-        events,
-    )
+def _backoff_text(backoff: RetryBackoff | None) -> str | None:
+    return None if backoff is None else dumps(backoff.to_wire())
 
 
-def state_row(job: Job, events: str = "") -> StateRow:
-    return (
-        _STATUS_TEXT[job.status],
-        job.attempt_number,
-        job.scheduled_for,
-        _json_or_none(job.progress),
-        job.result,
-        job.checkpoint,
-        job.lease_id,
-        job.deadline,
-        job.event_seq,
-        job.log_seq,
-        job.updated_at,
-        job.delivered_at,
-        job.started_at,
-        job.completed_at,
-        events,
-        job.id,
-    )
+def _backoff(text: str | None) -> RetryBackoff | None:
+    if text is None:
+        return None
+    spec = loads(text)
+    return RetryBackoff(spec["initialSeconds"], spec["factor"], spec["maxSeconds"])
 
 
 _STATUS = {status.value: status for status in JobStatus}
+_ENCODE = {
+    Codec.PLAIN: "job.{}",
+    Codec.STATUS: "_STATUS_TEXT[job.{}]",
+    Codec.JSON: "_json_or_none(job.{})",
+    Codec.BACKOFF: "_backoff_text(job.{})",
+}
+_DECODE = {
+    Codec.PLAIN: "{}",
+    Codec.STATUS: "_STATUS[{}]",
+    Codec.JSON: "None if {0} is None else _loads({0})",
+    Codec.BACKOFF: "_backoff({})",
+}
+_CODE = {
+    "Job": Job,
+    "_new": object.__new__,
+    "_STATUS_TEXT": _STATUS_TEXT,
+    "_STATUS": _STATUS,
+    "_json_or_none": _json_or_none,
+    "_loads": loads,
+    "_backoff_text": _backoff_text,
+    "_backoff": _backoff,
+}
 
 
-def job_from_row(row: JobRow, names: dict[str, str] | None = None) -> Job:
-    """A job from its row. Recovery builds a million of these, so it assigns the slots
-    directly rather than through keyword arguments, and ``names`` (a cache the caller
-    keeps) makes jobs share one string per space id and job name."""
-    (
-        job_id, space_id, seq, name, payload, status, priority, max_retries, attempt,
-        timeout, scheduled_for, callback_url, headers, idempotency_key, backoff, progress,
-        result, checkpoint, lease_id, deadline, event_seq, log_seq, created_at, updated_at,
-        delivered_at, started_at, completed_at,
-    ) = row  # fmt: skip
-    if names is not None:
-        space_id = names.setdefault(space_id, space_id)
-        name = names.setdefault(name, name)
-    job = Job.__new__(Job)
-    job.id = job_id
-    job.space_id = space_id
-    job.seq = seq
-    job.name = name
-    job.payload = payload
-    job.status = _STATUS[status]
-    job.priority = priority
-    job.max_retries = max_retries
-    job.attempt_number = attempt
-    job.timeout_seconds = timeout
-    job.scheduled_for = scheduled_for
-    job.callback_url = callback_url
-    job.callback_headers = None if headers is None else loads(headers)
-    job.idempotency_key = idempotency_key
-    job.retry_backoff = None
-    if backoff is not None:
-        spec = loads(backoff)
-        job.retry_backoff = RetryBackoff(spec["initialSeconds"], spec["factor"], spec["maxSeconds"])
-    job.progress = None if progress is None else loads(progress)
-    job.result = result
-    job.checkpoint = checkpoint
-    job.lease_id = lease_id
-    job.deadline = deadline
-    job.event_seq = event_seq
-    job.log_seq = log_seq
-    job.created_at = created_at
-    job.updated_at = updated_at
-    job.delivered_at = delivered_at
-    job.started_at = started_at
-    job.completed_at = completed_at
-    job.queue_token = 0
-    job.in_queue = False
-    job.timer_at = None
-    return job
+def _row_source(name: str, columns: tuple[str, ...], tail: str) -> str:
+    values = "".join(f"        {_ENCODE[job.CODECS[c]].format(c)},\n" for c in columns)
+    return f"def {name}(job, events=''):\n    return (\n{values}        {tail}\n    )\n"
+
+
+def _from_row_source() -> str:
+    lines = ["def job_from_row(row, names=None):", f"    ({', '.join(JOB_COLUMNS)},) = row"]
+    lines.append("    if names is not None:")
+    lines += [f"        {c} = names.setdefault({c}, {c})" for c in job.SHARED]
+    lines.append("    job = _new(Job)")
+    lines += [f"    job.{c} = {_DECODE[job.CODECS[c]].format(c)}" for c in JOB_COLUMNS]
+    lines += [f"    job.{name} = {value!r}" for name, value in job.MEMORY.items()]
+    lines.append("    return job")
+    return "\n".join(lines) + "\n"
+
+
+class _RowOf(Protocol):
+    def __call__(self, job: Job, events: str = "", /) -> tuple[Any, ...]: ...
+
+
+class _JobOf(Protocol):
+    def __call__(self, row: JobRow, names: dict[str, str] | None = None, /) -> Job: ...
+
+
+job_row: _RowOf = job.generate(
+    "job_row", _row_source("job_row", JOB_COLUMNS, "events,"), dict(_CODE)
+)
+"""A new job's row: `JOB_COLUMNS`, then its events as text (`event_record`)."""
+state_row: _RowOf = job.generate(
+    "state_row", _row_source("state_row", STATE_COLUMNS, "events, job.id,"), dict(_CODE)
+)
+"""A job's changed state: `STATE_COLUMNS`, its new events as text, then its id."""
+job_from_row: _JobOf = job.generate("job_from_row", _from_row_source(), dict(_CODE))
+"""A job from its row. Recovery builds a million of these, so it assigns the slots
+directly rather than through keyword arguments, and ``names`` (a cache the caller
+keeps) makes jobs share one string per space id and job name."""
 
 
 _EVENT_TEXT = {kind: kind.value for kind in EventType}

@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 import trio
 
 from ..codec import dumps, loads
-from ..domain.model import Event, Job, JobStatus, LogLevel
+from ..domain.job import Job
+from ..domain.model import Event, JobStatus, LogLevel
 from ._writer_process import PROBE
 from .base import OutcomeUnknown, SpaceState, Store, StoreOpenFailed
 from .records import (

@@ -14,15 +14,8 @@ import pytest
 
 from emit.codec import dumps, loads
 from emit.domain import lifecycle
-from emit.domain.model import (
-    Event,
-    EventType,
-    Job,
-    JobStatus,
-    Progress,
-    RetryBackoff,
-    validate_progress,
-)
+from emit.domain.job import Job
+from emit.domain.model import Event, EventType, JobStatus, Progress, RetryBackoff, validate_progress
 from emit.errors import Conflict
 
 S = JobStatus
@@ -48,6 +41,7 @@ def make_job(**overrides: Any) -> Job:
         "max_retries": 3,
         "timeout_seconds": TIMEOUT,
         "created_at": NOW,
+        "updated_at": NOW,
     }
     fields.update(overrides)
     return Job(**fields)

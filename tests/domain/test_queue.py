@@ -7,7 +7,8 @@ import itertools
 import random
 from typing import Any
 
-from emit.domain.model import Job, JobStatus
+from emit.domain.job import Job
+from emit.domain.model import JobStatus
 from emit.domain.queue import ReadyQueue
 
 NOW = 1_800_000_000.0
@@ -27,6 +28,7 @@ def make_job(name: str = "a", priority: int = 0, seq: int | None = None, **extra
         max_retries=3,
         timeout_seconds=30,
         created_at=NOW + seq,
+        updated_at=NOW + seq,
         **extra,
     )
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from emit.codec import dumps
 from emit.domain import lifecycle
-from emit.domain.model import Job, JobStatus, RetryBackoff, validate_progress
+from emit.domain.job import Job
+from emit.domain.model import JobStatus, RetryBackoff, validate_progress
 from emit.domain.timers import Timers
 
 NOW = 1_800_000_000.0
@@ -30,6 +31,7 @@ def make_job(deadline: float | None = None, **extra: Any) -> Job:
         max_retries=3,
         timeout_seconds=TIMEOUT,
         created_at=NOW,
+        updated_at=NOW,
         deadline=deadline,
         **extra,
     )

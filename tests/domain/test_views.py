@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from emit.domain.model import Event, EventType, Job, JobStatus
+from emit.domain.job import Job
+from emit.domain.model import Event, EventType, JobStatus
 from emit.views import REDACTED, Delivery, JobView
 
 _RENAMED = {"payload_json": "payload", "result_json": "result", "checkpoint_json": "checkpoint"}
@@ -59,7 +60,7 @@ def _finished_job() -> Job:
     job = Job(
         id="01JDQ0000000000000000000AB", space_id="s", seq=1, name="n",
         payload='{"to":"é@b.c","n":[1,2.5,null]}', status=JobStatus.COMPLETED, priority=0,
-        max_retries=3, timeout_seconds=300, created_at=1_790_000_000.25,
+        max_retries=3, timeout_seconds=300, created_at=1_790_000_000.25, updated_at=1_790_000_000.25,
         result='{"sent":true}', checkpoint='{"page":3}', lease_id="01JDQ0000000000000000000CD",
     )  # fmt: skip
     job.delivered_at = job.completed_at = 1_790_000_001.5
@@ -69,7 +70,7 @@ def _finished_job() -> Job:
 _NEW: dict[str, Any] = {
     "id": "01JDQ0000000000000000000EF", "space_id": "s", "seq": 2, "name": "n",
     "status": JobStatus.DELIVERED, "priority": 0, "max_retries": 3, "timeout_seconds": 300,
-    "created_at": 1_790_000_000.0, "lease_id": "01JDQ0000000000000000000GH",
+    "created_at": 1_790_000_000.0, "updated_at": 1_790_000_000.0, "lease_id": "01JDQ0000000000000000000GH",
 }  # fmt: skip
 
 

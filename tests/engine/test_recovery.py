@@ -10,7 +10,7 @@ from pathlib import Path
 import emit
 from emit import JobStatus
 from emit.clock import iso
-from emit.domain.model import Job
+from emit.domain.job import Job
 from emit.store.records import INLINE_ENTRY, INLINE_EVENTS
 
 

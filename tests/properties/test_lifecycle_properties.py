@@ -34,15 +34,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from emit.codec import dumps
 from emit.domain import lifecycle
-from emit.domain.model import (
-    Event,
-    EventType,
-    Job,
-    JobStatus,
-    NewJob,
-    RetryBackoff,
-    validate_progress,
-)
+from emit.domain.job import Job, create_job
+from emit.domain.model import Event, EventType, JobStatus, NewJob, RetryBackoff, validate_progress
 from emit.domain.queue import ReadyQueue
 from emit.domain.timers import Timers
 from emit.errors import Conflict
@@ -103,7 +96,7 @@ class Space:
 
     def create(self, new: NewJob) -> tuple[Job, list[Event]]:
         self.seq += 1
-        job = Job.created(f"job-{self.seq}", "space", self.seq, new, self.now)
+        job = create_job(f"job-{self.seq}", "space", self.seq, new, self.now)
         self.jobs[job.id] = job
         self.counts[job.status] += 1
         events = lifecycle.created(job, self.now)

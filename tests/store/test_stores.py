@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from emit.domain import lifecycle
-from emit.domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
+from emit.domain.job import Job
+from emit.domain.model import Event, EventType, JobStatus, LogLevel, RetryBackoff
 from emit.store.base import Store, StoreOpenFailed
 from emit.store.memory import MemoryStore
 from emit.store.records import (
@@ -46,6 +47,7 @@ def make_job(n: int, status: JobStatus = JobStatus.PENDING, **fields: object) ->
         "max_retries": 3,
         "timeout_seconds": 300,
         "created_at": 1000.0 + n,
+        "updated_at": 1000.0 + n,
     }
     values.update(fields)
     return Job(**values)  # type: ignore[arg-type]
