@@ -22,7 +22,7 @@ from .clock import iso
 from .codec import JSON, loads
 from .domain.job import Job
 from .domain.model import Event, JobStatus
-from .store.records import LogLine, Space, Token
+from .domain.records import LogLine, Space, Token
 
 REDACTED = "[redacted]"
 """What a read shows for each value of a job's ``callbackHeaders``: they usually carry the

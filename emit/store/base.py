@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from ..domain.job import Job
 from ..domain.model import Event, JobStatus, LogLevel
-from .records import Callback, Changes, LogLine, Space, Token
+from ..domain.records import Callback, LogLine, Space, Token
+from .records import Changes
 
 
 class OutcomeUnknown(Exception):

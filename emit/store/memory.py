@@ -11,15 +11,12 @@ import trio
 
 from ..domain.job import Job
 from ..domain.model import FINAL, Event, JobStatus, LogLevel
+from ..domain.records import Callback, LogLine, Space, Token
 from .base import SpaceState, Store
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
-    Callback,
     Changes,
-    LogLine,
-    Space,
-    Token,
     job_events,
     job_from_row,
     log_from_row,
