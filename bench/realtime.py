@@ -324,7 +324,7 @@ def serve_embedded(base: Path, args: argparse.Namespace) -> None:
     it on the jobs in BASE/jobs.json (answered with BASE/produced.json and a line
     "produced"); SIGTERM stops the server. Prints its keys, then "ready"."""
     import emit
-    from emit.realtime.hub import Published
+    from emit.domain.model import Published
 
     async def run() -> None:
         async with emit.open_runtime(base / "data") as rt:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from .domain.model import EventType, JobStatus
+from .domain.views import Delivery, ItemResult, JobView
 from .errors import (
     Conflict,
     EmitError,
@@ -28,7 +29,6 @@ from .runtime import NewToken, Runtime, SpaceJobs, open_runtime
 from .store.base import StoreOpenFailed
 from .tuning import tune_gc
 from .version import __version__
-from .views import Delivery, ItemResult, JobView
 
 
 async def serve(

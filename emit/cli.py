@@ -25,6 +25,7 @@ import trio
 from .callbacks.policy import CallbackPolicy
 from .clock import Clock
 from .domain.records import Space
+from .domain.views import space_to_wire, token_to_wire
 from .errors import EmitError, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
@@ -32,7 +33,6 @@ from .store.base import StoreOpenFailed
 from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .version import __version__
-from .views import space_to_wire, token_to_wire
 
 DEFAULT_DATA = "emit-data"
 DB_NAME = "emit.db"

@@ -30,6 +30,32 @@ from .callbacks.policy import CallbackPolicy
 from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake
 from .clock import Clock
 from .codec import JSON, JSONInput, loads
+from .domain.commands import (
+    AckJob,
+    AppendLogs,
+    ApplySettings,
+    ClaimJob,
+    Command,
+    CompleteItem,
+    CompleteJobs,
+    CountJobs,
+    CountPollers,
+    CreateJobs,
+    FailItem,
+    FailJobs,
+    GiveBack,
+    KeepAlive,
+    KillJob,
+    LogEntry,
+    PollJobs,
+    RecordCallback,
+    RecordEvent,
+    ReleasePollers,
+    ReportProgress,
+    RetryJob,
+    SaveCheckpoint,
+    StreamSnapshot,
+)
 from .domain.job import Job
 from .domain.model import (
     EventType,
@@ -45,41 +71,18 @@ from .domain.model import (
 )
 from .domain.records import Callback, LogLine, Space, Token
 from .domain.settings import SpaceSettings, validate_settings
+from .domain.views import Delivery, JobView
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
 from .isotime import iso, parse_iso
 from .realtime.hub import EventHub
 from .registry import NewToken, make_space, make_token
 from .space.actor import SpaceActor
-from .space.messages import (
-    AckJob,
-    AppendLogs,
-    ApplySettings,
-    ClaimJob,
-    CompleteJobs,
-    CountJobs,
-    CountPollers,
-    CreateJobs,
-    FailJobs,
-    GiveBack,
-    KeepAlive,
-    KillJob,
-    LogEntry,
-    PollJobs,
-    RecordCallback,
-    RecordEvent,
-    ReleasePollers,
-    ReportProgress,
-    RetryJob,
-    SaveCheckpoint,
-    StreamSnapshot,
-)
 from .store.base import Store
 from .store.memory import MemoryStore
 from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
-from .views import Delivery, JobView
 
 log = logging.getLogger("emit.runtime")
 
@@ -120,16 +123,17 @@ class SpaceJobs:
         self._runtime = runtime
         self.space_id = space_id
 
-    async def _ask(self, message: actors.Request[R], wait: float = 0) -> R:
+    async def _ask(self, message: Command[R], wait: float = 0) -> R:
         ref = await self._runtime._space_ref(self.space_id)
         try:
-            return await ref.ask(message, timeout=ASK_TIMEOUT + wait)
+            answer: R = await ref.ask(message, timeout=ASK_TIMEOUT + wait)
         except actors.AskTimeout:
             # The message may still be handled and its change committed after we stop
             # waiting: say so, or a caller retrying a create makes a duplicate.
             raise Unavailable(f"space {self.space_id} {NO_ANSWER}") from None
         except (actors.ActorStopped, actors.ActorCrashed):
             raise Unavailable(f"space {self.space_id} is restarting; retry") from None
+        return answer
 
     # ------------------------------------------------------------------- producers
 
@@ -326,7 +330,9 @@ class SpaceJobs:
         for index, item in enumerate(self._batch(items)):
             job_id, lease_id = self._item_id(item, index)
             result = item.get("result")
-            parsed.append((job_id, encode_json(result, f"jobs[{index}].result"), result, lease_id))
+            parsed.append(
+                CompleteItem(job_id, encode_json(result, f"jobs[{index}].result"), result, lease_id)
+            )
         return await self._ask(CompleteJobs(parsed))
 
     async def fail(self, job_id: str, error: str, *, lease_id: str | None = None) -> JobView:
@@ -344,7 +350,7 @@ class SpaceJobs:
             if not isinstance(error, str):
                 raise InvalidRequest(f"jobs[{index}].error is required: a string", field="error")
             unicode_text(error, "error")
-            parsed.append((job_id, error, lease_id))
+            parsed.append(FailItem(job_id, error, lease_id))
         return await self._ask(FailJobs(parsed))
 
     @staticmethod

@@ -2,7 +2,7 @@
 with each) are the single source of everything that lists a job's attributes.
 
 The store's columns and rows (`emit.store.records`), a new job made from a request
-(`create_job`), a job read back from its row, and the views' snapshots (`emit.views`) are
+(`create_job`), a job read back from its row, and the views' snapshots (`emit.domain.views`) are
 all derived from ``fields(Job)`` when their modules are imported: a field added here
 reaches all of them, and a test holds them to it. The derived builders are generated
 code, as the dataclass machinery itself does, so they cost what hand-written ones did.

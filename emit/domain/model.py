@@ -95,6 +95,22 @@ class Event(NamedTuple):
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One durable event of one job, as the streams show it."""
+
+    job_id: str
+    job_name: str
+    status: str
+    """The job's status once the change that made the event was applied."""
+    type: str
+    attempt_number: int
+    data: Any
+    timestamp: float
+    event_seq: int
+    """The event's seq in the job's history (0 for log lines, which have their own)."""
+
+
 # ---------------------------------------------------------------------------- validation
 
 DEFAULT_PRIORITY = 0

@@ -20,10 +20,10 @@ import trio
 from ..codec import loads
 from ..domain import scopes
 from ..domain.model import validate_poll
+from ..domain.views import Delivery, JobView, log_to_wire, space_to_wire, token_to_wire
 from ..errors import EmitError, InvalidRequest, PayloadTooLarge
 from ..isotime import iso
 from ..runtime import Runtime, SpaceJobs
-from ..views import Delivery, JobView, log_to_wire, space_to_wire, token_to_wire
 from .auth import Caller
 
 ADMIN = "admin"

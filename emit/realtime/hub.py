@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import trio
 
+from ..domain.model import Published
 from ..isotime import stamp
 
 SUBSCRIBER_QUEUE = 1024
@@ -34,22 +35,6 @@ SUBSCRIBER_MAX = 1 << 16
 REPLAY_BUFFER = 2000
 """Messages per space kept for reconnecting streams."""
 FINAL = frozenset({"completed", "dead", "killed"})
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """One durable event of one job, as the streams show it."""
-
-    job_id: str
-    job_name: str
-    status: str
-    """The job's status once the change that made the event was applied."""
-    type: str
-    attempt_number: int
-    data: Any
-    timestamp: float
-    event_seq: int
-    """The event's seq in the job's history (0 for log lines, which have their own)."""
 
 
 class SpaceMessage:

@@ -11,8 +11,8 @@ from trio.testing import MockClock
 
 import emit
 from emit.callbacks.sender import RESCAN_SECONDS
+from emit.domain.model import Published
 from emit.errors import Unavailable
-from emit.realtime.hub import Published
 from emit.runtime import Runtime
 
 

@@ -12,9 +12,9 @@ import pytest
 from emit.domain import job as shape
 from emit.domain.job import Job, create_job
 from emit.domain.model import JobStatus, NewJob, RetryBackoff
+from emit.domain.views import Delivery, JobView
 from emit.store.records import JOB_COLUMNS, STATE_COLUMNS, job_from_row, job_row, state_row
 from emit.store.schema import migrate
-from emit.views import Delivery, JobView
 
 
 def _every_field_set() -> Job:

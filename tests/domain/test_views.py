@@ -10,7 +10,7 @@ import orjson
 
 from emit.domain.job import Job
 from emit.domain.model import Event, EventType, JobStatus
-from emit.views import REDACTED, Delivery, JobView
+from emit.domain.views import REDACTED, Delivery, JobView
 
 _RENAMED = {"payload_json": "payload", "result_json": "result", "checkpoint_json": "checkpoint"}
 

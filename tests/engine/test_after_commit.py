@@ -12,9 +12,9 @@ import trio
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 import emit
-from emit.realtime.hub import Published
-from emit.space.actor import SpaceActor
-from emit.space.messages import KillJob
+from emit.domain.commands import KillJob
+from emit.domain.model import Published
+from emit.domain.space import LiveSpace
 from emit.store.records import Changes
 
 
@@ -55,14 +55,14 @@ async def test_a_failing_publish_restarts_its_space_only(
 async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handle = SpaceActor._handle
+    handle = LiveSpace._handle
 
-    async def buggy_handle(self: SpaceActor, message: Any, reply: Any) -> Any:
+    def buggy_handle(self: LiveSpace, message: Any, now: float, caller: Any) -> Any:
         if isinstance(message, KillJob):
             raise RuntimeError("a bug in a handler")
-        return await handle(self, message, reply)
+        return handle(self, message, now, caller)
 
-    monkeypatch.setattr(SpaceActor, "_handle", buggy_handle)
+    monkeypatch.setattr(LiveSpace, "_handle", buggy_handle)
     async with emit.open_runtime(None) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         store = rt.store

@@ -13,6 +13,7 @@ from trio.testing import MockClock
 
 import actors
 import emit
+from emit.domain.space import LiveSpace
 from emit.isotime import iso
 from emit.space.actor import SpaceActor
 from emit.store.writer import StoreWriter
@@ -91,14 +92,14 @@ async def test_every_space_runs_again_after_the_spaces_supervisor_gives_up(
 async def test_restarting_a_big_space_again_and_again_keeps_memory_flat(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handle = SpaceActor._handle
+    handle = LiveSpace._handle
 
-    async def crashing_handle(self: SpaceActor, message: Any, reply: Any) -> Any:
+    def crashing_handle(self: LiveSpace, message: Any, now: float, caller: Any) -> Any:
         if message == "crash":
             raise RuntimeError("injected space crash")
-        return await handle(self, message, reply)
+        return handle(self, message, now, caller)
 
-    monkeypatch.setattr(SpaceActor, "_handle", crashing_handle)
+    monkeypatch.setattr(LiveSpace, "_handle", crashing_handle)
     frozen: list[int] = []
     try:
         async with emit.open_runtime(None) as rt:

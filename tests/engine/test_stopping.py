@@ -10,9 +10,9 @@ from trio.testing import wait_all_tasks_blocked
 
 import actors
 import emit
+from emit.domain.commands import GiveBack
+from emit.domain.model import Published
 from emit.errors import Unavailable
-from emit.realtime.hub import Published
-from emit.space.messages import GiveBack
 from emit.store.records import Changes
 
 Outcome = emit.JobView | Unavailable

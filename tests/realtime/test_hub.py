@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from emit.domain.model import Published
 from emit.isotime import iso
-from emit.realtime.hub import EventHub, Published
+from emit.realtime.hub import EventHub
 
 
 def event(kind: str, data: object, seq: int = 1, job: str = "J" * 26) -> Published:

@@ -1,15 +1,16 @@
-"""The messages a space actor understands: commands in the imperative, each a
-`Request` whose type parameter is the answer. Inputs are validated before they are
-sent (see `emit.domain.model`), so the actor only applies rules that need its state."""
+"""The commands a space understands, in the imperative, each a `Command` whose type
+parameter is the answer. Inputs are validated before they are sent (see
+`emit.domain.model`), so the space only applies rules that need its state. They are
+plain data: the space actor receives them, and `emit.domain.space` applies them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import actors
+from typing import Generic, NamedTuple, TypeVar
 
 from ..codec import JSON
-from ..domain.model import (
+from ..errors import EmitError
+from .model import (
     EventType,
     JobStatus,
     LogLevel,
@@ -17,14 +18,21 @@ from ..domain.model import (
     PollRequest,
     Progress,
 )
-from ..domain.records import Callback
-from ..domain.settings import SpaceSettings
-from ..errors import EmitError
-from ..views import Delivery, JobView
+from .records import Callback
+from .settings import SpaceSettings
+from .views import Delivery, JobView
+
+R = TypeVar("R")
+
+
+class Command(Generic[R]):
+    """Base of the commands that are answered: ``R`` is the type of the answer."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
-class CreateJobs(actors.Request[list[tuple[JobView, bool]]]):
+class CreateJobs(Command[list[tuple[JobView, bool]]]):
     """Answer: each job, and False where an idempotency key returned an existing one."""
 
     jobs: list[NewJob]
@@ -33,30 +41,30 @@ class CreateJobs(actors.Request[list[tuple[JobView, bool]]]):
 
 
 @dataclass(frozen=True, slots=True)
-class PollJobs(actors.Request[list[Delivery]]):
+class PollJobs(Command[list[Delivery]]):
     request: PollRequest
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimJob(actors.Request[Delivery]):
+class ClaimJob(Command[Delivery]):
     job_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class AckJob(actors.Request[JobView]):
+class AckJob(Command[JobView]):
     job_id: str
     lease_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class ReportProgress(actors.Request[JobView]):
+class ReportProgress(Command[JobView]):
     job_id: str
     progress: Progress
     lease_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class SaveCheckpoint(actors.Request[JobView]):
+class SaveCheckpoint(Command[JobView]):
     job_id: str
     state: str
     data: JSON
@@ -64,7 +72,7 @@ class SaveCheckpoint(actors.Request[JobView]):
 
 
 @dataclass(frozen=True, slots=True)
-class RecordEvent(actors.Request[JobView]):
+class RecordEvent(Command[JobView]):
     job_id: str
     type: str
     data: JSON
@@ -80,65 +88,79 @@ class LogEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class AppendLogs(actors.Request[int]):
+class AppendLogs(Command[int]):
     job_id: str
     lines: list[LogEntry]
     lease_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class KeepAlive(actors.Request[JobView]):
+class KeepAlive(Command[JobView]):
     job_id: str
     seconds: int | None
     lease_id: str | None
 
 
+class CompleteItem(NamedTuple):
+    job_id: str
+    result: str
+    """The result as JSON text."""
+    data: JSON
+    """The same result, decoded (for the events)."""
+    lease_id: str | None
+
+
+class FailItem(NamedTuple):
+    job_id: str
+    error: str
+    lease_id: str | None
+
+
 @dataclass(frozen=True, slots=True)
-class CompleteJobs(actors.Request[list[JobView | EmitError]]):
-    """Each item ``(job_id, result as JSON text, result decoded, lease_id)``, judged alone:
-    the job as it now is, or the error that refused that item."""
+class CompleteJobs(Command[list[JobView | EmitError]]):
+    """Each item judged alone: the job as it now is, or the error that refused it."""
 
-    items: list[tuple[str, str, JSON, str | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class FailJobs(actors.Request[list[JobView | EmitError]]):
-    """Each item ``(job_id, error, lease_id)``, judged alone."""
-
-    items: list[tuple[str, str, str | None]]
+    items: list[CompleteItem]
 
 
 @dataclass(frozen=True, slots=True)
-class KillJob(actors.Request[JobView]):
+class FailJobs(Command[list[JobView | EmitError]]):
+    """Each item judged alone, as for `CompleteJobs`."""
+
+    items: list[FailItem]
+
+
+@dataclass(frozen=True, slots=True)
+class KillJob(Command[JobView]):
     job_id: str
     reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class RetryJob(actors.Request[JobView]):
+class RetryJob(Command[JobView]):
     job_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class CountJobs(actors.Request[dict[JobStatus, int]]):
+class CountJobs(Command[dict[JobStatus, int]]):
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class StreamSnapshot(actors.Request[tuple[dict[JobStatus, int], int]]):
+class StreamSnapshot(Command[tuple[dict[JobStatus, int], int]]):
     """For a space stream starting: the counts as of the last commit, and the seq of the
     space's stream at that same commit, so counts and stream messages never overlap."""
 
 
 @dataclass(frozen=True, slots=True)
-class ApplySettings(actors.Request[None]):
+class ApplySettings(Command[None]):
     """The space's settings changed (they are already stored)."""
 
     settings: SpaceSettings
 
 
 @dataclass(frozen=True, slots=True)
-class RecordCallback(actors.Request[None]):
+class RecordCallback(Command[None]):
     """A webhook try ended: note it in the job's history and save the outbox row, in one
     transaction."""
 
@@ -149,12 +171,12 @@ class RecordCallback(actors.Request[None]):
 
 
 @dataclass(frozen=True, slots=True)
-class CountPollers(actors.Request[int]):
+class CountPollers(Command[int]):
     """How many long polls are parked now."""
 
 
 @dataclass(frozen=True, slots=True)
-class ReleasePollers(actors.Request[int]):
+class ReleasePollers(Command[int]):
     """Answer every parked long poll now, with no jobs (the server is shutting down).
     Answer: how many were released."""
 
@@ -168,7 +190,7 @@ class GiveBack:
     deliveries: list[tuple[str, str]]
 
 
-SpaceMessage = (
+SpaceCommand = (
     CreateJobs
     | PollJobs
     | ClaimJob

@@ -18,11 +18,11 @@ from typing import Any
 
 from orjson import Fragment
 
-from .codec import JSON, loads
-from .domain.job import Job
-from .domain.model import Event, JobStatus
-from .domain.records import LogLine, Space, Token
-from .isotime import iso
+from ..codec import JSON, loads
+from ..isotime import iso
+from .job import Job
+from .model import Event, JobStatus
+from .records import LogLine, Space, Token
 
 REDACTED = "[redacted]"
 """What a read shows for each value of a job's ``callbackHeaders``: they usually carry the
