@@ -24,11 +24,12 @@ import trio
 
 from .callbacks.policy import CallbackPolicy
 from .clock import Clock
+from .domain.records import Space
 from .errors import EmitError, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
 from .store.base import StoreOpenFailed
-from .store.records import Changes, Space
+from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .version import __version__
 from .views import space_to_wire, token_to_wire

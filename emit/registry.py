@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from .domain import scopes as scope_rules
 from .domain.model import unicode_text
+from .domain.records import Space, Token
 from .errors import InvalidRequest
 from .ids import KEY_PREFIX, PUBLIC_PREFIX, hash_key, key_display_prefix, new_id, new_key
-from .store.records import Space, Token
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from .domain.model import (
     validate_poll,
     validate_progress,
 )
+from .domain.records import Callback, LogLine, Space, Token
 from .domain.settings import SpaceSettings, validate_settings
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
@@ -74,7 +75,7 @@ from .space.messages import (
 )
 from .store.base import Store
 from .store.memory import MemoryStore
-from .store.records import Callback, Changes, LogLine, Space, Token
+from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
 from .views import Delivery, JobView

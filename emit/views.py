@@ -21,7 +21,7 @@ from orjson import Fragment
 from .clock import iso
 from .codec import JSON, loads
 from .domain.model import Event, Job, JobStatus
-from .store.records import LogLine, Space, Token
+from .domain.records import LogLine, Space, Token
 
 _JOB_FIELDS = attrgetter(
     "id", "space_id", "name", "payload", "status", "priority", "max_retries",

@@ -35,10 +35,10 @@ import actors
 from ..clock import Clock
 from ..codec import JSON, dumps
 from ..domain.model import EventType, header_problem
+from ..domain.records import Callback
 from ..domain.settings import SpaceSettings
 from ..errors import EmitError, NotFound
 from ..store.base import Store
-from ..store.records import Callback
 from ..version import __version__
 from .policy import CallbackPolicy, refused_address, signature
 

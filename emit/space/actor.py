@@ -43,6 +43,7 @@ from ..domain.model import (
     past_schedule,
 )
 from ..domain.queue import ReadyQueue
+from ..domain.records import Callback, LogLine
 from ..domain.settings import SpaceSettings, read_settings
 from ..domain.timers import Timers
 from ..errors import Conflict, EmitError, InvalidRequest, NotFound, Unavailable
@@ -50,9 +51,7 @@ from ..ids import MonotonicIds
 from ..realtime.hub import EventHub, Published
 from ..store.base import OutcomeUnknown, Store
 from ..store.records import (
-    Callback,
     Changes,
-    LogLine,
     event_record,
     job_row,
     log_row,

@@ -17,9 +17,9 @@ from ..domain.model import (
     PollRequest,
     Progress,
 )
+from ..domain.records import Callback
 from ..domain.settings import SpaceSettings
 from ..errors import EmitError
-from ..store.records import Callback
 from ..views import Delivery, JobView
 
 

@@ -8,6 +8,6 @@ can read a change before it is durable.
 
 from .base import Store
 from .memory import MemoryStore
-from .records import Changes, LogLine, Space, Token
+from .records import Changes
 
-__all__ = ["Changes", "LogLine", "MemoryStore", "Space", "Store", "Token"]
+__all__ = ["Changes", "MemoryStore", "Store"]

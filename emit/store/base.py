@@ -8,7 +8,8 @@ import abc
 from dataclasses import dataclass
 
 from ..domain.model import Event, Job, JobStatus, LogLevel
-from .records import Callback, Changes, LogLine, Space, Token
+from ..domain.records import Callback, LogLine, Space, Token
+from .records import Changes
 
 
 class OutcomeUnknown(Exception):

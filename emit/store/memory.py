@@ -10,15 +10,12 @@ from typing import Any
 import trio
 
 from ..domain.model import FINAL, Event, Job, JobStatus, LogLevel
+from ..domain.records import Callback, LogLine, Space, Token
 from .base import SpaceState, Store
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
-    Callback,
     Changes,
-    LogLine,
-    Space,
-    Token,
     job_events,
     job_from_row,
     log_from_row,

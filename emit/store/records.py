@@ -1,6 +1,7 @@
-"""What the store keeps: rows for jobs, events, logs, spaces and tokens, and `Changes`,
-one batch of writes. Rows are snapshots (tuples), taken when the change is made, so the
-job can move on in memory while its earlier state is being written."""
+"""What the store keeps: rows for jobs, events, logs and callbacks (the records themselves
+are the domain's), and `Changes`, one batch of writes. Rows are snapshots (tuples), taken
+when the change is made, so the job can move on in memory while its earlier state is
+being written."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import orjson
 
 from ..codec import JSON, dumps, loads
 from ..domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
+from ..domain.records import Callback, LogLine, Space, Token
 
 JOB_COLUMNS = (
     "id",
@@ -251,15 +253,6 @@ def event_from_row(row: EventRow) -> Event:
     return Event(seq, EventType(kind), attempt, None if data is None else loads(data), created_at)
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    seq: int
-    level: LogLevel
-    message: str
-    ts: float
-    fields: JSON
-
-
 def log_row(job_id: str, line: LogLine) -> LogRow:
     return (job_id, line.seq, int(line.level), line.message, line.ts, _json_or_none(line.fields))
 
@@ -269,51 +262,12 @@ def log_from_row(row: LogRow) -> LogLine:
     return LogLine(seq, LogLevel(level), message, ts, None if fields is None else loads(fields))
 
 
-@dataclass(frozen=True, slots=True)
-class Space:
-    id: str
-    name: str
-    public_token: str
-    created_at: float
-    settings: dict[str, JSON] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    id: str
-    space_id: str
-    name: str
-    prefix: str
-    key_hash: str
-    scopes: frozenset[str]
-    created_at: float
-    revoked_at: float | None = None
-    public: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    """One webhook to deliver (spec §5): the outbox row. ``body`` is the exact JSON text
-    sent (and signed); ``state`` is pending, delivered or failed (given up)."""
-
-    id: str
-    job_id: str
-    space_id: str
-    url: str
-    headers: dict[str, str] | None
-    body: str
-    attempts: int
-    next_at: float
-    state: str
-    created_at: float
-    last_error: str | None = None
-
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.id, self.job_id, self.space_id, self.url,
-            None if self.headers is None else dumps(self.headers), self.body, self.attempts,
-            self.next_at, self.state, self.created_at, self.last_error,
-        )  # fmt: skip
+def callback_row(callback: Callback) -> tuple[Any, ...]:
+    c = callback
+    return (
+        c.id, c.job_id, c.space_id, c.url, None if c.headers is None else dumps(c.headers),
+        c.body, c.attempts, c.next_at, c.state, c.created_at, c.last_error,
+    )  # fmt: skip
 
 
 def callback_from_row(row: tuple[Any, ...]) -> Callback:

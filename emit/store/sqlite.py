@@ -32,21 +32,19 @@ import trio
 
 from ..codec import dumps, loads
 from ..domain.model import Event, Job, JobStatus, LogLevel
+from ..domain.records import Callback, LogLine, Space, Token
 from ._writer_process import PROBE
 from .base import OutcomeUnknown, SpaceState, Store, StoreOpenFailed
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
-    Callback,
     Changes,
     EventRow,
     JobRow,
-    LogLine,
     LogRow,
-    Space,
     StateRow,
-    Token,
     callback_from_row,
+    callback_row,
     job_events,
     job_from_row,
     log_from_row,
@@ -144,7 +142,7 @@ def _steps(batches: list[Changes]) -> list[Step]:
         updates += batch.updates
         events += batch.events
         logs += batch.logs
-        callbacks += [callback.row() for callback in batch.callbacks]
+        callbacks += [callback_row(callback) for callback in batch.callbacks]
     close()
     return steps
 

@@ -16,7 +16,8 @@ import emit
 from emit.callbacks.policy import CallbackPolicy
 from emit.callbacks.sender import CallbacksQueued
 from emit.codec import JSON
-from emit.store.records import Callback, Changes, Space
+from emit.domain.records import Callback, Space
+from emit.store.records import Changes
 
 from .test_sending import HOOK, callback_events
 

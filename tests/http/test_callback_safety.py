@@ -19,8 +19,9 @@ from hypercorn.trio import serve as hypercorn_serve
 
 import emit
 from emit.callbacks.policy import CallbackPolicy
+from emit.domain.records import Callback
 from emit.http.settings import HttpSettings
-from emit.store.records import Callback, Changes
+from emit.store.records import Changes
 
 from .conftest import ADMIN_KEY
 

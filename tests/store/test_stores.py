@@ -11,6 +11,7 @@ import pytest
 
 from emit.domain import lifecycle
 from emit.domain.model import Event, EventType, Job, JobStatus, LogLevel, RetryBackoff
+from emit.domain.records import LogLine, Space, Token
 from emit.store.base import Store, StoreOpenFailed
 from emit.store.memory import MemoryStore
 from emit.store.records import (
@@ -19,9 +20,6 @@ from emit.store.records import (
     JOB_COLUMNS,
     Changes,
     EventRow,
-    LogLine,
-    Space,
-    Token,
     event_record,
     event_row,
     job_row,

@@ -13,9 +13,10 @@ import trio
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 import actors
+from emit.domain.records import Space
 from emit.errors import Unavailable
 from emit.store.memory import MemoryStore
-from emit.store.records import Changes, Space
+from emit.store.records import Changes
 from emit.store.writer import Commit, Source, StoreWriter, Write, Written
 
 SPACE = Space("01SPACE0000000000000000000", "s", "emit_pub_x", 1000.0, {})
