@@ -28,7 +28,7 @@ import actors
 
 from .callbacks.policy import CallbackPolicy
 from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake
-from .clock import Clock, iso, parse_iso
+from .clock import Clock
 from .codec import JSON, JSONInput, loads
 from .domain.model import (
     EventType,
@@ -47,6 +47,7 @@ from .domain.records import Callback, LogLine, Space, Token
 from .domain.settings import SpaceSettings, validate_settings
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
+from .isotime import iso, parse_iso
 from .realtime.hub import EventHub
 from .registry import NewToken, make_space, make_token
 from .space.actor import SpaceActor

@@ -18,10 +18,10 @@ from typing import Any
 
 from orjson import Fragment
 
-from .clock import iso
 from .codec import JSON, loads
 from .domain.model import Event, Job, JobStatus
 from .domain.records import LogLine, Space, Token
+from .isotime import iso
 
 _JOB_FIELDS = attrgetter(
     "id", "space_id", "name", "payload", "status", "priority", "max_retries",

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from ..callbacks.policy import refused_without_lookup
-from ..clock import iso, parse_iso
 from ..codec import JSON, dumps
 from ..errors import InvalidRequest
+from ..isotime import iso, parse_iso
 
 
 class JobStatus(enum.StrEnum):

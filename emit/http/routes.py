@@ -17,11 +17,11 @@ from typing import Any
 
 import trio
 
-from ..clock import iso
 from ..codec import loads
 from ..domain import scopes
 from ..domain.model import validate_poll
 from ..errors import EmitError, InvalidRequest, PayloadTooLarge
+from ..isotime import iso
 from ..runtime import Runtime, SpaceJobs
 from ..views import Delivery, JobView, log_to_wire, space_to_wire, token_to_wire
 from .auth import Caller

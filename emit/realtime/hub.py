@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import trio
 
-from ..clock import stamp
+from ..isotime import stamp
 
 SUBSCRIBER_QUEUE = 1024
 SUBSCRIBER_BYTES = 1 << 20

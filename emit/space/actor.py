@@ -30,7 +30,7 @@ from typing import Any
 
 import actors
 
-from ..clock import Clock, iso
+from ..clock import Clock
 from ..codec import JSON, dumps, loads
 from ..domain import lifecycle
 from ..domain.model import (
@@ -48,6 +48,7 @@ from ..domain.settings import SpaceSettings, read_settings
 from ..domain.timers import Timers
 from ..errors import Conflict, EmitError, InvalidRequest, NotFound, Unavailable
 from ..ids import MonotonicIds
+from ..isotime import iso
 from ..realtime.hub import EventHub, Published
 from ..store.base import OutcomeUnknown, Store
 from ..store.records import (

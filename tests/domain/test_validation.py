@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from emit.clock import iso
 from emit.domain.model import (
     LogLevel,
     RetryBackoff,
@@ -23,6 +22,7 @@ from emit.domain.model import (
 )
 from emit.domain.settings import read_settings, validate_settings
 from emit.errors import InvalidRequest
+from emit.isotime import iso
 
 NOW = 1_800_000_000.0
 HUGE_INT = json.loads("1" + "0" * 400)  # what the JSON parser gives for a long integer

@@ -9,7 +9,7 @@ from trio.testing import MockClock
 
 import emit
 from emit import JobStatus
-from emit.clock import iso
+from emit.isotime import iso
 
 
 async def test_a_job_is_created_pending_with_the_spec_defaults(jobs: emit.SpaceJobs) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import emit
 from emit import JobStatus
-from emit.clock import iso
 from emit.domain.model import Job
+from emit.isotime import iso
 from emit.store.records import INLINE_ENTRY, INLINE_EVENTS
 
 

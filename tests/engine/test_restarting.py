@@ -13,7 +13,7 @@ from trio.testing import MockClock
 
 import actors
 import emit
-from emit.clock import iso
+from emit.isotime import iso
 from emit.space.actor import SpaceActor
 from emit.store.writer import StoreWriter
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from emit.clock import iso
+from emit.isotime import iso
 from emit.space.actor import SpaceActor
 
 from ..http.conftest import Server

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import emit
-from emit.clock import iso
+from emit.isotime import iso
 
 Step = tuple[Any, ...]
 LEASE_ENDS = {"delivery_timeout", "retried", "completed", "dead", "killed"}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from emit.clock import iso
+from emit.isotime import iso
 from emit.realtime.hub import EventHub, Published
 
 

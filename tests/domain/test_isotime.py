@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from emit.clock import iso, stamp
+from emit.isotime import iso, stamp
 
 
 def _reference(wall: float) -> str:
