@@ -4,10 +4,12 @@ reading every import in the source.
 Imports are read with `ast`, not by importing: every ``import x`` and ``from x import y``
 at any depth (inside functions, under ``if TYPE_CHECKING:``), relative ones resolved
 against their package. ``from pkg import name`` counts as an import of the module
-``pkg.name`` when that is a module of ours, else as taking ``name`` from ``pkg``. A "closure" follows imports from module to module through
-``actors`` and ``emit``, counting the ``__init__`` of every package on the way (Python
-runs it) except ``emit``'s own: that one is the embedding facade, which loads the whole
-engine, and it is not what a module of the domain depends on.
+``pkg.name`` when that is a module of ours, else as taking ``name`` from ``pkg``.
+
+A closure follows imports from module to module through ``actors`` and ``emit``,
+counting the ``__init__`` of every package on the way (Python runs it) except ``emit``'s
+own: that one is the embedding facade, which loads the whole engine, and it is not what
+a module of the domain depends on.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("actors", "emit")
 
-EMIT_ENGINE = ("store", "space", "runtime", "http", "realtime", "cli")
-"""The parts of emit that run on the loop, do I/O or hold actors."""
-NOT_PURE = ("trio", "quart", "quart_trio", "hypercorn", "httpx", "werkzeug", "wsproto", "h11")
-"""What the pure layers (emit/domain, emit/views.py) never reach: the event loop, the web
-stack, the network."""
+IMPURE = (
+    *("trio", "quart", "quart_trio", "hypercorn", "httpx", "werkzeug", "wsproto", "h11"),
+    *("sqlite3", "actors"),
+    *("emit.store", "emit.space", "emit.runtime", "emit.http", "emit.realtime", "emit.cli"),
+)
+"""What the pure layers (emit/domain, emit/views.py) never reach, directly or through
+other modules: the event loop, the web stack, the network, SQLite, actors, and the parts
+of emit built on them."""
 ENGINE = ("actors", "emit.store", "emit.space", "emit.callbacks", "emit.registry")
 """What emit/http and emit/realtime never import: they reach the engine through
 emit.runtime (`Runtime`, `SpaceJobs`) and speak in emit.views and emit.domain types."""
@@ -166,9 +171,6 @@ def emit_past_actors_api(source: Source) -> list[str]:
             ):
                 problems.append(f"{module}:{node.lineno} uses actors.{node.attr}")
     return sorted(set(problems))
-
-
-IMPURE = (*NOT_PURE, "sqlite3", "actors", *(f"emit.{name}" for name in EMIT_ENGINE))
 
 
 def impure(source: Source, prefix: str) -> list[str]:
