@@ -17,10 +17,10 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 
@@ -75,7 +75,7 @@ from .domain.views import Delivery, JobView
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
 from .isotime import iso, parse_iso
-from .realtime.hub import EventHub
+from .realtime.hub import EventHub, Key, SpaceMessage, Subscription
 from .registry import NewToken, make_space, make_token
 from .space.actor import SpaceActor
 from .store.base import Store
@@ -113,6 +113,20 @@ def _ulid_or_404(job_id: str) -> str:
     if not isinstance(job_id, str) or len(job_id) != 26:
         raise NotFound(f"no job {job_id!r}")
     return job_id
+
+
+class SpaceStream(NamedTuple):
+    """A space stream as it starts (`SpaceJobs.stream`)."""
+
+    subscription: Subscription
+    seq: int
+    """The stream's seq now."""
+    missed: bool
+    """The client asked for a replay the buffer can no longer give."""
+    replay: list[SpaceMessage]
+    """The messages to send first, on a replay."""
+    instance_id: str
+    """Which start of the runtime the seqs count in."""
 
 
 class SpaceJobs:
@@ -388,8 +402,9 @@ class SpaceJobs:
             raise NotFound(f"no job {job_id} in this space")
         return job
 
-    async def _own_job(self, job_id: str) -> Job:
-        """The job as last committed; 404 unless it is in this space."""
+    async def job(self, job_id: str) -> Job:
+        """The job as last committed, as the domain holds it (no events, nothing
+        redacted: not for the wire); 404 unless it is in this space."""
         return self._ours(await self._runtime.store.get_job(_ulid_or_404(job_id)), job_id)
 
     async def get(self, job_id: str) -> JobView:
@@ -418,6 +433,34 @@ class SpaceJobs:
         """How many long polls are parked in this space now."""
         return await self._ask(CountPollers())
 
+    # --------------------------------------------------------------------- streams
+
+    @contextlib.contextmanager
+    def stream(
+        self, since: int | None, instance: str | None, key: Key | None = None
+    ) -> Iterator[SpaceStream]:
+        """Subscribe to the space's stream of events for the block (`EventHub.subscribe_space`:
+        ``since`` and ``instance`` ask for a replay of what a client missed)."""
+        hub = self._runtime.hub
+        subscription, seq, missed, replay = hub.subscribe_space(
+            self.space_id, True, since, instance, key
+        )
+        try:
+            yield SpaceStream(subscription, seq, missed, replay, hub.instance_id)
+        finally:
+            hub.unsubscribe(subscription)
+
+    @contextlib.contextmanager
+    def job_stream(self, job_id: str, full: bool, key: Key | None = None) -> Iterator[Subscription]:
+        """Subscribe to one job's events for the block; not ``full``: without ``data``
+        (a progress-only key)."""
+        hub = self._runtime.hub
+        subscription = hub.subscribe_job(self.space_id, job_id, full, key)
+        try:
+            yield subscription
+        finally:
+            hub.unsubscribe(subscription)
+
     async def logs(
         self,
         job_id: str,
@@ -427,7 +470,7 @@ class SpaceJobs:
         level: str | None = None,
         q: str | None = None,
     ) -> list[LogLine]:
-        await self._own_job(job_id)  # 404 unless the job is in this space
+        await self.job(job_id)  # 404 unless the job is in this space
         minimum: LogLevel | None = None if level is None else validate_log_level(level)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidRequest("limit must be an integer from 1 to 1000", field="limit")
@@ -684,6 +727,23 @@ class Runtime:
         if token is None or token.revoked_at is not None:
             return None
         return token
+
+    async def end_revoked_streams(self) -> list[str]:
+        """End the streams whose keys were revoked behind this runtime's back (by the
+        CLI, another process), looked up in one read; the ids of their tokens. A key
+        revoked through `revoke_token` ends its streams at once."""
+        keys = self.hub.open_keys()
+        if not keys:
+            return []
+        live = await self.store.live_key_hashes({key.key_hash for key in keys})
+        ended = [key.token_id for key in keys if key.key_hash not in live]
+        for token_id in ended:
+            self.hub.end_key(token_id, 4401)
+        return ended
+
+    def running_spaces(self) -> int:
+        """How many spaces have an actor now."""
+        return len(self.spaces.children())
 
     async def release_pollers(self) -> int:
         """Answer every parked long poll of every space with no jobs, so that a server

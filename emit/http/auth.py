@@ -1,11 +1,12 @@
 """Who is calling: a key from ``x-api-key`` or ``Authorization: Bearer`` (or a WebSocket's
 ``?token=``) becomes a `Caller` — the admin, or a key of one space with its scopes.
 
-Keys are looked up by their SHA-256 in the store. A found key is remembered for
-``cache_seconds`` (trio time), so the hot path does not read SQLite on every request, and
-a key revoked through another process (the CLI) stops working within that time; one
-revoked through this server's API stops at once. Unknown keys are never remembered, so
-a key made by the CLI works on its first use.
+Keys are looked up through `Runtime.authenticate`, the one way a key becomes a token;
+this adds the admin key and a cache. A found key is remembered for ``cache_seconds``
+(trio time), so the hot path does not read SQLite on every request, and a key revoked
+through another process (the CLI) stops working within that time; one revoked through
+this server's API stops at once. Unknown keys are never remembered, so a key made by the
+CLI works on its first use.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import trio
 
 from ..domain.settings import read_settings
-from ..errors import Unauthorized
+from ..errors import NotFound, Unauthorized
 from ..ids import hash_key
 from ..runtime import Runtime
 
@@ -65,12 +66,16 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and now - cached[1] < self.cache_seconds:
             return cached[0]
-        token = await self.runtime.store.token_by_hash(digest)
-        if token is None or token.revoked_at is not None:
+        token = await self.runtime.authenticate(key)
+        if token is None:
             self._cache.pop(digest, None)
             raise Unauthorized("unknown or revoked key")
-        space = await self.runtime.store.get_space(token.space_id)
-        rate = None if space is None else read_settings(space.settings).rate_limit
+        try:
+            space = await self.runtime.get_space(token.space_id)
+        except NotFound:  # deleted meanwhile: its requests find it gone
+            rate = None
+        else:
+            rate = read_settings(space.settings).rate_limit
         caller = Caller(token.id, token.space_id, token.scopes, key_hash=digest, rate=rate)
         if self.cache_seconds > 0:
             if len(self._cache) > 100_000:

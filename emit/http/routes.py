@@ -427,7 +427,7 @@ async def healthz(call: Call) -> Reply:
 
 async def readyz(call: Call) -> Reply:
     await call.runtime.check_ready()
-    return Reply(200, {"status": "ready", "spaces": len(call.runtime.spaces.children())})
+    return Reply(200, {"status": "ready", "spaces": call.runtime.running_spaces()})
 
 
 ROUTES: tuple[Route, ...] = (

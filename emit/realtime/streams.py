@@ -1,6 +1,7 @@
 """The WebSocket endpoints of spec §6: a job's stream and a space's stream.
 
-Each socket is a subscription to the runtime's `EventHub`. Authorization happens before
+Each socket is a subscription to the runtime's `EventHub`, made and read through the
+runtime (`SpaceJobs.stream`, `SpaceJobs.job_stream`). Authorization happens before
 any event: a missing, unknown or revoked token closes with 4401, a token that may not
 see the stream with 4403, an unknown job (or one of another space) with 4404. A progress
 -only token gets every event of a job with ``data`` removed, except on ``init`` and
@@ -18,7 +19,7 @@ from quart import websocket
 from quart_trio import QuartTrio
 
 from ..domain import scopes
-from ..errors import Unauthorized, Unavailable
+from ..errors import NotFound, Unauthorized, Unavailable
 from ..http.auth import Authenticator, Caller
 from ..runtime import Runtime
 from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
@@ -76,18 +77,13 @@ async def watch_keys(runtime: Runtime, auth: Authenticator, interval: float) -> 
     (`Runtime.revoke_token`)."""
     while True:
         await trio.sleep(interval)
-        keys = runtime.hub.open_keys()
-        if not keys:
-            continue
         try:
-            live = await runtime.store.live_key_hashes({key.key_hash for key in keys})
+            ended = await runtime.end_revoked_streams()
         except Exception:  # a busy or failing store: look again next time
             log.warning("could not check the keys of open streams", exc_info=True)
             continue
-        for key in keys:
-            if key.key_hash not in live:
-                auth.forget(key.token_id)
-                runtime.hub.end_key(key.token_id, 4401)
+        for token_id in ended:
+            auth.forget(token_id)
 
 
 async def _end(subscription: Subscription) -> None:
@@ -96,8 +92,6 @@ async def _end(subscription: Subscription) -> None:
 
 
 def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> None:
-    hub = runtime.hub
-
     @app.before_serving
     async def start_watching_keys() -> None:
         app.add_background_task(watch_keys, runtime, auth, max(auth.cache_seconds, 0.1))
@@ -113,16 +107,14 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
             return
         since = _since(websocket.args.get("since"))
         instance = websocket.args.get("streamInstanceId")
-        subscription, seq, missed, replay = hub.subscribe_space(
-            space_id, True, since, instance, key
-        )
-        try:
+        jobs = runtime.space(space_id)
+        with jobs.stream(since, instance, key) as start:
+            subscription, missed = start.subscription, start.missed
             # The counts as of a commit, and the stream's seq at that same commit: a
             # client starting fresh gets the messages after that seq only, so each change
             # is counted once (the subscription, made first, already queues them). Changes
             # recorded before a space's first stream were not queued: wait until they are
             # durable, so the counts include them.
-            jobs = runtime.space(space_id)
             try:
                 await jobs.settled()
                 counts, at = await jobs.stream_snapshot()
@@ -135,15 +127,15 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
             await _send(
                 {
                     "type": "connected",
-                    "seq": seq if replaying else at,
-                    "streamInstanceId": hub.instance_id,
+                    "seq": start.seq if replaying else at,
+                    "streamInstanceId": start.instance_id,
                     "missed": missed,
                     "counts": {status.value: n for status, n in counts.items()},
                 }
             )
             send = websocket.send  # the proxy looked up once, not once per message
             entry: SpaceMessage
-            for entry in replay:
+            for entry in start.replay:
                 if subscription.close_code is not None:
                     break  # ended meanwhile (its key revoked, the space deleted)
                 await send(entry.text())
@@ -154,8 +146,6 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
                     if entry.seq > skip:
                         await send(text)
             await _end(subscription)
-        finally:
-            hub.unsubscribe(subscription)
 
     @app.websocket("/api/v1/realtime/<job_id>")
     async def job_stream(job_id: str) -> None:
@@ -171,15 +161,16 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
         # space records from now on reach the subscription. Those recorded before it, in
         # a space nobody streamed yet, were not queued for streams: wait until they are
         # durable, so the read below shows them.
-        subscription = hub.subscribe_job(caller.space_id, job_id, full, key)
-        try:
+        jobs = runtime.space(caller.space_id)
+        with jobs.job_stream(job_id, full, key) as subscription:
             try:
-                await runtime.space(caller.space_id).settled()
+                await jobs.settled()
             except Unavailable:
                 await _refuse(1013)  # the space is reloading or its store failing: retry
                 return
-            job = await runtime.store.get_job(job_id) if len(job_id) == 26 else None
-            if job is None or job.space_id != caller.space_id:
+            try:
+                job = await jobs.job(job_id)
+            except NotFound:  # none, or one of another space
                 await _refuse(4404)
                 return
             await websocket.accept()
@@ -212,5 +203,3 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
                         await _close(1000)
                         return
             await _end(subscription)
-        finally:
-            hub.unsubscribe(subscription)

@@ -7,6 +7,7 @@ from trio.testing import MockClock
 
 import emit
 from emit.ids import hash_key
+from emit.realtime.hub import Key
 from emit.store.memory import MemoryStore
 from emit.store.records import Changes
 
@@ -148,3 +149,25 @@ async def test_a_request_during_a_delete_does_not_bring_the_space_back(
         with pytest.raises(emit.NotFound):
             await jobs.create("after")
         assert await rt.list_spaces() == []
+
+
+async def test_a_key_revoked_elsewhere_ends_its_streams_at_the_next_check(
+    rt: emit.Runtime,
+) -> None:
+    space = await rt.create_space("s")
+    jobs = rt.space(space.id)
+    kept = await rt.create_token(space.id, name="k", preset="worker")
+    doomed = await rt.create_token(space.id, name="d", preset="worker")
+    job = await jobs.create("j")
+    with (
+        trio.fail_after(5),
+        jobs.stream(None, None, Key(kept.id, hash_key(kept.key))) as kept_stream,
+        jobs.job_stream(job.id, True, Key(doomed.id, hash_key(doomed.key))) as doomed_stream,
+    ):
+        assert await rt.end_revoked_streams() == []
+        await rt.store.commit([Changes(revoked_tokens=[(doomed.id, 1.0)])])  # as the CLI does
+        assert await rt.end_revoked_streams() == [doomed.id]
+        assert doomed_stream.close_code == 4401
+        assert kept_stream.subscription.close_code is None
+        assert (await jobs.job(job.id)).event_seq == 1  # what a job stream starts from
+    assert rt.hub.open_keys() == set()  # each block unsubscribed as it ended

@@ -57,9 +57,10 @@ async def test_a_stale_complete_reads_the_store_while_a_write_is_in_flight(
                 with trio.fail_after(1):
                     await read.wait()  # the store is read while that write is stalled
                 go.set()
-        created, refused = answers
-        assert created.status == "pending"
-        assert isinstance(refused, emit.Conflict) and "completed" in refused.message
+        # Both answered once the stalled write is durable, in either order.
+        [refused] = [a for a in answers if isinstance(a, emit.Conflict)]
+        [created] = [a for a in answers if not isinstance(a, emit.Conflict)]
+        assert created.status == "pending" and "completed" in refused.message
 
 
 async def test_a_job_ended_in_a_write_in_flight_is_answered_from_memory(
@@ -97,5 +98,4 @@ async def test_a_job_ended_in_a_write_in_flight_is_answered_from_memory(
                 nursery.start_soon(retry)
                 await wait_all_tasks_blocked()
                 go.set()
-        killed, retried = outcomes
-        assert killed.status == "killed" and retried.status == "pending"
+        assert sorted(view.status for view in outcomes) == ["killed", "pending"]
