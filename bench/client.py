@@ -189,6 +189,8 @@ class Served:
                 break
         watchdog.cancel()
         if self.proc.poll() is not None:
+            if session:
+                session_ends(self.proc.pid, within=10.0)
             raise RuntimeError("server exited at start:\n" + "\n".join(self.lines))
         self.rest: list[str] = []
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
@@ -201,6 +203,11 @@ class Served:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def value(self, label: str) -> str:
+        """The word after ``label`` on the first of its first lines that starts with it."""
+        line = next(line for line in self.lines if line.strip().startswith(label))
+        return line.split()[len(label.split())]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -244,10 +251,6 @@ class EmitServer(Served):
         self.worker = self.value("worker key").encode()
         self.public = self.value("public token")
         self.jobs = f"/api/v1/spaces/{self.space}/jobs"
-
-    def value(self, label: str) -> str:
-        line = next(line for line in self.lines if line.strip().startswith(label))
-        return line.split()[len(label.split())]
 
 
 class Beanstalkd:
