@@ -50,7 +50,7 @@ import trio
 
 import emit
 from bench.client import ROOT, Beanstalkd, percentile
-from bench.proc import cpu_seconds, stolen_seconds
+from bench.proc import cpu_seconds, memory, stolen_seconds
 from emit import JobStatus
 from emit.codec import dumps
 
@@ -68,19 +68,7 @@ BEANSTALK_TUBE = "bench"
 
 def rss() -> int:
     """This process's resident set size, bytes."""
-    return _status_kb("VmRSS:") * 1024
-
-
-def peak_rss() -> int:
-    return _status_kb("VmHWM:") * 1024
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    return memory()["VmRSS"]
 
 
 def payload(i: int) -> dict[str, int]:
@@ -327,7 +315,7 @@ def recover_in_child(data: Path) -> None:
             "seconds": seconds,
             "rss_before": before,
             "rss_after": after,
-            "peak": peak_rss(),
+            "peak": memory()["VmHWM"],
             "jobs": loaded,
         }
 

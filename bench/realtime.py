@@ -66,12 +66,11 @@ from typing import Any
 import trio
 
 from bench.client import ROOT, Connection, EmitServer, Served, percentile
-from bench.proc import cpu_seconds, stolen_seconds
+from bench.proc import cpu_seconds, memory, stolen_seconds
 
 P99_TARGET_MS = 50.0
 CONNECT_AT_ONCE = 50
 """WebSocket handshakes in flight at once (Hypercorn's listen backlog is 100)."""
-START_TIMEOUT = 30.0
 IDLE_SECONDS = 2.0
 """Seconds the server's CPU is read with every subscriber in and no events."""
 PACE_TICK = 0.005
@@ -81,15 +80,9 @@ LATE_LIMIT = 1.0
 SUBSCRIBE_TIMEOUT = 180.0
 
 
-def memory(pid: int) -> dict[str, float]:
+def mib(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM of a process, in MiB."""
-    found = {}
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                found[name] = int(value.split()[0]) / 1024
-    return found
+    return {name: size / 2**20 for name, size in memory(pid).items()}
 
 
 # ------------------------------------------------------------------- the producer
@@ -512,10 +505,10 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
     try:
         jobs = trio.run(running_jobs, server, args.subscribers)
         (base / "jobs.json").write_text(json.dumps(jobs))
-        phase.memory["before subscribing"] = memory(server.pid)
+        phase.memory["before subscribing"] = mib(server.pid)
         ws_url = server.url.replace("http://", "ws://")
         subscribers = phase.subscribers = Subscribers(ws_url, server.public, base, args.grace)
-        phase.memory["subscribed"] = memory(server.pid)
+        phase.memory["subscribed"] = mib(server.pid)
         idle = cpu_seconds(server.pid)
         time.sleep(IDLE_SECONDS)
         phase.cpu["idle"] = (cpu_seconds(server.pid) - idle) / IDLE_SECONDS
@@ -544,10 +537,10 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
         phase.cpu |= {name: (last[name] - first[name]) / (end - start) for name in first}
         if producer != "http":
             del phase.cpu["producer"]  # the bench process only waited
-        phase.memory["end of run"] = memory(server.pid)
+        phase.memory["end of run"] = mib(server.pid)
         phase.received = subscribers.finish(phase.produced.acked, args.grace)
         time.sleep(1.0)
-        phase.memory["subscribers gone"] = memory(server.pid)
+        phase.memory["subscribers gone"] = mib(server.pid)
     finally:
         if subscribers is not None:
             subscribers.kill()
