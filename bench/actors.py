@@ -17,6 +17,7 @@ import time
 import trio
 
 import actors
+from bench.client import percentile
 
 CAPACITY = 1024
 
@@ -75,11 +76,6 @@ async def ask_latencies(n: int) -> list[float]:
             await ref.ask(i)
             samples.append((time.perf_counter_ns() - start) / 1000)
     return samples
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
 async def main(messages: int, asks: int, rounds: int) -> None:

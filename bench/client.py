@@ -1,15 +1,21 @@
-"""The benches' one HTTP client and one way to start emit: a raw HTTP/1.1 keep-alive
+"""The benches' one HTTP client and one way to start a server: a raw HTTP/1.1 keep-alive
 connection on trio (far cheaper in CPU than a general client, so what a bench measures
-is the server), and ``emit serve`` in a child process on a fresh data directory."""
+is the server), ``emit serve`` in a child process on a fresh data directory, and
+beanstalkd, the reference the engine and the HTTP benches measure emit beside."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +26,9 @@ START_TIMEOUT = 30.0
 
 
 def percentile(samples: list[float], p: float) -> float:
+    """The ``p`` quantile (0 to 1) of ``samples``, nan if there are none."""
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
 
 
 def free_port() -> int:
@@ -54,10 +61,13 @@ class Http1:
     async def request(
         self, method: bytes, path: str, key: bytes, body: bytes = b""
     ) -> tuple[int, bytes]:
+        """One request and its answer: status and body. ``key`` empty: no
+        ``x-api-key`` header."""
+        auth = b"x-api-key: %s\r\n" % key if key else b""
         await self.stream.send_all(
-            b"%s %s HTTP/1.1\r\nhost: %s\r\nx-api-key: %s\r\ncontent-type: application/json"
+            b"%s %s HTTP/1.1\r\nhost: %s\r\n%scontent-type: application/json"
             b"\r\ncontent-length: %d\r\n\r\n%s"
-            % (method, path.encode(), self.host, key, len(body), body)
+            % (method, path.encode(), self.host, auth, len(body), body)
         )
         while b"\r\n\r\n" not in self.buffer:
             await self._more()
@@ -81,6 +91,9 @@ class Http1:
     async def post(self, path: str, key: bytes, body: bytes) -> tuple[int, bytes]:
         return await self.request(b"POST", path, key, body)
 
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
 
 class Connection:
     """An `Http1` opened again when the server said it closes the connection (such a
@@ -98,14 +111,18 @@ class Connection:
 
     async def aclose(self) -> None:
         if self.http is not None:
-            await self.http.stream.aclose()
+            await self.http.aclose()
             self.http = None
 
     async def call(self, method: bytes, path: str, key: bytes, body: bytes, status: int) -> bytes:
         if self.http is None or self.http.closing:
             await self.connect()
         assert self.http is not None
-        got, answer = await self.http.request(method, path, key, body)
+        try:
+            got, answer = await self.http.request(method, path, key, body)
+        except BaseException:
+            self.http.closing = True  # cut short mid-answer: the next call opens another
+            raise
         if got != status:
             raise RuntimeError(f"{method.decode()} {path} -> {got}: {answer[:300]!r}")
         return bytes(answer)
@@ -117,16 +134,50 @@ class Connection:
         return json.loads(await self.post(path, key, json.dumps(body).encode(), status))
 
 
+def session_ends(pid: int, within: float) -> bool:
+    """True once no process of the session ``pid`` led is left (emit's store writer
+    process follows its server within seconds); after ``within`` s, end them all and say
+    False."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            return False
+        time.sleep(0.02)
+
+
 class Served:
-    """A server in a child process: started, its first lines read, stopped with SIGTERM.
-    A watchdog kills it if it does not start or stop in time."""
+    """A server in a child process: started, its first lines read (its output, stderr
+    included, is kept: ``lines`` up to the start, ``rest`` after), stopped with SIGTERM.
+    A watchdog kills it if it does not start or stop in time. ``session``: in a session
+    of its own, so that what it leaves behind (emit's writer process) is ended too."""
 
     url: str
     """Where it serves, read from its first lines by the subclass."""
 
-    def __init__(self, command: list[str], last_line: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        last_line: Callable[[str], bool],
+        *,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
+        session: bool = False,
+    ) -> None:
+        self.session = session
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+            env=env,
+            start_new_session=session,
         )
         watchdog = threading.Timer(START_TIMEOUT, self.proc.kill)
         watchdog.start()
@@ -138,6 +189,8 @@ class Served:
                 break
         watchdog.cancel()
         if self.proc.poll() is not None:
+            if session:
+                session_ends(self.proc.pid, within=10.0)
             raise RuntimeError("server exited at start:\n" + "\n".join(self.lines))
         self.rest: list[str] = []
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
@@ -151,6 +204,11 @@ class Served:
     def pid(self) -> int:
         return self.proc.pid
 
+    def value(self, label: str) -> str:
+        """The word after ``label`` on the first of its first lines that starts with it."""
+        line = next(line for line in self.lines if line.strip().startswith(label))
+        return line.split()[len(label.split())]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -159,17 +217,34 @@ class Served:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.session:
+            session_ends(self.proc.pid, within=10.0)
         self._drain.join(timeout=5)
 
 
 class EmitServer(Served):
-    """``python -m emit serve`` (the ``emit`` command, serving this tree's emit) on a
-    fresh data directory, no rate limit; the keys read from its first lines."""
+    """``python -m emit serve`` (the ``emit`` command) on a fresh data directory, no rate
+    limit, its admin key its own; the keys read from its first lines. It serves the emit
+    of ``tree`` (the working directory: this tree by default); ``session`` as `Served`."""
 
-    def __init__(self, data: Path, prefix: list[str] | None = None, *extra: str) -> None:
+    def __init__(
+        self,
+        data: Path,
+        prefix: list[str] | None = None,
+        *extra: str,
+        tree: Path = ROOT,
+        session: bool = False,
+    ) -> None:
         command = [*(prefix or [sys.executable, "-m"]), "emit", "serve", "--data", str(data)]
         command += ["--port", "0", "--rate-limit", "1000000", *extra]
-        super().__init__(command, lambda line: line.startswith("  public token"))
+        env = {name: value for name, value in os.environ.items() if name != "EMIT_ADMIN_KEY"}
+        super().__init__(
+            command,
+            lambda line: line.startswith("  public token"),
+            cwd=tree,
+            env=env,
+            session=session,
+        )
         self.url = self.lines[0].split()[3]
         self.space = self.value("space id")
         self.producer = self.value("producer key").encode()
@@ -177,6 +252,45 @@ class EmitServer(Served):
         self.public = self.value("public token")
         self.jobs = f"/api/v1/spaces/{self.space}/jobs"
 
-    def value(self, label: str) -> str:
-        line = next(line for line in self.lines if line.strip().startswith(label))
-        return line.split()[len(label.split())]
+
+class Beanstalkd:
+    """beanstalkd on a free loopback port with its binlog on, in a fresh directory
+    (``flags``: ``["-f0"]`` fsyncs every write; by default at most every 50 ms)."""
+
+    def __init__(self, flags: list[str], binary: str | None = None) -> None:
+        self.binlog = tempfile.mkdtemp(prefix="emit-bench-beanstalkd-")
+        self.port = free_port()
+        binary = binary or shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
+        self.proc = subprocess.Popen(
+            [binary, "-l", "127.0.0.1", "-p", str(self.port), "-b", self.binlog, *flags],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                _, error = self.proc.communicate()
+                self.stop()
+                raise RuntimeError(f"beanstalkd exited: {error!r}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("beanstalkd did not start listening") from None
+                time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.binlog, ignore_errors=True)

@@ -18,12 +18,14 @@ Measures, in one run on the same machine, through the embedding API (`emit.open_
      stays put); in the runtime recovered in 4, so with synchronous=FULL;
   4. recovery: time to enter ``open_runtime(dir)`` on the filled store (it loads every
      space first), in this process and in a fresh one (with that process's RSS).
-Targets: emit >= 3x beanstalkd (default fsync; 8.6k jobs/s in the developers' guide,
-4 workers, binlog on); <= 1 KB per pending job beyond its payload; poll latency flat
-(p50 at --pending within 1.5x of p50 at 1k); recovery of 1M jobs <= 10 s.
+The engine's goals, printed beside what was measured (they judge the engine, not the
+run: the bench never fails on them): emit FULL >= 5x beanstalkd ``-f0`` (equal
+durability); emit NORMAL >= 2x beanstalkd's default; emit's CPU per job below
+beanstalkd's own, each beside the beanstalkd of its durability; <= 600 B per pending job
+beyond its payload; poll latency flat (p50 at --pending within 1.5x of p50 at 1k);
+recovery of 1M jobs <= 5 s.
 The default run takes about 4 minutes on the 2-core machine (most of it filling and
-recovering the 1M backlog); ``--pending 100000`` for a quick one. ``--profile N`` then
-runs emit's lifecycle once more under cProfile and prints its top N functions.
+recovering the 1M backlog); ``--pending 100000`` for a quick one.
 """
 
 from __future__ import annotations
@@ -35,10 +37,8 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,38 +49,26 @@ from typing import Any
 import trio
 
 import emit
-from bench.proc import cpu_seconds, stolen_seconds
+from bench.client import ROOT, Beanstalkd, percentile
+from bench.proc import cpu_seconds, memory, stolen_seconds
 from emit import JobStatus
 from emit.codec import dumps
 
-LIFECYCLE_TARGET = 3.0
-MEMORY_TARGET = 1024
-FLAT_TARGET = 1.5
-RECOVERY_TARGET = 10.0
+FULL_GOAL = 5.0
+"""emit FULL ÷ beanstalkd ``-f0``: the same durability (an fsync before each answer)."""
+NORMAL_GOAL = 2.0
+"""emit NORMAL ÷ beanstalkd's default (fsync at most every 50 ms)."""
+MEMORY_GOAL = 600
+"""Bytes per pending job beyond its payload."""
+FLAT_GOAL = 1.5
+RECOVERY_GOAL = 5.0
+"""Seconds to recover 1M pending jobs."""
 BEANSTALK_TUBE = "bench"
-ROOT = Path(__file__).resolve().parent.parent  # the project root, for the fresh process
 
 
 def rss() -> int:
     """This process's resident set size, bytes."""
-    return _status_kb("VmRSS:") * 1024
-
-
-def peak_rss() -> int:
-    return _status_kb("VmHWM:") * 1024
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+    return memory()["VmRSS"]
 
 
 def payload(i: int) -> dict[str, int]:
@@ -166,13 +154,6 @@ async def emit_lifecycle(
 # ------------------------------------------------------------- 1. lifecycle, beanstalkd
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _beanstalk_worker(port: int, n: int, barrier: Any, results: Any) -> None:
     """One worker process: ``n`` times put -> reserve -> delete."""
     import greenstalk
@@ -193,31 +174,14 @@ def _beanstalk_worker(port: int, n: int, barrier: Any, results: Any) -> None:
 def beanstalkd_lifecycle(binary: str, flags: list[str], total: int, workers: int) -> Rate:
     """jobs/s of put -> reserve -> delete for ``total`` jobs against a beanstalkd of our
     own (loopback, binlog on in a fresh directory), stopped before returning."""
-    binlog = tempfile.mkdtemp(prefix="emit-bench-beanstalkd-")
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "-l", "127.0.0.1", "-p", str(port), "-b", binlog, *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    server = Beanstalkd(flags, binary)
     try:
-        for _ in range(200):  # up to 10 s
-            if server.poll() is not None:
-                _, error = server.communicate()
-                raise RuntimeError(f"beanstalkd exited: {error!r}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("beanstalkd did not start listening within 10 s")
         context = multiprocessing.get_context("spawn")
         barrier = context.Barrier(workers + 1)
         results = context.Queue()
         share = total // workers
         processes = [
-            context.Process(target=_beanstalk_worker, args=(port, share, barrier, results))
+            context.Process(target=_beanstalk_worker, args=(server.port, share, barrier, results))
             for _ in range(workers)
         ]
         for process in processes:
@@ -236,13 +200,7 @@ def beanstalkd_lifecycle(binary: str, flags: list[str], total: int, workers: int
         elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
         return Rate(share * workers / elapsed, cpu / (share * workers) * 1e6)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        shutil.rmtree(binlog, ignore_errors=True)
+        server.stop()
 
 
 # ----------------------------------------------------- 2-4. memory, latency, recovery
@@ -357,7 +315,7 @@ def recover_in_child(data: Path) -> None:
             "seconds": seconds,
             "rss_before": before,
             "rss_after": after,
-            "peak": peak_rss(),
+            "peak": memory()["VmHWM"],
             "jobs": loaded,
         }
 
@@ -388,8 +346,6 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await lifecycle_part(args, base)
         await state_part(args, base)
-        if args.profile:
-            await profile_part(args, base)
     finally:
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end (other work skews all numbers)")
         if args.keep:
@@ -406,18 +362,18 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
     """Each emit mode beside the beanstalkd mode of the same durability: FULL (fsync
     per commit) beside ``-f0`` (fsync per write); NORMAL (a crash of emit loses nothing,
     power loss may lose the last commits) beside beanstalkd's default (fsync at most
-    every 50 ms). The target is judged against beanstalkd's default, as the issue asks."""
+    every 50 ms). Each mode's goals are judged against the beanstalkd beside it."""
     if args.jobs <= 0:
         return
     pairs = [
-        ("FULL", "-f0, fsync every write", ["-f", "0"]),
-        ("NORMAL", "default fsync, <= every 50 ms", []),
+        ("FULL", "-f0, fsync every write", ["-f", "0"], FULL_GOAL),
+        ("NORMAL", "default fsync, <= every 50 ms", [], NORMAL_GOAL),
     ]
     stolen, began = stolen_seconds(), time.perf_counter()
-    emit_rates: dict[str, list[Rate]] = {mode: [] for mode, _, _ in pairs}
-    beanstalk_rates: dict[str, list[Rate]] = {label: [] for _, label, _ in pairs}
+    emit_rates: dict[str, list[Rate]] = {mode: [] for mode, _, _, _ in pairs}
+    beanstalk_rates: dict[str, list[Rate]] = {label: [] for _, label, _, _ in pairs}
     for round_no in range(args.rounds):  # interleaved, so drift on the machine hits all
-        for mode, label, flags in pairs:
+        for mode, label, flags, _ in pairs:
             data = base / f"lifecycle-{round_no}-{mode}"
             emit_rates[mode].append(
                 await emit_lifecycle(data, args.jobs, args.workers, args.batch, mode)
@@ -439,9 +395,9 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
     print(
         f"  CPU stolen by the host meanwhile: {share:.0%} (when it is more than a few %, runs vary)"
     )
-    best: dict[str, Rate] = {}
-    for mode, label, _ in pairs:
-        top = best[mode] = max(emit_rates[mode], key=lambda rate: rate.jobs_per_s)
+    goals: list[str] = []
+    for mode, label, _, goal in pairs:
+        top = max(emit_rates[mode], key=lambda rate: rate.jobs_per_s)
         print(
             f"  {'emit, SQLite synchronous=' + mode:48}: {top.jobs_per_s:8,.0f} jobs/s  "
             f"{top.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(emit_rates[mode])}; "
@@ -456,16 +412,20 @@ async def lifecycle_part(args: argparse.Namespace, base: Path) -> None:
             f"{peer.cpu_us_per_job:5,.0f} us CPU/job   (runs: {_rates(rates)})   "
             f"emit {mode} / this {top.jobs_per_s / peer.jobs_per_s:.2f}x"
         )
-    if args.emit_only:
-        return
-    reference = max(rate.jobs_per_s for rate in beanstalk_rates[pairs[1][1]])
-    for mode in ("FULL", "NORMAL"):
-        ratio = best[mode].jobs_per_s / reference
-        verdict = "met" if ratio >= LIFECYCLE_TARGET else "NOT met"
-        print(
-            f"  target: emit ({mode}) >= {LIFECYCLE_TARGET:g}x beanstalkd with its default "
-            f"fsync: {ratio:.2f}x, {verdict}"
+        ratio = top.jobs_per_s / peer.jobs_per_s
+        goals.append(
+            f"  goal: emit {mode} >= {goal:g}x beanstalkd {label.split(',')[0]}: "
+            f"{ratio:.2f}x, {met(ratio >= goal)}; CPU per job below beanstalkd's own: "
+            f"{top.cpu_us_per_job:,.0f} against {peer.cpu_us_per_job:,.0f} us, "
+            f"{met(top.cpu_us_per_job < peer.cpu_us_per_job)}"
         )
+    for line in goals:
+        print(line)
+
+
+def met(reached: bool) -> str:
+    """A goal's state beside its measure: it judges the engine, never the run."""
+    return "met" if reached else "not yet"
 
 
 async def state_part(args: argparse.Namespace, base: Path) -> None:
@@ -477,7 +437,7 @@ async def state_part(args: argparse.Namespace, base: Path) -> None:
     text = dumps(payload(args.pending // 2))
     in_memory = sys.getsizeof(text)
     beyond = per_job - in_memory
-    verdict = "met" if beyond <= MEMORY_TARGET else "NOT met"
+
     print(
         f"\n2. memory per pending job: {args.pending:,} jobs in one space, SQLite store "
         f"(synchronous=NORMAL for this fill only)"
@@ -495,7 +455,10 @@ async def state_part(args: argparse.Namespace, base: Path) -> None:
         f"  {'payload ' + text:26}: {len(text):8} B as JSON text, {in_memory} B as the str "
         f"the job keeps"
     )
-    print(f"  {'beyond the payload':26}: {beyond:8,.0f} B   target <= {MEMORY_TARGET} B, {verdict}")
+    print(
+        f"  {'beyond the payload':26}: {beyond:8,.0f} B   goal <= {MEMORY_GOAL} B, "
+        f"{met(beyond <= MEMORY_GOAL)}"
+    )
 
     seconds, measured = await recover_here(data, filled, args.small, args.pending, args.samples)
     fresh = await recover_fresh(data)
@@ -516,43 +479,26 @@ async def state_part(args: argparse.Namespace, base: Path) -> None:
         )
     ratio = percentile(measured.big_trip, 0.5) / percentile(measured.small_trip, 0.5)
     ratio99 = percentile(measured.big_trip, 0.99) / percentile(measured.small_trip, 0.99)
-    verdict = "met" if ratio <= FLAT_TARGET else "NOT met"
+
     print(
         f"  {'big / small':26}: p50 {ratio:.2f}x, p99 {ratio99:.2f}x   "
-        f"target p50 <= {FLAT_TARGET:g}x (flat), {verdict}"
+        f"goal p50 <= {FLAT_GOAL:g}x (flat), {met(ratio <= FLAT_GOAL)}"
     )
 
     loaded = args.pending + args.small
-    target = RECOVERY_TARGET * loaded / 1_000_000
+    goal = RECOVERY_GOAL * loaded / 1_000_000
     print(
         f"\n4. recovery: entering open_runtime(dir) on {loaded:,} pending jobs in 2 spaces, "
-        f"target <= {target:.1f} s ({RECOVERY_TARGET:g} s per 1M)"
+        f"goal <= {goal:.1f} s ({RECOVERY_GOAL:g} s per 1M)"
     )
     for label, secs in (("in this process", seconds), ("in a fresh process", fresh["seconds"])):
-        verdict = "met" if secs <= target else "NOT met"
-        print(f"  {label:26}: {secs:8.2f} s  ({loaded / secs:8,.0f} jobs/s), {verdict}")
+        print(f"  {label:26}: {secs:8.2f} s  ({loaded / secs:8,.0f} jobs/s), {met(secs <= goal)}")
     grown = (fresh["rss_after"] - fresh["rss_before"]) / fresh["jobs"]
     print(
         f"  {'fresh process RSS':26}: {fresh['rss_before'] / 2**20:8,.0f} MiB before, "
         f"{fresh['rss_after'] / 2**20:,.0f} MiB after ({grown:,.0f} B per recovered job), "
         f"peak {fresh['peak'] / 2**20:,.0f} MiB"
     )
-
-
-async def profile_part(args: argparse.Namespace, base: Path) -> None:
-    """``--profile``: one more emit lifecycle run under cProfile (the event-loop thread
-    only; SQLite commits run in worker threads and show up as time in epoll)."""
-    import cProfile
-    import pstats
-
-    total = args.jobs or 30_000
-    profiler = cProfile.Profile()
-    profiler.enable()
-    rate = await emit_lifecycle(base / "profile", total, args.workers, args.batch)
-    profiler.disable()
-    print(f"\nprofile: emit lifecycle, {total:,} jobs, {rate.jobs_per_s:,.0f} jobs/s profiled")
-    stats = pstats.Stats(profiler, stream=sys.stdout)
-    stats.sort_stats("tottime").print_stats(args.profile)
 
 
 if __name__ == "__main__":
@@ -566,31 +512,13 @@ if __name__ == "__main__":
     parser.add_argument("--samples", type=int, default=3000, help="latency samples per backlog")
     parser.add_argument("--dir", default=None, help="where the temporary data goes")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
-    parser.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="N",
-        help="then profile emit's lifecycle, top N functions",
-    )
     parser.add_argument("--beanstalkd", default=shutil.which("beanstalkd") or "/usr/bin/beanstalkd")
-    parser.add_argument(
-        "--default-gc",
-        action="store_true",
-        help="leave the collector as it is (by default the bench calls emit.tune_gc())",
-    )
     parser.add_argument(
         "--emit-only", action="store_true", help="skip beanstalkd (quick iterations)"
     )
-    parser.add_argument(
-        "--switch-interval", type=float, default=None, help="sys.setswitchinterval (s)"
-    )
     parser.add_argument("--recover", type=Path, help=argparse.SUPPRESS)  # the fresh process
     args = parser.parse_args()
-    if args.switch_interval is not None:
-        sys.setswitchinterval(args.switch_interval)
-    if not args.default_gc:
-        emit.tune_gc()  # as `emit serve` does; see emit/tuning.py
+    emit.tune_gc()  # as `emit serve` does; see emit/tuning.py
     if args.recover is not None:
         recover_in_child(args.recover)
     else:

@@ -39,27 +39,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import trio
 
+from bench.client import ROOT, Connection, EmitServer, Http1
 from bench.proc import cpu_seconds, stolen_seconds
 
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 60.0
 OPEN_AT_ONCE = 100
 OPEN_TIMEOUT = 20.0
 """Seconds one hostile connection may take to open (a full backlog retries SYNs)."""
@@ -85,54 +80,24 @@ KINDS = ("idle", "subscribers", "slowloris")
 # ------------------------------------------------------------------------ the server
 
 
-class Server:
+class Server(EmitServer):
     """``emit serve`` from ``tree``, in a session of its own (its store's writer process
-    included), its log to ``log``; the keys read from its first start's lines."""
+    included), and what it holds open."""
 
-    def __init__(self, tree: Path, data: Path, log: TextIO) -> None:
-        env = {**os.environ}
-        env.pop("EMIT_ADMIN_KEY", None)
-        serve = ["serve", "--data", str(data), "--port", "0", "--rate-limit", "1000000"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "emit", *serve],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=tree,
-            env=env,
-            start_new_session=True,
-        )
-        watchdog = threading.Timer(START_TIMEOUT, self.proc.kill)
-        watchdog.start()
-        lines: list[str] = []
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("  public token"):
-                break
-        watchdog.cancel()
-        if self.proc.poll() is not None:
-            raise RuntimeError("emit serve did not start:\n" + "\n".join(lines))
-
-        def value(label: str) -> str:
-            return next(line.split()[2] for line in lines if line.startswith(f"  {label}"))
-
-        self.port = int(lines[0].split()[3].rsplit(":", 1)[1])
-        self.space = value("space id")
-        self.producer = value("producer key").encode()
-        self.worker = value("worker key").encode()
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+    def __init__(self, tree: Path, data: Path) -> None:
+        super().__init__(data, tree=tree, session=True)
+        self.port = int(self.url.rsplit(":", 1)[1])
 
     def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def held(self, ports: dict[int, str]) -> dict[str, int]:
         """How many sockets the server holds open for each kind of client, by the
         clients' ports (a socket it closed has no inode of its fds any more)."""
         inodes = set()
-        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
             with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+                link = os.readlink(f"/proc/{self.pid}/fd/{fd}")
                 if link.startswith("socket:["):
                     inodes.add(int(link[8:-1]))
         counts = dict.fromkeys(KINDS, 0)
@@ -147,71 +112,8 @@ class Server:
                         counts[kind] += 1
         return counts
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # a writer process left behind
-
 
 # ------------------------------------------------------------------------ clients
-
-
-class Http:
-    """A bare HTTP/1.1 client on one connection: one request at a time, answers with a
-    Content-Length."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-        self.closing = False
-        """The last answer said ``connection: close``."""
-
-    async def request(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
-        await self.stream.send_all(b"%s\r\ncontent-length: %d\r\n\r\n%s" % (head, len(body), body))
-        while b"\r\n\r\n" not in self.buffer:
-            await self._more()
-        top, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        lines = top.split(b"\r\n")
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-            elif name.strip().lower() == b"connection" and b"close" in value.lower():
-                self.closing = True
-        while len(self.buffer) < length:
-            await self._more()
-        answer, self.buffer = self.buffer[:length], self.buffer[length:]
-        return int(lines[0].split()[1]), answer
-
-    async def _more(self) -> None:
-        chunk = await self.stream.receive_some(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        self.buffer += chunk
-
-
-def post(path: str, key: bytes) -> bytes:
-    return (
-        b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: %s\r\ncontent-type: application/json"
-        % (
-            path.encode(),
-            key,
-        )
-    )
-
-
-async def call(http: Http, path: str, key: bytes, body: object, status: int) -> object:
-    got, answer = await http.request(post(path, key), json.dumps(body).encode())
-    if got != status:
-        raise RuntimeError(f"POST {path} -> {got}: {answer[:300]!r}")
-    return json.loads(answer)
 
 
 @dataclass
@@ -342,24 +244,18 @@ async def measure(server: Server, seconds: float) -> tuple[Latencies, Latencies]
     """``/healthz`` on fresh connections and creates on one keep-alive connection,
     each sequential and paced, side by side, for ``seconds``."""
     health, create = Latencies(), Latencies()
-    jobs = f"/api/v1/spaces/{server.space}/jobs"
-    kept: list[Http] = []
+    kept = Connection(server.url)
 
     async def healthz() -> bool:
-        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
-            got, _ = await Http(stream).request(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1")
+        http = await Http1.open("127.0.0.1", server.port)
+        try:
+            got, _ = await http.request(b"GET", "/healthz", b"")
+        finally:
+            await http.aclose()
         return got == 200
 
     async def create_one() -> bool:
-        if not kept or kept[0].closing:
-            for http in kept:
-                await http.stream.aclose()
-            kept[:] = [Http(await trio.open_tcp_stream("127.0.0.1", server.port))]
-        try:
-            await call(kept[0], jobs, server.producer, {"name": "probe"}, 201)
-        except BaseException:
-            kept[0].closing = True  # open a new one for the next
-            raise
+        await kept.post_json(server.jobs, server.producer, {"name": "probe"}, 201)
         return True
 
     async def loop(out: Latencies, request: Callable[[], Awaitable[bool]]) -> None:
@@ -373,21 +269,21 @@ async def measure(server: Server, seconds: float) -> tuple[Latencies, Latencies]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(loop, health, healthz)
         nursery.start_soon(loop, create, create_one)
-    for http in kept:
-        await http.stream.aclose()
+    await kept.aclose()
     return health, create
 
 
 async def flood(server: Server, sent: list[int]) -> None:
     """Create FLOOD_BATCH jobs in one request every FLOOD_EVERY s, until cancelled;
     ``sent[0]`` counts them."""
-    jobs = f"/api/v1/spaces/{server.space}/jobs"
-    async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
-        http = Http(stream)
+    connection = Connection(server.url)
+    try:
         while True:
-            await call(http, jobs, server.producer, FLOOD_JOBS, 201)
+            await connection.post_json(server.jobs, server.producer, FLOOD_JOBS, 201)
             sent[0] += FLOOD_BATCH
             await trio.sleep(FLOOD_EVERY)
+    finally:
+        await connection.aclose()  # closes the socket even when cancelled
 
 
 @dataclass
@@ -445,14 +341,14 @@ async def pressure(server: Server, args: argparse.Namespace) -> Run:
                     fds_max = max(fds_max, server.fds())
                     await trio.sleep(0.5)
 
-            cpu0, stolen0 = cpu_seconds(server.proc.pid), stolen_seconds()
+            cpu0, stolen0 = cpu_seconds(server.pid), stolen_seconds()
             sent = [0]
             async with trio.open_nursery() as window:
                 window.start_soon(flood, server, sent)
                 window.start_soon(sample)
                 loaded = await measure(server, args.seconds)
                 window.cancel_scope.cancel()
-            server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / args.seconds
+            server_cpu = (cpu_seconds(server.pid) - cpu0) / args.seconds
             stolen = stolen_seconds() - stolen0
             held_end, fds_end = server.held(hostile.ports), server.fds()
             await trio.sleep(LINGER_SECONDS)
@@ -529,19 +425,15 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
     tree = args.tree.resolve()
     load_start = Path("/proc/loadavg").read_text().split()[0]
-    with (
-        tempfile.TemporaryDirectory(prefix="emit-pressure-") as tmp,
-        open(Path(tmp) / "server.log", "w") as log,
-    ):
+    with tempfile.TemporaryDirectory(prefix="emit-pressure-") as tmp:
+        server = Server(tree, Path(tmp) / "data")
         try:
-            server = Server(tree, Path(tmp) / "data", log)
-            try:
-                run = trio.run(pressure, server, args)
-            finally:
-                server.stop()
+            run = trio.run(pressure, server, args)
         except BaseException:
-            print((Path(tmp) / "server.log").read_text()[-3000:], file=sys.stderr)
+            server.stop()
+            print("\n".join(server.rest)[-3000:], file=sys.stderr)
             raise
+        server.stop()
     load_end = Path("/proc/loadavg").read_text().split()[0]
     report(tree, args, run, (load_start, load_end))
 

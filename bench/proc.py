@@ -1,4 +1,4 @@
-"""What /proc says about CPU time, for the benches (Linux only)."""
+"""What /proc says about CPU time and memory, for the benches (Linux only)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as file:
         fields = file.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def memory(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident set now (``VmRSS``) and at its peak (``VmHWM``), bytes."""
+    found = {}
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                found[name] = int(value.split()[0]) * 1024
+    return found
 
 
 def stolen_seconds() -> float:

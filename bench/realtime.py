@@ -20,20 +20,18 @@ latency is also split at the event's ``timestamp`` (stamped by the server when i
 the change, before the commit; ms resolution). The first --warmup seconds of events are
 not sampled; the next --seconds are. Events not sent by LATE_LIMIT after the schedule's
 end (the producer fell behind) are counted as unsent, so a run stops on time. The
-producer wakes every PACE_TICK (5 ms) and sends the events due by then. Three producers,
-each against a fresh server and a fresh subscriber process (--producer both runs a, b):
+producer wakes every PACE_TICK (5 ms) and sends the events due by then. Two producers,
+each against a fresh server and a fresh subscriber process (--producer both runs both):
   (a) embedded: the server process runs emit's runtime and its HTTP app (``emit.serve``,
       the app ``emit serve`` runs, rate limit off) plus a producer task calling
       ``SpaceJobs.progress`` from --lanes concurrent tasks: the fan-out path without one
       HTTP request per event.
-  (a') hub (--producer hub): as (a), but the task publishes each event straight to the
-      hub, with no write: the fan-out path alone (hub, streams, Quart, Hypercorn).
   (b) HTTP: ``python -m emit serve --rate-limit 1000000``, and the producer in this process:
       --connections keep-alive connections POSTing /api/v1/jobs/{id}/progress with the
-      worker key, through a bare HTTP/1.1 client on trio sockets (about 0.2 ms of CPU a
-      request here, pacing included; httpx costs about 1 ms, a core's worth at 1,000/s).
-      An event whose slot comes while every connection is busy goes late, on the first
-      free one; "sent late" says by how much.
+      worker key, through the benches' HTTP/1.1 client on trio sockets (bench/client.py;
+      about 0.2 ms of CPU a request here, pacing included). An event whose slot comes
+      while every connection is busy goes late, on the first free one; "sent late" says
+      by how much.
 Printed for each: events sent and the rate reached, delivered and lost (sent but not
 received --grace seconds after the last send), latency p50/p99/max and its split,
 subscribers dropped (closed before the end: 1013 is the hub cutting off a slow client)
@@ -41,9 +39,8 @@ or not connected, the server's RSS (VmRSS from /proc) before and after subscribi
 the end of the run and after the subscribers left, its peak (VmHWM), each process's CPU
 share over the sampled window (one core = 100%), the CPU the hypervisor stole from this
 machine meanwhile (/proc/stat; when it rises, so does every tail here), and the server's
-over IDLE_SECONDS with every subscriber in and no events. Notes give the collector's
-passes and the event loop's long passes in the server and in each subscriber process
-(--subscriber-processes splits the clients; the subscribers tune their collector as a
+over IDLE_SECONDS with every subscriber in and no events. Notes give the event loop's
+long passes in the server and in the subscriber process (which tunes its collector as a
 server does, since one process stands in for 1,000 browsers that share no heap).
 """
 
@@ -68,12 +65,12 @@ from typing import Any
 
 import trio
 
-from bench.proc import cpu_seconds, stolen_seconds
+from bench.client import ROOT, Connection, EmitServer, Served, percentile
+from bench.proc import cpu_seconds, memory, stolen_seconds
 
 P99_TARGET_MS = 50.0
 CONNECT_AT_ONCE = 50
 """WebSocket handshakes in flight at once (Hypercorn's listen backlog is 100)."""
-START_TIMEOUT = 30.0
 IDLE_SECONDS = 2.0
 """Seconds the server's CPU is read with every subscriber in and no events."""
 PACE_TICK = 0.005
@@ -81,24 +78,11 @@ PACE_TICK = 0.005
 LATE_LIMIT = 1.0
 """Seconds past the schedule's end after which the producer gives up unsent events."""
 SUBSCRIBE_TIMEOUT = 180.0
-ROOT = Path(__file__).resolve().parent.parent
-JSON_HEADERS = {"content-type": "application/json"}
 
 
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
-
-
-def memory(pid: int) -> dict[str, float]:
+def mib(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM of a process, in MiB."""
-    found = {}
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                found[name] = int(value.split()[0]) / 1024
-    return found
+    return {name: size / 2**20 for name, size in memory(pid).items()}
 
 
 # ------------------------------------------------------------------- the producer
@@ -176,73 +160,24 @@ async def paced(
     return out
 
 
-class Http1:
-    """A bare HTTP/1.1 keep-alive client: one request at a time, a Content-Length answer."""
-
-    def __init__(self, stream: trio.SocketStream, host: bytes) -> None:
-        self.stream = stream
-        self.host = host
-        self.buffer = b""
-        self.closing = False
-        """The last answer said ``connection: close`` (Hypercorn closes a keep-alive
-        connection after 1,000 requests): this connection carries no more requests."""
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> Http1:
-        return cls(await trio.open_tcp_stream(host, port), f"{host}:{port}".encode())
-
-    async def _more(self) -> None:
-        chunk = await self.stream.receive_some(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        self.buffer += chunk
-
-    async def post(self, path: str, key: bytes, body: bytes) -> tuple[int, bytes]:
-        await self.stream.send_all(
-            b"POST %s HTTP/1.1\r\nhost: %s\r\nx-api-key: %s\r\ncontent-type: application/json"
-            b"\r\ncontent-length: %d\r\n\r\n%s" % (path.encode(), self.host, key, len(body), body)
-        )
-        while b"\r\n\r\n" not in self.buffer:
-            await self._more()
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        length = None
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                self.closing = True
-        if length is None:
-            raise ConnectionError(f"an answer without content-length: {head[:200]!r}")
-        while len(self.buffer) < length:
-            await self._more()
-        answer, self.buffer = self.buffer[:length], self.buffer[length:]
-        return int(lines[0].split()[1]), answer
-
-
 async def produce_http(
-    url: str, key: str, jobs: list[str], args: argparse.Namespace, window: Callable[[], None]
+    url: str, key: bytes, jobs: list[str], args: argparse.Namespace, window: Callable[[], None]
 ) -> Produced:
     """The HTTP producer: --connections keep-alive connections as the lanes. ``window``
     is called when the warm-up is over (to take the CPU readings)."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    connections = [await Http1.open(host, int(port)) for _ in range(args.connections)]
-    send_free, take_free = trio.open_memory_channel[Http1](len(connections))
+    connections = [Connection(url) for _ in range(args.connections)]
+    send_free, take_free = trio.open_memory_channel[Connection](len(connections))
     for connection in connections:
+        await connection.connect()
         send_free.send_nowait(connection)
-    secret = key.encode()
 
     async def send(job_id: str, percent: int, message: str) -> None:
         connection = await take_free.receive()
         try:
-            body = json.dumps({"percent": percent, "message": message}).encode()
-            status, answer = await connection.post(f"/api/v1/jobs/{job_id}/progress", secret, body)
+            body = {"percent": percent, "message": message}
+            await connection.post_json(f"/api/v1/jobs/{job_id}/progress", key, body, 200)
         finally:
             send_free.send_nowait(connection)
-        if status != 200:
-            raise RuntimeError(f"progress -> {status}: {answer[:200]!r}")
 
     async with trio.open_nursery() as nursery:
 
@@ -253,37 +188,11 @@ async def produce_http(
         nursery.start_soon(at_warmup_end)
         produced = await paced(send, jobs, args.rate, args.warmup, args.seconds, args.connections)
     for connection in connections:
-        await connection.stream.aclose()
+        await connection.aclose()
     return produced
 
 
 # ------------------------------------------------- child: the embedded-producer server
-
-
-def collector_pauses() -> Callable[[], str]:
-    """Times the garbage collector's passes from now on; the function returned stops
-    and says, per generation, how many there were and the longest."""
-    import gc
-
-    began: list[float] = [0.0]
-    seen: dict[int, list[float]] = {0: [], 1: [], 2: []}
-
-    def watch(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            began[0] = time.perf_counter()
-        else:
-            seen[info["generation"]].append(time.perf_counter() - began[0])
-
-    gc.callbacks.append(watch)
-
-    def stop() -> str:
-        gc.callbacks.remove(watch)
-        return "collector: " + ", ".join(
-            f"gen{gen} {len(times)}x max {max(times, default=0) * 1000:.1f} ms"
-            for gen, times in seen.items()
-        )
-
-    return stop
 
 
 class LoopPasses(trio.abc.Instrument):
@@ -324,7 +233,6 @@ def serve_embedded(base: Path, args: argparse.Namespace) -> None:
     it on the jobs in BASE/jobs.json (answered with BASE/produced.json and a line
     "produced"); SIGTERM stops the server. Prints its keys, then "ready"."""
     import emit
-    from emit.domain.model import Published
 
     async def run() -> None:
         async with emit.open_runtime(base / "data") as rt:
@@ -339,28 +247,16 @@ def serve_embedded(base: Path, args: argparse.Namespace) -> None:
             async def send(job_id: str, percent: int, message: str) -> None:
                 await jobs.progress(job_id, percent, message)
 
-            seq = iter(range(1_000_000, sys.maxsize))
-
-            async def publish(job_id: str, percent: int, message: str) -> None:
-                data = {"percent": percent, "message": message, "subProgress": None}
-                event = Published(
-                    job_id, "bench", "running", "progress", 0, data, time.time(), next(seq)
-                )
-                rt.hub.publish(space.id, [event])
-
             async def produce() -> None:
                 ids = json.loads(await trio.Path(base / "jobs.json").read_text())
-                pauses, passes = collector_pauses(), LoopPasses()
+                passes = LoopPasses()
                 trio.lowlevel.add_instrument(passes)
-                lanes = 1 if args.hub_only else args.lanes
-                how = publish if args.hub_only else send
-                done = await paced(how, ids, args.rate, args.warmup, args.seconds, lanes)
+                done = await paced(send, ids, args.rate, args.warmup, args.seconds, args.lanes)
                 trio.lowlevel.remove_instrument(passes)
                 # In a thread: encoding 25,000 events took the loop 100 ms, with the last
                 # deliveries still to send.
                 text = await trio.to_thread.run_sync(json.dumps, asdict(done))
                 await trio.Path(base / "produced.json").write_text(text)
-                print(pauses(), flush=True)
                 print(passes.report(), flush=True)
                 print("produced", flush=True)
 
@@ -455,11 +351,10 @@ def subscribe(args: argparse.Namespace) -> None:
             # This process stands in for 1,000 browsers, which do not share one heap:
             # with the default collector, full passes over its 1,000 connections paused
             # it for up to 90 ms, and went into every latency. Tuned as a server is
-            # (emit.tune_gc); its passes are still counted and reported.
+            # (emit.tune_gc).
             from emit.tuning import tune_gc
 
             tune_gc()
-            state["pauses"] = collector_pauses()
             state["passes"] = LoopPasses()
             trio.lowlevel.add_instrument(state["passes"])
             print(f"ready {len(sockets)} {len(failed)} {seconds:.3f}", flush=True)
@@ -482,95 +377,58 @@ def subscribe(args: argparse.Namespace) -> None:
         "dropped": dropped,
         "failed": failed,
         "others": others,
-        "collector": state["pauses"]() if "pauses" in state else "",
         "loop": state["passes"].report() if "passes" in state else "",
     }
     Path(args.subscribe_out).write_text(json.dumps(result))
 
 
 class Subscribers:
-    """The subscriber processes (the jobs split between them in contiguous slices),
-    started and waited for until every client is in."""
+    """The subscriber process, started and waited for until every client is in."""
 
-    def __init__(
-        self, ws_url: str, token: str, base: Path, grace: float, processes: int = 1
-    ) -> None:
-        jobs: list[str] = json.loads((base / "jobs.json").read_text())
-        self.total = len(jobs)
-        self.processes = max(1, min(processes, len(jobs)))
-        self.bounds = [p * len(jobs) // self.processes for p in range(self.processes + 1)]
-        self.outs: list[Path] = []
-        self.procs: list[subprocess.Popen[str]] = []
-        for p in range(self.processes):
-            part = base / f"jobs-{p}.json"
-            part.write_text(json.dumps(jobs[self.bounds[p] : self.bounds[p + 1]]))
-            out = base / f"received-{p}.json"
-            self.outs.append(out)
-            command = [
-                sys.executable, "-m", "bench.realtime", "--subscribe", ws_url,
-                "--subscribe-token", token, "--subscribe-jobs", str(part),
-                "--subscribe-out", str(out), "--grace", str(grace),
-            ]  # fmt: skip
-            self.procs.append(
-                subprocess.Popen(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
-                )
-            )
-        self.connected = self.failed = 0
-        self.seconds = 0.0
-        for proc in self.procs:
-            watchdog = threading.Timer(SUBSCRIBE_TIMEOUT, proc.kill)
-            watchdog.start()
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            watchdog.cancel()
-            if not line.startswith("ready"):
-                self.kill()
-                raise RuntimeError(f"the subscribers did not start: {line!r}")
-            _, connected, failed, seconds = line.split()
-            self.connected += int(connected)
-            self.failed += int(failed)
-            self.seconds = max(self.seconds, float(seconds))
+    def __init__(self, ws_url: str, token: str, base: Path, grace: float) -> None:
+        self.out = base / "received.json"
+        command = [
+            sys.executable, "-m", "bench.realtime", "--subscribe", ws_url,
+            "--subscribe-token", token, "--subscribe-jobs", str(base / "jobs.json"),
+            "--subscribe-out", str(self.out), "--grace", str(grace),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        watchdog = threading.Timer(SUBSCRIBE_TIMEOUT, self.proc.kill)
+        watchdog.start()
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        watchdog.cancel()
+        if not line.startswith("ready"):
+            self.kill()
+            raise RuntimeError(f"the subscribers did not start: {line!r}")
+        _, connected, failed, seconds = line.split()
+        self.connected, self.failed, self.seconds = int(connected), int(failed), float(seconds)
 
     @property
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self.procs]
+    def pid(self) -> int:
+        return self.proc.pid
 
     def kill(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def finish(self, acked: list[int], grace: float) -> dict[str, Any]:
-        """Tell each process how many events its jobs were sent, wait for them, and merge
-        what they saw."""
-        expected = [0] * self.processes
-        for k in acked:
-            job = k % self.total
-            expected[next(p for p in range(self.processes) if job < self.bounds[p + 1])] += 1
-        for proc, n in zip(self.procs, expected, strict=True):
-            assert proc.stdin is not None
-            proc.stdin.write(f"stop {n}\n")
-            proc.stdin.flush()
-        merged: dict[str, Any] = {"samples": [], "dropped": [], "failed": [], "others": []}
-        notes: list[str] = []
-        for p, proc in enumerate(self.procs):
-            try:
-                proc.wait(timeout=grace + 60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise RuntimeError("the subscribers did not finish") from None
-            if proc.returncode != 0:
-                raise RuntimeError(f"the subscribers exited with {proc.returncode}")
-            answer: dict[str, Any] = json.loads(self.outs[p].read_text())
-            for key in ("samples", "dropped", "failed", "others"):
-                merged[key] += answer[key]
-            for key in ("collector", "loop"):
-                if answer.get(key):
-                    notes.append(f"process {p + 1}/{self.processes}: {answer[key]}")
-        merged["notes"] = notes
-        return merged
+        """Say how many events were sent, wait for the process, and read what it saw."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"stop {len(acked)}\n")
+        self.proc.stdin.flush()
+        try:
+            self.proc.wait(timeout=grace + 60)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError("the subscribers did not finish") from None
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"the subscribers exited with {self.proc.returncode}")
+        answer: dict[str, Any] = json.loads(self.out.read_text())
+        return answer
 
 
 # ------------------------------------------------------------------------- a phase
@@ -578,67 +436,53 @@ class Subscribers:
 
 @dataclass
 class Server:
-    served: Any
-    """A bench.http.Served."""
+    served: Served
     url: str
     space: str
-    worker: str
+    worker: bytes
     public: str
-    producer: str
+    producer: bytes
 
     @property
     def pid(self) -> int:
-        return int(self.served.pid)
+        return self.served.pid
 
 
 def start_server(producer: str, base: Path, args: argparse.Namespace) -> Server:
-    from bench.http import Emit, Served
-
     if producer == "http":
-        emit = Emit(base / "data")
-        return Server(
-            emit, emit.url, emit.space, emit.worker["x-api-key"], emit.value("public token"),
-            emit.producer["x-api-key"],
-        )  # fmt: skip
+        emit = EmitServer(base / "data")
+        return Server(emit, emit.url, emit.space, emit.worker, emit.public, emit.producer)
     command = [
         sys.executable, "-m", "bench.realtime", "--serve-embedded", str(base),
         "--rate", str(args.rate), "--warmup", str(args.warmup),
         "--seconds", str(args.seconds), "--lanes", str(args.lanes),
-        *(["--hub-only"] if producer == "hub" else []),
     ]  # fmt: skip
     served = Served(command, lambda line: line.startswith("ready"))
     found = dict(line.split(" ", 1) for line in served.lines if " " in line)
     return Server(
-        served, found["url"], found["space"], found["worker"], found["public"], found["producer"]
-    )
+        served, found["url"], found["space"], found["worker"].encode(), found["public"],
+        found["producer"].encode(),
+    )  # fmt: skip
 
 
-def running_jobs(server: Server, count: int) -> list[str]:
+async def running_jobs(server: Server, count: int) -> list[str]:
     """``count`` jobs created over HTTP and taken running (poll count 50, ack true)."""
-    import httpx
-
-    producer = {"x-api-key": server.producer, **JSON_HEADERS}
-    worker = {"x-api-key": server.worker, **JSON_HEADERS}
     jobs = f"/api/v1/spaces/{server.space}/jobs"
     taken: list[str] = []
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        for start in range(0, count, 1000):
-            items = [
-                {"name": "bench", "payload": {"i": i}, "timeoutSeconds": 3600}
-                for i in range(start, min(count, start + 1000))
-            ]
-            made = http.post(jobs, content=json.dumps(items).encode(), headers=producer)
-            if made.status_code != 201:
-                raise RuntimeError(f"create -> {made.status_code}: {made.text[:300]}")
-        poll = json.dumps({"count": 50, "ack": True}).encode()
-        for _ in range(count):  # bounded: each poll takes at least one job
-            if len(taken) >= count:
-                break
-            polled = http.post(f"{jobs}/poll", content=poll, headers=worker)
-            got = polled.json()["jobs"] if polled.status_code == 200 else []
-            if not got:
-                raise RuntimeError(f"poll -> {polled.status_code}: {polled.text[:300]}")
-            taken += [job["id"] for job in got]
+    connection = Connection(server.url)
+    for start in range(0, count, 1000):
+        items = [
+            {"name": "bench", "payload": {"i": i}, "timeoutSeconds": 3600}
+            for i in range(start, min(count, start + 1000))
+        ]
+        await connection.post_json(jobs, server.producer, items, 201)
+    poll = {"count": 50, "ack": True}
+    while len(taken) < count:
+        polled: Any = await connection.post_json(f"{jobs}/poll", server.worker, poll, 200)
+        if not polled["jobs"]:
+            raise RuntimeError("poll gave no job: fewer pending than created")
+        taken += [job["id"] for job in polled["jobs"]]
+    await connection.aclose()
     return taken
 
 
@@ -659,22 +503,20 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
     server = start_server(producer, base, args)
     subscribers = None
     try:
-        jobs = running_jobs(server, args.subscribers)
+        jobs = trio.run(running_jobs, server, args.subscribers)
         (base / "jobs.json").write_text(json.dumps(jobs))
-        phase.memory["before subscribing"] = memory(server.pid)
+        phase.memory["before subscribing"] = mib(server.pid)
         ws_url = server.url.replace("http://", "ws://")
-        subscribers = phase.subscribers = Subscribers(
-            ws_url, server.public, base, args.grace, args.subscriber_processes
-        )
-        phase.memory["subscribed"] = memory(server.pid)
+        subscribers = phase.subscribers = Subscribers(ws_url, server.public, base, args.grace)
+        phase.memory["subscribed"] = mib(server.pid)
         idle = cpu_seconds(server.pid)
         time.sleep(IDLE_SECONDS)
         phase.cpu["idle"] = (cpu_seconds(server.pid) - idle) / IDLE_SECONDS
-        pids = {"server": [server.pid], "subscribers": subscribers.pids}
+        pids = {"server": server.pid, "subscribers": subscribers.pid}
         marks: list[tuple[float, dict[str, float]]] = []
 
         def window() -> None:
-            readings = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+            readings = {name: cpu_seconds(pid) for name, pid in pids.items()}
             readings |= {"producer": time.process_time(), "stolen": stolen_seconds()}
             marks.append((time.perf_counter(), readings))
 
@@ -695,10 +537,10 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
         phase.cpu |= {name: (last[name] - first[name]) / (end - start) for name in first}
         if producer != "http":
             del phase.cpu["producer"]  # the bench process only waited
-        phase.memory["end of run"] = memory(server.pid)
+        phase.memory["end of run"] = mib(server.pid)
         phase.received = subscribers.finish(phase.produced.acked, args.grace)
         time.sleep(1.0)
-        phase.memory["subscribers gone"] = memory(server.pid)
+        phase.memory["subscribers gone"] = mib(server.pid)
     finally:
         if subscribers is not None:
             subscribers.kill()
@@ -789,15 +631,14 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
             notes.append(
                 f"({phase.label}) non-progress messages: {len(received['others'])} {kinds}"
             )
-        for line in received.get("notes", []):
-            notes.append(f"({phase.label}) subscribers, {line}")
+        if received.get("loop"):
+            notes.append(f"({phase.label}) subscribers, {received['loop']}")
         for line in phase.server_lines[:20]:
             notes.append(f"({phase.label}) server: {line}")
         if not phase.server_lines:
             notes.append(f"({phase.label}) server printed nothing after its start (no errors)")
     titles = {
         "embedded": "(a) embedded producer",
-        "hub": "(a') fan-out only",
         "http": f"(b) HTTP, {args.connections} conns",
     }
     labels = list(cells[phases[0].label])
@@ -847,22 +688,10 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds not sampled")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds sampled")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for stragglers")
-    parser.add_argument(
-        "--producer",
-        choices=["both", "embedded", "http", "hub"],
-        default="both",
-        help="which phases",
-    )
+    parser.add_argument("--producer", choices=["both", "embedded", "http"], default="both")
     parser.add_argument("--lanes", type=int, default=64, help="(a): concurrent progress calls")
-    parser.add_argument(
-        "--subscriber-processes",
-        type=int,
-        default=1,
-        help="client processes the subscribers are split between",
-    )
     parser.add_argument("--connections", type=int, default=32, help="(b): HTTP connections")
     parser.add_argument("--serve-embedded", metavar="BASE", help=argparse.SUPPRESS)
-    parser.add_argument("--hub-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe", metavar="WS_URL", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe-token", help=argparse.SUPPRESS)
     parser.add_argument("--subscribe-jobs", help=argparse.SUPPRESS)

@@ -42,7 +42,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -54,15 +53,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 
+from bench.client import ROOT, Served, session_ends
 from emit.store.records import EventRow, job_events
 
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 60.0
-"""Seconds a start may take (loading the space included) before it counts as stuck."""
 LEASE_ENDS = frozenset({"delivery_timeout", "retried", "completed", "dead", "killed"})
 FINAL = frozenset({"completed", "dead", "killed"})
 WORKING = frozenset({"delivered", "running"})
@@ -153,48 +150,14 @@ class Receiver:
 # ------------------------------------------------------------------------ the server
 
 
-def launch(data: Path, log: TextIO, extra: list[str]) -> subprocess.Popen[str]:
-    """Start ``emit serve`` on ``data`` in a session of its own, its log to ``log``."""
-    env = {**os.environ}
-    env.pop("EMIT_ADMIN_KEY", None)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "emit",
-            "serve",
-            "--data",
-            str(data),
-            "--port",
-            "0",
-            "--allow-private-callbacks",
-            "--rate-limit",
-            "1000000",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
+def command(data: Path, extra: list[str]) -> list[str]:
+    serve = ["serve", "--data", str(data), "--port", "0", "--rate-limit", "1000000"]
+    return [sys.executable, "-m", "emit", *serve, "--allow-private-callbacks", *extra]
 
 
-def session_ends(pid: int, within: float) -> bool:
-    """True once no process of the session ``pid`` led is left (its writer process must
-    follow the server within seconds); after ``within`` s, end them all and say False."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            return False
-        time.sleep(0.02)
+def environment() -> dict[str, str]:
+    """This process's environment but for an admin key: the server makes its own."""
+    return {name: value for name, value in os.environ.items() if name != "EMIT_ADMIN_KEY"}
 
 
 def interrupted_start(data: Path, log: Path, extra: list[str], after: float) -> bool:
@@ -202,48 +165,39 @@ def interrupted_start(data: Path, log: Path, extra: list[str], after: float) -> 
     (opening the store, loading the space, the first expiries): True if nothing of it
     outlived it."""
     with log.open("w") as out:
-        proc = launch(data, out, extra)
-        assert proc.stdout is not None
+        proc = subprocess.Popen(
+            command(data, extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=environment(),
+            start_new_session=True,
+        )
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=after)
         proc.kill()
-        proc.stdout.read()
         proc.wait(timeout=30)
         return session_ends(proc.pid, within=10.0)
 
 
-class Server:
+def started(line: str) -> bool:
+    """The list of spaces ends a start, first or later."""
+    return line.startswith("  space ") and not line.startswith("  space id")
+
+
+class Server(Served):
     """One incarnation of ``emit serve`` on the data directory, in a session of its own
-    (so that a writer process it leaves behind can be found and ended)."""
+    (so that a writer process it leaves behind can be found and ended); its output is
+    written to ``log`` when it ends."""
 
     def __init__(self, data: Path, log: Path, extra: list[str]) -> None:
-        self.log: TextIO = log.open("w")
-        self.proc = launch(data, self.log, extra)
-        watchdog = threading.Timer(START_TIMEOUT, self.proc.kill)
-        watchdog.start()
-        self.lines: list[str] = []
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("  space ") and not line.startswith("  space id"):
-                break  # the list of spaces ends the start, first or later
-        watchdog.cancel()
-        if self.proc.poll() is not None or not self.lines:
-            self.proc.wait()
-            self.log.close()
-            raise RuntimeError(f"emit serve did not start (see {log}):\n" + "\n".join(self.lines))
+        self.log = log
+        try:
+            super().__init__(command(data, extra), started, env=environment(), session=True)
+        except RuntimeError as error:
+            log.write_text(str(error))
+            raise RuntimeError(f"emit serve did not start (see {log}): {error}") from None
         self.url = self.lines[0].split()[3]
-        self._drain = threading.Thread(target=self._copy_rest, daemon=True)
-        self._drain.start()
-
-    def _copy_rest(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.write(line)
-
-    def value(self, label: str) -> str:
-        line = next(line for line in self.lines if line.strip().startswith(label))
-        return line.split()[len(label.split())]
 
     def kill(self) -> bool:
         """SIGKILL the server; True if nothing of its session outlived it (its writer
@@ -254,21 +208,14 @@ class Server:
         self._close()
         return alone
 
-    def stop(self) -> int:
-        """SIGTERM: a clean stop; the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        session_ends(self.proc.pid, within=10.0)
+    def stop(self) -> None:
+        """SIGTERM: a clean stop (``proc.returncode`` is its exit status)."""
+        super().stop()
         self._close()
-        return code
 
     def _close(self) -> None:
         self._drain.join(timeout=10)
-        self.log.close()
+        self.log.write_text("\n".join([*self.lines, *self.rest, ""]))
 
 
 @dataclass(frozen=True)
@@ -619,7 +566,8 @@ def run(args: argparse.Namespace) -> int:
         reported = {status: n for status, n in stats.json()["counts"].items() if n}
         if reported != dict(counted):
             problems.append(f"the server counts {reported}, its jobs are {dict(counted)}")
-        code = server.stop()
+        server.stop()
+        code = server.proc.returncode
         server = None
         if code != 0:
             problems.append(f"the last server exited {code} on SIGTERM")
