@@ -363,14 +363,14 @@ class LiveSpace:
                 self.apply_settings(settings)
                 return None
             case RecordCallback(job_id, kind, data, callback):
-                job = self.jobs.get(job_id)
-                if job is None:
+                noted = self.jobs.get(job_id)
+                if noted is None:
                     # Final: the note changes it in a write of its own, so the store is
                     # behind until that write is durable, and memory answers for it.
-                    job = self._final(job_id)
-                    self.ended[job_id] = (job, self.pending)
-                    self.pending.ended.append(job)
-                self._record(job, lifecycle.note(job, now, kind, data))
+                    noted = self._final(job_id)
+                    self.ended[job_id] = (noted, self.pending)
+                    self.pending.ended.append(noted)
+                self._record(noted, lifecycle.note(noted, now, kind, data))
                 self.pending.outbox.append(callback)
                 return None
             case GiveBack():
