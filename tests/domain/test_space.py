@@ -165,6 +165,24 @@ def test_a_job_that_ended_in_a_write_in_flight_is_known_without_the_store() -> N
     assert later.need == (job.id,)
 
 
+def test_a_job_ended_again_stays_known_until_its_last_write_is_durable() -> None:
+    live = space()
+    [job] = create(live, NewJob("a", "null"))
+    killed = live.apply(KillJob(job.id, None), NOW, Caller())
+    retried = live.apply(RetryJob(job.id), NOW, Caller())
+    assert retried.need == () and job.id in live.jobs and job.id not in live.ended
+    again = live.apply(KillJob(job.id, None), NOW, Caller())
+    live.durable(killed)
+    live.durable(retried)
+    assert job.id in live.ended  # the second kill's write is still in flight
+    back = live.apply(RetryJob(job.id), NOW, Caller())
+    assert back.need == () and job.id in live.jobs
+    live.durable(again)
+    live.durable(back)
+    assert job.id in live.jobs and not live.ended
+    assert live.durable_counts == live.counts and live.counts[S.PENDING] == 1
+
+
 def test_a_command_naming_a_job_only_the_store_has_asks_for_it_first() -> None:
     live = space()
     [live_job] = create(live, NewJob("a", "null"))
