@@ -93,7 +93,8 @@ class Effects:
     deltas: dict[JobStatus, int] = field(default_factory=dict)
     """How the counts by status changed, for the durable counts once durable."""
     ended: list[Job] = field(default_factory=list)
-    """Jobs that left memory (final): kept in `LiveSpace.ended` until durable."""
+    """Final jobs this step wrote (they left memory, or a webhook try was noted on them):
+    kept in `LiveSpace.ended` until durable."""
     need: tuple[str, ...] = ()
     """Jobs only the store has: the command changed nothing; apply it again with them."""
 
@@ -132,7 +133,7 @@ class LiveSpace:
         self.default_backoff: RetryBackoff | None = None
         self.jobs: dict[str, Job] = {}
         self.ended: dict[str, tuple[Job, Effects]] = {}
-        """Jobs that left memory in a write not yet durable (with that write's effects):
+        """Final jobs last written in a write not yet durable (with that write's effects):
         what the store will say once it is."""
         self.queue = ReadyQueue()
         self.timers = Timers()
@@ -362,8 +363,14 @@ class LiveSpace:
                 self.apply_settings(settings)
                 return None
             case RecordCallback(job_id, kind, data, callback):
-                job = self.jobs.get(job_id) or self._final(job_id)
-                self._record(job, lifecycle.note(job, now, kind, data))
+                noted = self.jobs.get(job_id)
+                if noted is None:
+                    # Final: the note changes it in a write of its own, so the store is
+                    # behind until that write is durable, and memory answers for it.
+                    noted = self._final(job_id)
+                    self.ended[job_id] = (noted, self.pending)
+                    self.pending.ended.append(noted)
+                self._record(noted, lifecycle.note(noted, now, kind, data))
                 self.pending.outbox.append(callback)
                 return None
             case GiveBack():

@@ -195,6 +195,8 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 for job_id in effects.need:
                     stored[job_id] = await self.store.get_job(job_id)
                 effects = self.space.apply(message, now, reply, stored)
+            # Part of the step: rows that cannot be made leave memory ahead of the log.
+            changes = _changes(effects) if effects.writes() else None
         except Exception:
             # A bug: what this message half did must not be written. Start over, once the
             # writes of earlier messages are reported: their callers get their outcome
@@ -203,7 +205,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             self.space.discard()
             self._end(_RESTARTING)
             raise
-        await self._flush(effects)
+        await self._flush(effects, changes)
         return None
 
     def _watch(self) -> None:
@@ -212,10 +214,11 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
 
     # ------------------------------------------------------------- write, then answer
 
-    async def _flush(self, effects: Effects) -> None:
+    async def _flush(self, effects: Effects, changes: Changes | None = None) -> None:
         """Hand what changed to the writer; answers go out when it is durable. Answers
         that changed nothing still wait for what is already in flight, so no answer can
-        reveal a change before it is durable."""
+        reveal a change before it is durable. ``changes``: the rows of ``effects``, if
+        made already."""
         if not effects.writes():
             if self.batches:
                 self.batches[-1][1].answers.extend(effects.answers)
@@ -223,7 +226,8 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 for reply, answer in effects.answers:
                     _resolve(reply, answer)
             return
-        changes = _changes(effects)
+        if changes is None:
+            changes = _changes(effects)
         self.batch += 1
         write = Write(changes, self.context.ref, self.batch, self.source)
         try:

@@ -61,13 +61,13 @@ _ENCODE = {
     Codec.PLAIN: "job.{}",
     Codec.STATUS: "_STATUS_TEXT[job.{}]",
     Codec.JSON: "_json_or_none(job.{})",
-    Codec.BACKOFF: "_backoff_text(job.{})",
+    Codec.BACKOFF: "None if job.{0} is None else _backoff_text(job.{0})",
 }
 _DECODE = {
     Codec.PLAIN: "{}",
     Codec.STATUS: "_STATUS[{}]",
     Codec.JSON: "None if {0} is None else _loads({0})",
-    Codec.BACKOFF: "_backoff({})",
+    Codec.BACKOFF: "None if {0} is None else _backoff({0})",
 }
 _CODE = {
     "Job": Job,

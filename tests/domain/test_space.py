@@ -21,11 +21,13 @@ from emit.domain.commands import (
     KillJob,
     LogEntry,
     PollJobs,
+    RecordCallback,
     ReleasePollers,
     RetryJob,
 )
 from emit.domain.job import Job
-from emit.domain.model import JobStatus, LogLevel, NewJob, PollRequest
+from emit.domain.model import EventType, JobStatus, LogLevel, NewJob, PollRequest
+from emit.domain.records import Callback
 from emit.domain.settings import SpaceSettings
 from emit.domain.space import Effects, LiveSpace
 from emit.domain.views import Delivery, JobView
@@ -163,6 +165,24 @@ def test_a_job_that_ended_in_a_write_in_flight_is_known_without_the_store() -> N
     assert later.need == (job.id,)
 
 
+def test_a_job_ended_again_stays_known_until_its_last_write_is_durable() -> None:
+    live = space()
+    [job] = create(live, NewJob("a", "null"))
+    killed = live.apply(KillJob(job.id, None), NOW, Caller())
+    retried = live.apply(RetryJob(job.id), NOW, Caller())
+    assert retried.need == () and job.id in live.jobs and job.id not in live.ended
+    again = live.apply(KillJob(job.id, None), NOW, Caller())
+    live.durable(killed)
+    live.durable(retried)
+    assert job.id in live.ended  # the second kill's write is still in flight
+    back = live.apply(RetryJob(job.id), NOW, Caller())
+    assert back.need == () and job.id in live.jobs
+    live.durable(again)
+    live.durable(back)
+    assert job.id in live.jobs and not live.ended
+    assert live.durable_counts == live.counts and live.counts[S.PENDING] == 1
+
+
 def test_a_command_naming_a_job_only_the_store_has_asks_for_it_first() -> None:
     live = space()
     [live_job] = create(live, NewJob("a", "null"))
@@ -223,6 +243,51 @@ def test_a_repeated_idempotency_key_answers_the_stored_job() -> None:
     )
     [(view, made)] = answer(effects, caller)
     assert not made and view.id == first.id and not effects.writes() and live.seq == 1
+
+
+def test_a_webhook_noted_on_a_stored_job_keeps_it_in_memory_until_durable() -> None:
+    # The note changes the job in a write of its own: until it is durable the store's
+    # copy lacks that event, so the space must answer for the job from memory.
+    live, caller = space(), Caller()
+    dead = Job(
+        id="01JOBDEAD00000000000000000", space_id=SPACE, seq=3, name="a", payload="null",
+        status=S.DEAD, priority=0, max_retries=0, timeout_seconds=60, created_at=NOW,
+        updated_at=NOW, completed_at=NOW, event_seq=2, result='{"error":"x"}',
+    )  # fmt: skip
+    callback = Callback(
+        "01CALLBACK0000000000000000", dead.id, SPACE, "https://example.com/h", None, "{}", 1,
+        NOW, "delivered", NOW,
+    )  # fmt: skip
+    noted = live.apply(
+        RecordCallback(dead.id, EventType.CALLBACK_SENT, None, callback), NOW, caller,
+        {dead.id: dead},
+    )  # fmt: skip
+    assert [e.seq for e in noted.events[dead.id]] == [3] and noted.outbox == [callback]
+    retry = live.apply(RetryJob(dead.id), NOW, Caller())
+    assert retry.need == ()  # memory knows the job as the note left it
+    assert [e.seq for e in retry.events[dead.id]] == [4]
+    live.durable(noted)
+    assert dead.id in live.jobs  # retried: live again, whatever the note's write did
+
+
+def test_a_noted_job_leaves_memory_once_the_note_is_durable() -> None:
+    live = space()
+    [job] = create(live, NewJob("a", "null"))
+    killed = live.apply(KillJob(job.id, None), NOW, Caller())
+    callback = Callback(
+        "01CALLBACK0000000000000000", job.id, SPACE, "https://example.com/h", None, "{}", 1,
+        NOW, "delivered", NOW,
+    )  # fmt: skip
+    noted = live.apply(
+        RecordCallback(job.id, EventType.CALLBACK_SENT, None, callback), NOW, Caller()
+    )
+    assert noted.need == () and job.id in noted.touched
+    live.durable(killed)
+    assert job.id in live.ended  # the note's write is still in flight
+    assert live.apply(KillJob(job.id, None), NOW, Caller()).need == ()
+    live.durable(noted)
+    assert job.id not in live.ended
+    assert live.apply(KillJob(job.id, None), NOW, Caller()).need == (job.id,)
 
 
 def test_a_failed_attempt_retries_then_dies() -> None:

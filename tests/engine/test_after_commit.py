@@ -92,3 +92,28 @@ async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
             monkeypatch.setattr(store, "commit", commit)
             again = await jobs.create("after")
             assert [d.id for d in await jobs.poll(count=2)] == [job.id, again.id]
+
+
+async def test_rows_that_cannot_be_made_are_a_bug_and_the_space_reloads(
+    autojump_clock: MockClock,
+) -> None:
+    # Data nested 254 deep is JSON (`dumps` takes it), but not once framed as an event
+    # entry (orjson stops at 255 levels): the rows of the step fail after memory took
+    # the change. That is a bug, as one in the rules is: nothing of the step is written
+    # and the space reloads, so memory never runs ahead of the log.
+    deep: Any = 1
+    for _ in range(254):
+        deep = [deep]
+    async with emit.open_runtime(None) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        job = await jobs.create("j")
+        await jobs.poll(ack=True)
+        with trio.fail_after(10):
+            with pytest.raises(TypeError):
+                await jobs.event(job.id, "deep", deep)
+            await jobs.event(job.id, "after", 1)
+            view = await jobs.get(job.id)
+        assert view.events is not None
+        assert [(e.seq, str(e.type)) for e in view.events] == [
+            (1, "created"), (2, "delivered"), (3, "started"), (4, "event"),
+        ]  # fmt: skip

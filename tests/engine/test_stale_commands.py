@@ -12,6 +12,9 @@ import trio
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 import emit
+from emit.domain.commands import RecordCallback
+from emit.domain.model import EventType
+from emit.domain.records import Callback
 from emit.store.records import Changes
 
 
@@ -99,3 +102,46 @@ async def test_a_job_ended_in_a_write_in_flight_is_answered_from_memory(
                 await wait_all_tasks_blocked()
                 go.set()
         assert sorted(view.status for view in outcomes) == ["killed", "pending"]
+
+
+async def test_a_webhook_note_on_a_final_job_is_not_lost_to_a_read_while_it_is_in_flight(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A webhook try noted on a job only the store has changes that job in a write of
+    # its own: until that write is durable the store's copy is behind, so a command
+    # naming the job meanwhile (here a retry) must not read it from the store.
+    async with emit.open_runtime(None) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        job = await jobs.create("j")
+        await jobs.kill(job.id)  # durable: only the store has it now
+        callback = Callback(
+            "01CALLBACK0000000000000000", job.id, jobs.space_id, "https://example.com/h",
+            None, "{}", 1, 0.0, "delivered", 0.0,
+        )  # fmt: skip
+        store = rt.store
+        commit = store.commit
+        go = trio.Event()
+
+        async def stalled_commit(changes: list[Changes]) -> None:
+            await go.wait()
+            await commit(changes)
+
+        monkeypatch.setattr(store, "commit", stalled_commit)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def note() -> None:
+                    await jobs._ask(
+                        RecordCallback(job.id, EventType.CALLBACK_SENT, {"status": 200}, callback)
+                    )
+
+                nursery.start_soon(note)
+                await wait_all_tasks_blocked()  # noted, its write stalled
+                nursery.start_soon(jobs.retry, job.id)
+                await wait_all_tasks_blocked()
+                go.set()
+        view = await jobs.get(job.id)
+        assert view.events is not None
+        assert [(e.seq, str(e.type)) for e in view.events] == [
+            (1, "created"), (2, "killed"), (3, "callback_sent"), (4, "retried"),
+        ]  # fmt: skip
