@@ -32,14 +32,31 @@ def _finite(value: Any) -> bool:
     return True
 
 
+MAX_DEPTH = 200
+"""How deep a value may nest. emit frames what it is given (an event's data sits in the
+event's entry, in a stream message, in a webhook body), and orjson encodes at most 255
+levels: a value it took alone must still encode once framed."""
+_FRAME = 255 - MAX_DEPTH
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON text; ValueError for NaN or infinity, TypeError for what is not JSON."""
+    """Compact JSON text; ValueError for NaN or infinity or nesting past `MAX_DEPTH`,
+    TypeError for what is not JSON."""
     try:
         text = orjson.dumps(value).decode()
     except orjson.JSONEncodeError as exc:
         raise TypeError(str(exc)) from None
     if "null" in text and not _finite(value):
         raise ValueError("NaN and infinities are not JSON")
+    if len(text) > 2 * MAX_DEPTH and text.count("[") + text.count("{") > MAX_DEPTH:
+        # Only then can it be that deep (a level is a bracket): look closer.
+        framed: Any = value
+        for _ in range(_FRAME):
+            framed = [framed]
+        try:
+            orjson.dumps(framed)
+        except orjson.JSONEncodeError:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     return text
 
 

@@ -15,6 +15,8 @@ import emit
 from emit.domain.commands import KillJob
 from emit.domain.model import Published
 from emit.domain.space import LiveSpace
+from emit.space import actor as space_actor
+from emit.store import records
 from emit.store.records import Changes
 
 
@@ -95,12 +97,39 @@ async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
 
 
 async def test_rows_that_cannot_be_made_are_a_bug_and_the_space_reloads(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows that fail to be made after memory took the change are a bug, as one in the
+    # rules is: nothing of the step is written and the space reloads, so memory never
+    # runs ahead of the log.
+    event_record = records.event_record
+
+    def failing(job_id: str, event: Any) -> Any:
+        if "unwritable" in repr(event.data):
+            raise TypeError("a row that cannot be made")
+        return event_record(job_id, event)
+
+    monkeypatch.setattr(space_actor, "event_record", failing)
+    async with emit.open_runtime(None) as rt:
+        jobs = rt.space((await rt.create_space("s")).id)
+        job = await jobs.create("j")
+        await jobs.poll(ack=True)
+        with trio.fail_after(10):
+            with pytest.raises(TypeError):
+                await jobs.event(job.id, "deep", "unwritable")
+            await jobs.event(job.id, "after", 1)
+            view = await jobs.get(job.id)
+        assert view.events is not None
+        assert [(e.seq, str(e.type)) for e in view.events] == [
+            (1, "created"), (2, "delivered"), (3, "started"), (4, "event"),
+        ]  # fmt: skip
+
+
+async def test_data_nested_too_deep_to_frame_is_refused_and_changes_nothing(
     autojump_clock: MockClock,
 ) -> None:
-    # Data nested 254 deep is JSON (`dumps` takes it), but not once framed as an event
-    # entry (orjson stops at 255 levels): the rows of the step fail after memory took
-    # the change. That is a bug, as one in the rules is: nothing of the step is written
-    # and the space reloads, so memory never runs ahead of the log.
+    # JSON that orjson takes alone but not once framed as an event (255 levels at
+    # most) is bad input: refused before the space sees it.
     deep: Any = 1
     for _ in range(254):
         deep = [deep]
@@ -108,12 +137,12 @@ async def test_rows_that_cannot_be_made_are_a_bug_and_the_space_reloads(
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("j")
         await jobs.poll(ack=True)
-        with trio.fail_after(10):
-            with pytest.raises(TypeError):
-                await jobs.event(job.id, "deep", deep)
-            await jobs.event(job.id, "after", 1)
-            view = await jobs.get(job.id)
-        assert view.events is not None
-        assert [(e.seq, str(e.type)) for e in view.events] == [
-            (1, "created"), (2, "delivered"), (3, "started"), (4, "event"),
-        ]  # fmt: skip
+        with pytest.raises(emit.InvalidRequest, match="nested deeper than 200 levels"):
+            await jobs.event(job.id, "deep", deep)
+        with pytest.raises(emit.InvalidRequest, match="nested deeper"):
+            await jobs.complete(job.id, deep)
+        with pytest.raises(emit.InvalidRequest, match="nested deeper"):
+            await jobs.create("deep", deep)
+        view = await jobs.get(job.id)
+        assert view.status == "running" and view.events is not None
+        assert len(view.events) == 3
