@@ -4,8 +4,10 @@ also take ``autojump_clock``: deadlines, backoff and long polls then pass instan
 from collections.abc import AsyncIterator
 
 import pytest
+import trio
 
 import emit
+from emit.store.records import Changes
 
 
 @pytest.fixture
@@ -18,3 +20,18 @@ async def rt() -> AsyncIterator[emit.Runtime]:
 async def jobs(rt: emit.Runtime) -> emit.SpaceJobs:
     space = await rt.create_space("test")
     return rt.space(space.id)
+
+
+def stall_commits(monkeypatch: pytest.MonkeyPatch, rt: emit.Runtime) -> trio.Event:
+    """Hold every commit of ``rt``'s store until the returned event is set: the writes
+    handed over meanwhile stay in flight."""
+    store = rt.store
+    commit = store.commit
+    go = trio.Event()
+
+    async def stalled_commit(changes: list[Changes]) -> None:
+        await go.wait()
+        await commit(changes)
+
+    monkeypatch.setattr(store, "commit", stalled_commit)
+    return go

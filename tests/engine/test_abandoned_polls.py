@@ -13,7 +13,8 @@ from trio.testing import MockClock, wait_all_tasks_blocked
 import emit
 from emit.http import routes
 from emit.http.auth import Caller
-from emit.store.records import Changes
+
+from .conftest import stall_commits
 
 
 async def _blocked_store_read(monkeypatch: pytest.MonkeyPatch, rt: emit.Runtime) -> trio.Event:
@@ -62,26 +63,13 @@ async def _refused(call: Any) -> None:
         await call
 
 
-async def _stalled_commits(monkeypatch: pytest.MonkeyPatch, rt: emit.Runtime) -> trio.Event:
-    store = rt.store
-    commit = store.commit
-    go = trio.Event()
-
-    async def stalled_commit(changes: list[Changes]) -> None:
-        await go.wait()
-        await commit(changes)
-
-    monkeypatch.setattr(store, "commit", stalled_commit)
-    return go
-
-
 @pytest.mark.parametrize("ack", [False, True])
 async def test_jobs_whose_answer_was_abandoned_go_back_without_spending_an_attempt(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, rt: emit.Runtime, ack: bool
 ) -> None:
     jobs = rt.space((await rt.create_space("s")).id)
     job = await jobs.create("j", max_retries=0)  # one attempt: spending it kills the job
-    go = await _stalled_commits(monkeypatch, rt)
+    go = stall_commits(monkeypatch, rt)
     with trio.move_on_after(1):  # leased in memory; the caller leaves before it is durable
         await jobs.poll(ack=ack)
     go.set()

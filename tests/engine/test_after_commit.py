@@ -17,7 +17,8 @@ from emit.domain.model import Published
 from emit.domain.space import LiveSpace
 from emit.space import actor as space_actor
 from emit.store import records
-from emit.store.records import Changes
+
+from .conftest import stall_commits
 
 
 async def test_a_failing_publish_restarts_its_space_only(
@@ -67,15 +68,7 @@ async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
     monkeypatch.setattr(LiveSpace, "_handle", buggy_handle)
     async with emit.open_runtime(None) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
-        store = rt.store
-        commit = store.commit
-        go = trio.Event()
-
-        async def stalled_commit(changes: list[Changes]) -> None:
-            await go.wait()
-            await commit(changes)
-
-        monkeypatch.setattr(store, "commit", stalled_commit)
+        go = stall_commits(monkeypatch, rt)
         created: list[emit.JobView] = []
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
@@ -91,7 +84,6 @@ async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
             # The write in flight committed, and its caller heard so; then the space
             # reloaded from the store and serves again.
             [job] = created
-            monkeypatch.setattr(store, "commit", commit)
             again = await jobs.create("after")
             assert [d.id for d in await jobs.poll(count=2)] == [job.id, again.id]
 

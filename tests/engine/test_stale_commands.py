@@ -15,7 +15,8 @@ import emit
 from emit.domain.commands import RecordCallback
 from emit.domain.model import EventType
 from emit.domain.records import Callback
-from emit.store.records import Changes
+
+from .conftest import stall_commits
 
 
 async def test_a_stale_complete_reads_the_store_while_a_write_is_in_flight(
@@ -26,21 +27,15 @@ async def test_a_stale_complete_reads_the_store_while_a_write_is_in_flight(
         finished = await jobs.create("finished")
         await jobs.poll(ack=True)
         await jobs.complete(finished.id, 1)  # durable: only the store has it now
-        store = rt.store
-        commit, get_job = store.commit, store.get_job
-        go, read = trio.Event(), trio.Event()
-
-        async def stalled_commit(changes: list[Changes]) -> None:
-            await go.wait()
-            await commit(changes)
+        get_job, read = rt.store.get_job, trio.Event()
 
         async def watched_get_job(job_id: str) -> Any:
             if job_id == finished.id:
                 read.set()
             return await get_job(job_id)
 
-        monkeypatch.setattr(store, "commit", stalled_commit)
-        monkeypatch.setattr(store, "get_job", watched_get_job)
+        go = stall_commits(monkeypatch, rt)
+        monkeypatch.setattr(rt.store, "get_job", watched_get_job)
         answers: list[Any] = []
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
@@ -73,19 +68,12 @@ async def test_a_job_ended_in_a_write_in_flight_is_answered_from_memory(
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("j")
         await jobs.poll(ack=True)
-        store = rt.store
-        commit = store.commit
-        go = trio.Event()
-
-        async def stalled_commit(changes: list[Changes]) -> None:
-            await go.wait()
-            await commit(changes)
 
         async def no_read(job_id: str) -> Any:
             raise AssertionError("the store was read for a job memory knows")
 
-        monkeypatch.setattr(store, "commit", stalled_commit)
-        monkeypatch.setattr(store, "get_job", no_read)
+        go = stall_commits(monkeypatch, rt)
+        monkeypatch.setattr(rt.store, "get_job", no_read)
         outcomes: list[Any] = []
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
@@ -118,15 +106,7 @@ async def test_a_webhook_note_on_a_final_job_is_not_lost_to_a_read_while_it_is_i
             "01CALLBACK0000000000000000", job.id, jobs.space_id, "https://example.com/h",
             None, "{}", 1, 0.0, "delivered", 0.0,
         )  # fmt: skip
-        store = rt.store
-        commit = store.commit
-        go = trio.Event()
-
-        async def stalled_commit(changes: list[Changes]) -> None:
-            await go.wait()
-            await commit(changes)
-
-        monkeypatch.setattr(store, "commit", stalled_commit)
+        go = stall_commits(monkeypatch, rt)
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
 
