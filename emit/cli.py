@@ -6,6 +6,7 @@ writes; the server sees a new key on its first use).
     emit spaces create NAME [--json] | emit spaces list [--json]
     emit tokens create SPACE_ID --name NAME (--scopes a,b | --preset worker) [--json]
     emit tokens list SPACE_ID [--json] | emit tokens revoke SPACE_ID TOKEN_ID
+    emit backup DEST [--data DIR]
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
+import sqlite3
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -173,6 +177,59 @@ async def tokens_revoke(data: Path, space_id: str, token_id: str) -> None:
         print(f"revoked {token_id}")
 
     await _with_store(data, work)
+
+
+# -------------------------------------------------------------------------- backup
+
+
+def backup(data: Path, dest: Path) -> None:
+    """Write a new data directory at ``dest`` that ``emit serve`` serves as ``data`` was
+    when the copy began: its store, copied live (``copy_database``), and its admin key.
+    The directory is made beside ``dest`` and renamed into place once complete, so
+    ``dest`` is either absent or a whole copy, never a part of one."""
+    from .store.backup import NotAStore, copy_database
+
+    check_not_lost(data)
+    db = data / DB_NAME
+    if not db.is_file() or db.stat().st_size == 0:
+        raise StartFailed(f"no emit data in {data} (check --data)")
+    if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
+        raise StartFailed(f"{dest} exists and is not empty: back up to a new directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Mode 0700, like a fresh key: the copy holds the admin key and every key's hash.
+    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        try:
+            pages = copy_database(db, partial / DB_NAME)
+        except NotAStore as error:
+            raise StartFailed(f"{error} (check --data)") from None
+        except sqlite3.Error as error:
+            raise StartFailed(f"cannot back up {db}: {error}") from None
+        admin = data / ADMIN_FILE
+        if admin.exists():
+            _save_admin(partial, admin.read_text().strip())
+            _fsync(partial / ADMIN_FILE)
+        _fsync(partial)
+        try:
+            os.rename(partial, dest)  # replaces an empty directory; refuses a full one
+        except OSError as error:
+            raise StartFailed(f"cannot make {dest}: {error.strerror}") from None
+        _fsync(dest.parent)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    size = (dest / DB_NAME).stat().st_size
+    kept = f" and {ADMIN_FILE}" if (dest / ADMIN_FILE).exists() else ""
+    print(f"backed up {data} to {dest}: {DB_NAME} ({pages} pages, {size:,} bytes){kept}")
+
+
+def _fsync(path: Path) -> None:
+    """Make a file, or a directory's entries, durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- serve
@@ -434,6 +491,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke = with_data(tokens.add_parser("revoke"))
     revoke.add_argument("space_id")
     revoke.add_argument("token_id")
+
+    copy = with_data(
+        commands.add_parser("backup", help="copy the data directory, live, to a new directory DEST")
+    )
+    copy.add_argument("dest", help="the new data directory (must not exist, or be empty)")
     return parser
 
 
@@ -443,6 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             trio.run(serve, args)
+        elif args.command == "backup":
+            backup(data, Path(args.dest))
         elif args.command == "spaces" and args.action == "create":
             trio.run(spaces_create, data, args.name, args.json)
         elif args.command == "spaces":
