@@ -195,9 +195,13 @@ def backup(data: Path, dest: Path) -> None:
         raise StartFailed(f"no emit data in {data} (check --data)")
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
         raise StartFailed(f"{dest} exists and is not empty: back up to a new directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Mode 0700, like a fresh key: the copy holds the admin key and every key's hash.
-    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Mode 0700, like a fresh key: the copy holds the admin key and every key's hash.
+        made = tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    except OSError as error:
+        raise StartFailed(f"cannot make {dest}: {error.strerror or error}") from None
+    partial = Path(made)
     try:
         try:
             pages = copy_database(db, partial / DB_NAME)
