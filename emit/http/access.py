@@ -112,22 +112,25 @@ class AccessLog:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable, note: Seen
     ) -> None:
         opened: float | None = None
-        code: int | None = None  # the close code, whoever closed
+        code: int | None = None  # the close code
+        by = "server"  # who closed first: the server, or the client (or its connection)
 
         async def noting_send(message: ASGISendEvent) -> None:
             nonlocal opened, code
             if message["type"] == "websocket.accept":
                 opened = trio.current_time()
-                _websocket_line("open", note, None, None)
+                _websocket_line("open", note, {})
             elif message["type"] == "websocket.close" and code is None:
                 code = message.get("code", 1000)
             await send(message)
 
         async def noting_receive() -> ASGIReceiveEvent:
-            nonlocal code
+            nonlocal code, by
             message = await receive()
             if message["type"] == "websocket.disconnect" and code is None:
-                code = message.get("code", 1005)
+                # Hypercorn says 1006 for a client's close too: what it saw, not what
+                # the client sent.
+                code, by = message.get("code", 1005), "client"
             return message
 
         try:
@@ -135,17 +138,22 @@ class AccessLog:
         finally:
             if opened is not None:
                 ms = round((trio.current_time() - opened) * 1000, 2)
-                _websocket_line("close", note, 1006 if code is None else code, ms)
+                status = 1006 if code is None else code
+                _websocket_line("close", note, {"status": status, "ms": ms, "by": by})
 
 
-def _websocket_line(event: str, note: Seen, code: int | None, ms: float | None) -> None:
-    fields: dict[str, Any] = {"method": "WS", "event": event, "route": note.route}
-    if code is None:
+def _websocket_line(event: str, note: Seen, more: dict[str, Any]) -> None:
+    fields: dict[str, Any] = {"method": "WS", "event": event, "route": note.route, **more}
+    fields["key"] = note.key
+    if event == "open":
+        log.info("WS open %s key=%s", note.route, note.key, extra={"fields": fields})
+    else:
         log.info(
-            "WS open %s key=%s", note.route, note.key, extra={"fields": {**fields, "key": note.key}}
+            "WS close %s %d %.2fms by %s key=%s",
+            note.route,
+            more["status"],
+            more["ms"],
+            more["by"],
+            note.key,
+            extra={"fields": fields},
         )
-        return
-    fields.update(status=code, ms=ms, key=note.key)
-    log.info(
-        "WS close %s %d %.2fms key=%s", note.route, code, ms, note.key, extra={"fields": fields}
-    )
