@@ -5,6 +5,7 @@ them as keys."""
 
 import io
 import logging
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -16,14 +17,35 @@ from emit.serverlog import JsonFormatter, TextFormatter
 from .conftest import Server
 
 
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "emit.access"]
+class Lines(logging.Handler):
+    """The access lines, and an event set once ``wanted`` of them are written (a line
+    is written once its answer is out: after the client has it)."""
+
+    def __init__(self, wanted: int) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.wanted = wanted
+        self.enough = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if len(self.records) >= self.wanted:
+            self.enough.set()
+
+
+@pytest.fixture
+def lines(caplog: pytest.LogCaptureFixture) -> Iterator[Lines]:
+    caplog.set_level(logging.INFO, "emit.access")
+    handler = Lines(0)
+    logging.getLogger("emit.access").addHandler(handler)
+    yield handler
+    logging.getLogger("emit.access").removeHandler(handler)
 
 
 async def test_a_request_is_one_line_with_its_route_template_status_and_key_id(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Server, lines: Lines
 ) -> None:
-    caplog.set_level(logging.INFO, "emit.access")
+    lines.wanted = 6
     with trio.fail_after(10):
         made = await server.client.post(
             f"/api/v1/spaces/{server.space}/jobs",
@@ -38,10 +60,9 @@ async def test_a_request_is_one_line_with_its_route_template_status_and_key_id(
         await server.client.get(f"/api/v1/jobs/{job}", headers=server.headers("unknown"))
         await server.client.get("/healthz")
         await server.client.get("/no/such/path")
-        while len(access_lines(caplog)) < 6:  # a line is written once its answer is out
-            await trio.sleep(0.01)
+        await lines.enough.wait()
     producer = (await server.rt.authenticate(server.keys["producer"])).id  # type: ignore[union-attr]
-    got = [r.fields for r in access_lines(caplog)]  # type: ignore[attr-defined]
+    got = [r.fields for r in lines.records]  # type: ignore[attr-defined]
     for fields in got:
         assert isinstance(fields.pop("ms"), float)
     assert got == [
@@ -52,16 +73,16 @@ async def test_a_request_is_one_line_with_its_route_template_status_and_key_id(
         {"method": "GET", "route": "/healthz", "status": 200, "key": "-"},
         {"method": "GET", "route": "-", "status": 404, "key": "-"},
     ]  # fmt: skip
-    text = "\n".join(r.getMessage() for r in access_lines(caplog))
+    text = "\n".join(r.getMessage() for r in lines.records)
     assert job not in text and server.space not in text  # templates, not paths
     assert all(key not in text for key in server.keys.values())  # ids, never keys
-    assert all(r.levelno == logging.INFO for r in access_lines(caplog))
+    assert all(r.levelno == logging.INFO for r in lines.records)
 
 
 async def test_a_websocket_is_logged_as_it_opens_and_as_it_closes(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Server, lines: Lines
 ) -> None:
-    caplog.set_level(logging.INFO, "emit.access")
+    lines.wanted = 4
     reader = server.keys["producer"]
     ws_url = server.url.replace("http://", "ws://")
     url = f"{ws_url}/api/v1/realtime/spaces/{server.space}?token={reader}"
@@ -72,11 +93,10 @@ async def test_a_websocket_is_logged_as_it_opens_and_as_it_closes(
         async with open_websocket_url(refused) as ws:
             with pytest.raises(ConnectionClosed):
                 await ws.get_message()
-        while len(access_lines(caplog)) < 4:  # the close is logged as the handler ends
-            await trio.sleep(0.01)
+        await lines.enough.wait()  # the close is logged as the handler ends
     producer = (await server.rt.authenticate(reader)).id  # type: ignore[union-attr]
     route = "/api/v1/realtime/spaces/<space_id>"
-    got = [r.fields for r in access_lines(caplog)]  # type: ignore[attr-defined]
+    got = [r.fields for r in lines.records]  # type: ignore[attr-defined]
     assert [(f["event"], f["route"], f["key"], f.get("by")) for f in got] == [
         ("open", route, producer, None),
         ("close", route, producer, "client"),
@@ -84,7 +104,7 @@ async def test_a_websocket_is_logged_as_it_opens_and_as_it_closes(
         ("close", route, "-", "server"),
     ]
     assert got[3]["status"] == 4401 and isinstance(got[3]["ms"], float)
-    assert all(reader not in r.getMessage() for r in access_lines(caplog))
+    assert all(reader not in r.getMessage() for r in lines.records)
 
 
 def test_the_json_form_has_the_access_fields_as_keys_and_the_text_form_reads_as_a_line() -> None:
