@@ -499,8 +499,12 @@ def document_defaults(parser: argparse.ArgumentParser) -> None:
         if not action.option_strings or action.dest in {"help", "version"}:
             continue
         notes = []
-        if "default" not in (action.help or "") and action.default is not None:
-            notes.append(f"default: {_shown(action.default)}")
+        said = action.help or ""
+        if action.required:
+            notes.append("required")
+        elif "default" not in said and "required" not in said:
+            shown = "none" if action.default is None else _shown(action.default)
+            notes.append(f"default: {shown}")
         if prefix is not None:
             notes.append(f"env {env_name(action, prefix)}")
         if notes:
@@ -599,8 +603,12 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("space_id", metavar="SPACE", help=space_help)
     make.add_argument("--name", required=True, help="the key's name")
     grant = make.add_mutually_exclusive_group(required=True)
-    grant.add_argument("--scopes", help="comma-separated, e.g. jobs:create,jobs:read")
-    grant.add_argument("--preset", choices=["worker"], help="a named set of scopes")
+    grant.add_argument(
+        "--scopes", help="comma-separated, e.g. jobs:create,jobs:read (this or --preset required)"
+    )
+    grant.add_argument(
+        "--preset", choices=["worker"], help="a named set of scopes (this or --scopes required)"
+    )
     make.add_argument("--json", action="store_true", help="print JSON")
     shown = with_data(tokens.add_parser("list", help="a space's keys (prefixes only)"))
     shown.add_argument("space_id", metavar="SPACE", help=space_help)
