@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def serve_parser() -> argparse.ArgumentParser:
     [commands] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return commands.choices["serve"]
+    serve: argparse.ArgumentParser = commands.choices["serve"]
+    return serve
 
 
 def serve_options() -> list[argparse.Action]:
