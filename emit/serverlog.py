@@ -11,6 +11,7 @@ own, the text form leaves them out (the message says the same in words).
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -22,10 +23,15 @@ LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
 
 
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """A whole second's text, formatted once: lines come many a second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def _iso(created: float) -> str:
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_second(seconds)}.{int((created - seconds) * 1000):03d}Z"
 
 
 class TextFormatter(logging.Formatter):

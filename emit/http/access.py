@@ -90,23 +90,9 @@ class AccessLog:
         finally:
             ms = round((trio.current_time() - start) * 1000, 2)
             method = cast(str, scope.get("method", "-"))
-            log.info(
-                "%s %s %d %.2fms key=%s",
-                method,
-                note.route,
-                status,
-                ms,
-                note.key,
-                extra={
-                    "fields": {
-                        "method": method,
-                        "route": note.route,
-                        "status": status,
-                        "ms": ms,
-                        "key": note.key,
-                    }
-                },
-            )
+            fields = {"method": method, "route": note.route, "status": status, "ms": ms}
+            fields["key"] = note.key
+            _write("%s %s %d %.2fms key=%s", (method, note.route, status, ms, note.key), fields)
 
     async def _websocket(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable, note: Seen
@@ -146,14 +132,17 @@ def _websocket_line(event: str, note: Seen, more: dict[str, Any]) -> None:
     fields: dict[str, Any] = {"method": "WS", "event": event, "route": note.route, **more}
     fields["key"] = note.key
     if event == "open":
-        log.info("WS open %s key=%s", note.route, note.key, extra={"fields": fields})
+        _write("WS open %s key=%s", (note.route, note.key), fields)
     else:
-        log.info(
-            "WS close %s %d %.2fms by %s key=%s",
-            note.route,
-            more["status"],
-            more["ms"],
-            more["by"],
-            note.key,
-            extra={"fields": fields},
-        )
+        args = (note.route, more["status"], more["ms"], more["by"], note.key)
+        _write("WS close %s %d %.2fms by %s key=%s", args, fields)
+
+
+def _write(message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
+    """``log.info(message, *args, extra={"fields": fields})``, less the search of the
+    stack for the caller's file and line (no form shows them): a third less time a line,
+    5.7 us against 8.4 us, writing 50,000 text lines to /dev/null (the day's seconds
+    formatted once each in `emit.serverlog` as well)."""
+    record = logging.LogRecord(log.name, logging.INFO, __file__, 0, message, args, None)
+    record.fields = fields
+    log.handle(record)
