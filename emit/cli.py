@@ -2,10 +2,12 @@
 on the data directory directly — safe while a server runs on it (SQLite serialises the
 writes; the server sees a new key on its first use).
 
-    emit serve [--data DIR] [--host 127.0.0.1] [--port 8787]
+    emit serve [--data DIR] [--host 127.0.0.1] [--port 8787] … (each also EMIT_<FLAG>)
     emit spaces create NAME [--json] | emit spaces list [--json]
-    emit tokens create SPACE_ID --name NAME (--scopes a,b | --preset worker) [--json]
-    emit tokens list SPACE_ID [--json] | emit tokens revoke SPACE_ID TOKEN_ID
+    emit tokens create SPACE --name NAME (--scopes a,b | --preset worker) [--json]
+    emit tokens list SPACE [--json] | emit tokens revoke SPACE TOKEN_ID
+
+SPACE is a space's id, or its name when no other space has it.
 """
 
 from __future__ import annotations
