@@ -550,6 +550,7 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
         for line in server.served.rest
         if line not in ("produced", "emit stopped")
         and not line.startswith(("stopping: finishing requests", "  space "))
+        and " INFO emit.access " not in line  # a line per request: not news
     ]
     return phase
 
