@@ -1,5 +1,6 @@
 # Two entry points that work on a fresh machine with only Python 3.11 and make:
-#   make run   - create .venv if missing, install, start the server
+#   make run   - create .venv if missing, install, start the server (EMIT_PORT=9000 make run:
+#                every flag of emit serve has an EMIT_ variable, docs/cli.md)
 #   make test  - the same set-up, then lint, type-check and run the whole suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

@@ -499,10 +499,17 @@ class _Supervision:
             self.schedule([child, *child.then], restarts)
             child.then = ()
             return
-        if notice.error is not None:
-            log.warning("%s crashed: %r", child.cell.name, notice.error, exc_info=notice.error)
         kind = child.spec.restart
-        if kind is Restart.TEMPORARY or (kind is Restart.TRANSIENT and notice.error is None):
+        ends = kind is Restart.TEMPORARY or (kind is Restart.TRANSIENT and notice.error is None)
+        if notice.error is not None:
+            log.warning(
+                "%s crashed, %s: %r",
+                child.cell.name,
+                "not restarted (temporary)" if ends else "restarting it",
+                notice.error,
+                exc_info=notice.error,
+            )
+        if ends:
             await self.stop(child, final=True)
             return
         restarts = self.count_restart(key, notice.error)

@@ -448,6 +448,11 @@ class Server:
         return self.served.pid
 
 
+FIRST_STEPS = ("Paste this into a shell", "  export EMIT_URL=", "Then make a first job", "  curl ",
+               "Docs: ")  # fmt: skip
+"""How the lines that follow the keys of a first start begin (`emit.cli.first_steps`)."""
+
+
 def start_server(producer: str, base: Path, args: argparse.Namespace) -> Server:
     if producer == "http":
         emit = EmitServer(base / "data")
@@ -548,8 +553,9 @@ def run_phase(producer: str, base: Path, args: argparse.Namespace) -> Phase:
     phase.server_lines = [
         line
         for line in server.served.rest
-        if line not in ("produced", "emit stopped")
-        and not line.startswith(("stopping: finishing requests", "  space "))
+        if line not in ("produced", "emit stopped", "")
+        and not line.startswith(("stopping: finishing requests", "  space ", *FIRST_STEPS))
+        and " INFO emit.access " not in line  # a line per request: not news
     ]
     return phase
 

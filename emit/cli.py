@@ -2,11 +2,13 @@
 on the data directory directly — safe while a server runs on it (SQLite serialises the
 writes; the server sees a new key on its first use).
 
-    emit serve [--data DIR] [--host 127.0.0.1] [--port 8787]
+    emit serve [--data DIR] [--host 127.0.0.1] [--port 8787] … (each also EMIT_<FLAG>)
     emit spaces create NAME [--json] | emit spaces list [--json]
-    emit tokens create SPACE_ID --name NAME (--scopes a,b | --preset worker) [--json]
-    emit tokens list SPACE_ID [--json] | emit tokens revoke SPACE_ID TOKEN_ID
+    emit tokens create SPACE --name NAME (--scopes a,b | --preset worker) [--json]
+    emit tokens list SPACE [--json] | emit tokens revoke SPACE TOKEN_ID
     emit backup DEST [--data DIR]
+
+SPACE is a space's id, or its name when no other space has it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,7 +32,7 @@ from .callbacks.policy import CallbackPolicy
 from .clock import Clock
 from .domain.records import Space
 from .domain.views import space_to_wire, token_to_wire
-from .errors import EmitError, NotFound
+from .errors import EmitError, InvalidRequest, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
 from .store.base import StoreOpenFailed
@@ -110,16 +112,27 @@ async def spaces_list(data: Path, as_json: bool) -> None:
             print(json.dumps({"spaces": [_space_json(space) for space in spaces]}))
         else:
             for space in spaces:
-                print(f"{space.id}  {space.name}")
+                print(f"{space.id}  {space.public_token}  {space.name}")
 
     await _with_store(data, work)
 
 
-async def _space_or_404(store: SQLiteStore, space_id: str) -> Space:
-    space = await store.get_space(space_id)
-    if space is None:
-        raise NotFound(f"no space {space_id!r} in this data directory")
-    return space
+async def find_space(store: SQLiteStore, given: str) -> Space:
+    """The space ``given`` names: its id, or else its name when exactly one space has it.
+    A name several spaces share is refused with their ids; none found points to
+    ``emit spaces list``."""
+    space = await store.get_space(given)
+    if space is not None:
+        return space
+    named = [space for space in await store.list_spaces() if space.name == given]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        ids = ", ".join(space.id for space in named)
+        raise InvalidRequest(f"{len(named)} spaces are named {given!r} ({ids}): give the id")
+    raise NotFound(
+        f"no space {given!r} in this data directory, by id or name (see emit spaces list)"
+    )
 
 
 async def tokens_create(
@@ -131,8 +144,8 @@ async def tokens_create(
     as_json: bool,
 ) -> None:
     async def work(store: SQLiteStore, clock: Clock) -> None:
-        await _space_or_404(store, space_id)
-        token, made = make_token(space_id, name, scopes, preset, clock.now())
+        space = await find_space(store, space_id)
+        token, made = make_token(space.id, name, scopes, preset, clock.now())
         await store.commit([Changes(tokens=[token])])
         if as_json:
             print(
@@ -154,24 +167,25 @@ async def tokens_create(
 
 async def tokens_list(data: Path, space_id: str, as_json: bool) -> None:
     async def work(store: SQLiteStore, clock: Clock) -> None:
-        await _space_or_404(store, space_id)
-        tokens = await store.list_tokens(space_id)
+        space = await find_space(store, space_id)
+        tokens = await store.list_tokens(space.id)
         if as_json:
             print(json.dumps({"tokens": [token_to_wire(token) for token in tokens]}))
         else:
             for token in tokens:
                 state = " (revoked)" if token.revoked_at is not None else ""
-                print(f"{token.id}  {token.prefix}…  {token.name}{state}")
+                mark = "  (the public token)" if token.public else ""
+                print(f"{token.id}  {token.prefix}…  {token.name}{state}{mark}")
 
     await _with_store(data, work)
 
 
 async def tokens_revoke(data: Path, space_id: str, token_id: str) -> None:
     async def work(store: SQLiteStore, clock: Clock) -> None:
-        await _space_or_404(store, space_id)
-        tokens = {token.id: token for token in await store.list_tokens(space_id)}
+        space = await find_space(store, space_id)
+        tokens = {token.id: token for token in await store.list_tokens(space.id)}
         if token_id not in tokens:
-            raise NotFound(f"no token {token_id!r} in space {space_id}")
+            raise NotFound(f"no token {token_id!r} in space {space.id} (see emit tokens list)")
         if tokens[token_id].revoked_at is None:
             await store.commit([Changes(revoked_tokens=[(token_id, clock.now())])])
         print(f"revoked {token_id}")
@@ -271,7 +285,9 @@ async def serve(args: argparse.Namespace) -> None:
     from .http.server import serve as serve_http
     from .http.settings import HttpSettings
     from .runtime import open_runtime
+    from .serverlog import configure
 
+    configure(args.log_level, args.log_format)
     data = data_dir(args.data)
     check_not_lost(data)
     admin_key, admin_new = _admin_key(data)
@@ -325,6 +341,7 @@ async def serve(args: argparse.Namespace) -> None:
         if admin_new:
             _save_admin(data, admin_key)
             welcome.append(f"  admin key     {admin_key}  (saved in {data / ADMIN_FILE})")
+        seed = None
         if not await rt.list_spaces():
             space = await rt.create_space("default")
             producer = await rt.create_token(
@@ -337,6 +354,7 @@ async def serve(args: argparse.Namespace) -> None:
                 f"  worker key    {worker.key}   (worker preset)",
                 f"  public token  {space.public_token}   (jobs:read:progress)",
             ]
+            seed = (space.id, producer.key, worker.key)
         base = urls[0].replace("0.0.0.0", "127.0.0.1")
         print(f"emit {__version__} serving {base}  (data: {data})", flush=True)
         if welcome:
@@ -345,7 +363,28 @@ async def serve(args: argparse.Namespace) -> None:
                 print(line, flush=True)
         for space in await rt.list_spaces():
             print(f"  space {space.name}: {space.id}", flush=True)
+        if seed is not None:
+            print(first_steps(base, *seed), flush=True)
     print("emit stopped", flush=True)
+
+
+def first_steps(url: str, space_id: str, producer_key: str, worker_key: str) -> str:
+    """What the first start prints after the keys: the variables the README and the docs
+    use, ready to paste, a first job to make with them, and where to read on."""
+    return "\n".join(
+        [
+            "",
+            "Paste this into a shell (the names the README and docs/ use):",
+            f"  export EMIT_URL={url} EMIT_SPACE_ID={space_id} "
+            f"EMIT_PRODUCER_KEY={producer_key} EMIT_WORKER_KEY={worker_key}",
+            "Then make a first job:",
+            '  curl -s -X POST "$EMIT_URL/api/v1/spaces/$EMIT_SPACE_ID/jobs" '
+            '-H "x-api-key: $EMIT_PRODUCER_KEY" -H "content-type: application/json" '
+            """-d '{"name": "hello", "payload": {"to": "world"}}'""",
+            "Docs: README.md and docs/ (api.md, cli.md, operations.md) in emit's source; "
+            f"the API as OpenAPI: {url}/api/v1/openapi.json",
+        ]
+    )
 
 
 def _leaf(error: BaseException) -> BaseException:
@@ -373,15 +412,47 @@ async def _signals(
             await rt.release_pollers()
 
 
+# ---------------------------------------------------------------------------- logs
+
+
+def add_log_flags(run: argparse.ArgumentParser) -> None:
+    from .serverlog import FORMATS, LEVELS
+
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=LEVELS,
+        help="the least a log line must be to be written; info writes a line per request",
+    )
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        help="text lines, or one JSON object a line (on stderr)",
+    )
+
+
 # ---------------------------------------------------------------------------- main
 
 
 class _Parser(argparse.ArgumentParser):
     """A usage error is one line and exit status 2, like every refusal of the command
-    line (argparse's own prints the whole usage first)."""
+    line (argparse's own prints the whole usage first).
+
+    A parser with an ``env_prefix`` (``emit serve``'s) also takes each of its options
+    from the environment: see `env_name` and `defaults_from_environment`."""
+
+    env_prefix: str | None = None
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self.env_prefix is not None:
+            defaults_from_environment(self, self.env_prefix, os.environ)
+        return super().parse_known_args(args, namespace)
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -416,28 +487,130 @@ def _number(low: float, *, above: bool = False) -> Callable[[str], float]:
     return parse
 
 
+# ------------------------------------------------- the environment, and what --help says
+
+ENV_PREFIX = "EMIT_"
+"""Every ``emit serve`` option may also be set as ``EMIT_`` + its long name in capitals,
+dashes as underscores: ``--port`` is ``EMIT_PORT``, ``--callback-tries`` is
+``EMIT_CALLBACK_TRIES``. A flag on the command line wins over its variable."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_name(action: argparse.Action, prefix: str = ENV_PREFIX) -> str:
+    """The variable of an option: derived from its long name (argparse's ``dest``), so a
+    flag added to ``emit serve`` has its variable with nothing more to write."""
+    return prefix + action.dest.upper()
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+def defaults_from_environment(
+    parser: argparse.ArgumentParser, prefix: str, environ: Mapping[str, str]
+) -> None:
+    """Make each option's variable, when set and not empty, its default: checked as the
+    flag itself would be, and refused the same way (one line, exit status 2)."""
+    for action in _options(parser):
+        name = env_name(action, prefix)
+        text = environ.get(name, "")
+        if text:
+            action.default = _env_value(parser, action, name, text)
+
+
+def _env_value(
+    parser: argparse.ArgumentParser, action: argparse.Action, name: str, text: str
+) -> Any:
+    if action.nargs == 0:  # a switch: --allow-private-callbacks
+        word = text.strip().lower()
+        if word not in _TRUE | _FALSE:
+            parser.error(f"environment variable {name}: must be 1, true, yes or on "
+                         f"(or 0, false, no, off), not {text!r}")  # fmt: skip
+        return word in _TRUE
+    value: Any = text
+    if callable(action.type):
+        try:
+            value = action.type(text)
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as error:
+            parser.error(f"environment variable {name}: {error}")
+    if action.choices is not None and value not in action.choices:
+        wanted = ", ".join(map(str, action.choices))
+        parser.error(f"environment variable {name}: must be one of {wanted}, not {text!r}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    if value is False:
+        return "off"
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return str(value)
+
+
+def document_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give every option of ``parser`` and of its subcommands its default in ``--help``
+    (unless its help already says it), and each option of a parser with an
+    ``env_prefix`` its variable."""
+    prefix = getattr(parser, "env_prefix", None)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                document_defaults(sub)
+            continue
+        if not action.option_strings or action.dest in {"help", "version"}:
+            continue
+        notes = []
+        said = action.help or ""
+        if action.required:
+            notes.append("required")
+        elif "default" not in said and "required" not in said:
+            shown = "none" if action.default is None else _shown(action.default)
+            notes.append(f"default: {shown}")
+        if prefix is not None:
+            notes.append(f"env {env_name(action, prefix)}")
+        if notes:
+            action.help = f"{action.help or ''} ({'; '.join(notes)})".replace("%", "%%").strip()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="emit", description="A self-hostable job queue.")
     parser.add_argument("--version", action="version", version=f"emit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_data(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--data", help=f"data directory (default $EMIT_DATA or ./{DEFAULT_DATA})")
+        p.add_argument(
+            "--data", help=f"the data directory (default: $EMIT_DATA, else ./{DEFAULT_DATA})"
+        )
         return p
 
-    run = with_data(commands.add_parser("serve", help="run the HTTP server"))
-    run.add_argument("--host", default="127.0.0.1")
-    # Every number is checked here, so a bad one is refused before anything is made.
-    run.add_argument("--port", type=_integer(0, 65535), default=8787)
+    run = commands.add_parser("serve", help="run the HTTP server", description="Run the HTTP "
+                              "API on the data directory. Every flag may also be set by its "
+                              "environment variable; a flag given wins.")  # fmt: skip
+    run.env_prefix = ENV_PREFIX
     run.add_argument(
-        "--max-body", type=_integer(1), default=1024 * 1024, help="bytes (default 1 MiB)"
+        "--data", help=f"the data directory, made if missing; default ./{DEFAULT_DATA}"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for all")
+    # Every number is checked here, so a bad one is refused before anything is made.
+    run.add_argument(
+        "--port", type=_integer(0, 65535), default=8787, help="port to listen on; 0 picks one"
+    )
+    run.add_argument(
+        "--max-body", type=_integer(1), default=1024 * 1024, help="bytes a request body may have"
     )
     run.add_argument(
         "--rate-limit", type=_number(0, above=True), default=1000.0, help="requests/s per key"
     )
-    run.add_argument("--key-cache-seconds", type=_number(0), default=1.0)
     run.add_argument(
-        "--grace", type=_number(0), default=10.0, help="seconds for requests in flight"
+        "--key-cache-seconds",
+        type=_number(0),
+        default=1.0,
+        help="seconds a looked-up key is trusted without asking the store",
+    )
+    run.add_argument(
+        "--grace", type=_number(0), default=10.0, help="seconds for requests in flight on stop"
     )
     run.add_argument(
         "--send-timeout",
@@ -445,7 +618,12 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds one write to a client may take before it is dropped",
     )
-    run.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"])
+    run.add_argument(
+        "--synchronous",
+        default="FULL",
+        choices=["FULL", "NORMAL", "EXTRA"],
+        help="SQLite's synchronous: FULL survives power loss",
+    )
     run.add_argument(
         "--allow-private-callbacks",
         action="store_true",
@@ -469,37 +647,44 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--callback-timeout", type=_number(0, above=True), default=10.0, help="seconds a try"
     )
+    add_log_flags(run)
 
     spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
         dest="action", required=True
     )
-    create = with_data(spaces.add_parser("create"))
-    create.add_argument("name")
-    create.add_argument("--json", action="store_true")
-    listing = with_data(spaces.add_parser("list"))
-    listing.add_argument("--json", action="store_true")
+    create = with_data(spaces.add_parser("create", help="make a space and its public token"))
+    create.add_argument("name", help="the space's name, 1 to 200 characters")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    listing = with_data(spaces.add_parser("list", help="every space, with its public token"))
+    listing.add_argument("--json", action="store_true", help="print JSON")
 
     tokens = commands.add_parser("tokens", help="manage keys").add_subparsers(
         dest="action", required=True
     )
-    make = with_data(tokens.add_parser("create"))
-    make.add_argument("space_id")
-    make.add_argument("--name", required=True)
+    space_help = "the space: its id, or its name if no other space has it"
+    make = with_data(tokens.add_parser("create", help="make a key (shown once)"))
+    make.add_argument("space_id", metavar="SPACE", help=space_help)
+    make.add_argument("--name", required=True, help="the key's name")
     grant = make.add_mutually_exclusive_group(required=True)
-    grant.add_argument("--scopes", help="comma-separated, e.g. jobs:create,jobs:read")
-    grant.add_argument("--preset", choices=["worker"])
-    make.add_argument("--json", action="store_true")
-    shown = with_data(tokens.add_parser("list"))
-    shown.add_argument("space_id")
-    shown.add_argument("--json", action="store_true")
-    revoke = with_data(tokens.add_parser("revoke"))
-    revoke.add_argument("space_id")
-    revoke.add_argument("token_id")
+    grant.add_argument(
+        "--scopes", help="comma-separated, e.g. jobs:create,jobs:read (this or --preset required)"
+    )
+    grant.add_argument(
+        "--preset", choices=["worker"], help="a named set of scopes (this or --scopes required)"
+    )
+    make.add_argument("--json", action="store_true", help="print JSON")
+    shown = with_data(tokens.add_parser("list", help="a space's keys (prefixes only)"))
+    shown.add_argument("space_id", metavar="SPACE", help=space_help)
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    revoke = with_data(tokens.add_parser("revoke", help="revoke a key"))
+    revoke.add_argument("space_id", metavar="SPACE", help=space_help)
+    revoke.add_argument("token_id", help="the key's id (emit tokens list shows it)")
 
     copy = with_data(
         commands.add_parser("backup", help="copy the data directory, live, to a new directory DEST")
     )
     copy.add_argument("dest", help="the new data directory (must not exist, or be empty)")
+    document_defaults(parser)
     return parser
 
 

@@ -364,6 +364,16 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
             self._poke()
         else:
             self.known.discard(callback.id)
+            if updated.state == "failed":
+                log.warning(
+                    "callback %s for job %s to %s given up after %d %s: %s",
+                    callback.id,
+                    callback.job_id,
+                    callback.url,
+                    tries,
+                    "try" if tries == 1 else "tries",
+                    error,
+                )
 
     def _poke(self) -> None:
         # The actor waits on its mailbox until the old earliest time: make it look again.

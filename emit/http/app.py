@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited
 from ..runtime import Runtime
+from .access import AccessLog, seen
 from .auth import Authenticator, Caller, key_from_headers
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
@@ -118,7 +119,7 @@ def _check_access(route: Route, caller: Caller, params: dict[str, str]) -> None:
 
 def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     app = QuartTrio("emit")
-    app.asgi_app = HandOver(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = AccessLog(HandOver(app.asgi_app))  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["JSON_SORT_KEYS"] = False
     auth = Authenticator(runtime, settings.admin_key, settings.key_cache_seconds)
@@ -127,6 +128,8 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
 
     async def dispatch(route: Route, params: dict[str, str]) -> Response:
         body_read = False
+        note = seen(request.scope)
+        note.route = route.path
         try:
             caller = Caller("public", None, frozenset())
             if route.access != PUBLIC:
@@ -134,6 +137,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                     request.headers.get("x-api-key"), request.headers.get("authorization")
                 )
                 caller = await auth.caller(key)
+                note.key = caller.key_id
                 wait = limiter.take(caller.key_id, trio.current_time(), caller.rate)
                 if wait > 0:
                     rate = settings.rate if caller.rate is None else caller.rate
@@ -183,6 +187,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     add_stream_routes(app, runtime, auth)
 
     async def openapi() -> Response:
+        seen(request.scope).route = "/api/v1/openapi.json"
         return Response(document, content_type="application/json")
 
     app.add_url_rule("/api/v1/openapi.json", "openapi", openapi, methods=["GET"])

@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 
 from ..domain import scopes
 from ..errors import NotFound, Unauthorized, Unavailable
+from ..http import access
 from ..http.auth import Authenticator, Caller
 from ..runtime import Runtime
 from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
@@ -64,6 +65,7 @@ async def _caller(auth: Authenticator) -> tuple[Caller, Key] | None:
     except Unauthorized:
         await _refuse(4401)
         return None
+    access.seen(websocket.scope).key = caller.key_id
     if caller.admin:
         await _refuse(4403)  # the admin key manages spaces and tokens only
         return None
@@ -98,6 +100,7 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
 
     @app.websocket("/api/v1/realtime/spaces/<space_id>")
     async def space_stream(space_id: str) -> None:
+        access.seen(websocket.scope).route = "/api/v1/realtime/spaces/<space_id>"
         found = await _caller(auth)
         if found is None:
             return
@@ -149,6 +152,7 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
 
     @app.websocket("/api/v1/realtime/<job_id>")
     async def job_stream(job_id: str) -> None:
+        access.seen(websocket.scope).route = "/api/v1/realtime/<job_id>"
         found = await _caller(auth)
         if found is None:
             return

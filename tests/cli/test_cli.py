@@ -85,6 +85,16 @@ def test_first_start_prints_the_keys_once_and_they_work(served: Served, tmp_path
         assert [job["id"] for job in polled.json()["jobs"]] == [made.json()["id"]]
     code, rest = served.stop()
     assert code == 0 and "emit stopped" in rest
+    [export] = [line.split()[1:] for line in rest.splitlines() if line.startswith("  export ")]
+    assert dict(pair.split("=", 1) for pair in export) == {
+        "EMIT_URL": served.url,
+        "EMIT_SPACE_ID": space,
+        "EMIT_PRODUCER_KEY": producer,
+        "EMIT_WORKER_KEY": worker,
+    }
+    [curl] = [line for line in rest.splitlines() if line.startswith("  curl ")]
+    assert "$EMIT_URL/api/v1/spaces/$EMIT_SPACE_ID/jobs" in curl and "$EMIT_PRODUCER_KEY" in curl
+    assert "docs/" in rest and "openapi.json" in rest
 
     again = Served(tmp_path / "data")
     try:
@@ -225,3 +235,26 @@ def test_the_callback_flags_make_the_retry_policy() -> None:
     policy = callback_policy(args)
     assert (policy.tries, policy.first_delay, policy.factor, policy.timeout) == (12, 5, 2.5, 30)
     assert policy.delay(3, 0.5) == 5 * 2.5**2  # the wait after the third failed try
+
+
+def test_serve_takes_its_flags_from_the_environment(tmp_path: Path) -> None:
+    data = tmp_path / "from-env"
+    env = {**os.environ, "EMIT_DATA": str(data), "EMIT_PORT": "0", "EMIT_LOG_FORMAT": "json"}
+    env.pop("EMIT_ADMIN_KEY", None)
+    proc = subprocess.Popen([*EMIT, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        url = first.split()[3]
+        assert f"(data: {data})" in first and (data / "admin.key").exists()
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/healthz").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        watchdog.cancel()
+    access = [json.loads(line) for line in err.splitlines() if '"emit.access"' in line]
+    assert [(a["method"], a["route"], a["status"]) for a in access] == [("GET", "/healthz", 200)]

@@ -5,6 +5,7 @@ space nobody names again still makes its scheduled jobs due and expires its leas
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any
 
 import pytest
@@ -118,3 +119,29 @@ async def test_restarting_a_big_space_again_and_again_keeps_memory_flat(
     # Each incarnation holds 11,000 jobs: had the crashed ones stayed frozen (the crash
     # holds them until the next one has loaded), each restart would add them all.
     assert frozen[-1] - frozen[1] < 1_000, frozen
+
+
+async def test_a_space_that_crashes_is_a_warning_naming_it_and_the_cause(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    receive = SpaceActor.receive
+
+    async def crashing_receive(self: SpaceActor, message: Any) -> object:
+        if message == "crash":
+            raise RuntimeError("injected space crash")
+        return await receive(self, message)
+
+    monkeypatch.setattr(SpaceActor, "receive", crashing_receive)
+    caplog.set_level(logging.WARNING)
+    async with emit.open_runtime(None) as rt:
+        space = await rt.create_space("s")
+        jobs = rt.space(space.id)
+        await jobs.create("before")
+        with trio.fail_after(10):
+            ref = rt.spaces.whereis(space.id)
+            assert ref is not None
+            ref.tell_nowait("crash")  # type: ignore[union-attr]
+            await trio.sleep(1)  # the restart (the backoff is a fraction of this)
+            assert (await jobs.create("after")).status == "pending"
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert space.id in line and "restarting it" in line and "injected space crash" in line

@@ -128,6 +128,9 @@ async def test_a_storage_fault_is_a_clear_503_and_clears_without_a_restart(
         assert (await server.client.get("/readyz")).status_code == 200
     after = await until_created(server)
     assert await stored_jobs(server) == {kept, after["id"]}  # nothing half-applied
+    recovered = [r.getMessage() for r in caplog.records
+                 if r.name == "emit.store" and r.levelno == logging.WARNING]  # fmt: skip
+    assert len(recovered) == 1 and "again" in recovered[0] and cause in recovered[0]
     with trio.fail_after(ANSWER_WITHIN):
         stats = await server.client.get(
             f"/api/v1/spaces/{server.space}/stats", headers=server.headers("producer")
