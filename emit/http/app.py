@@ -2,6 +2,7 @@
 
 For every request: find the caller (401), check the route's access (403), take a rate
 token (429), run the handler, render JSON. Every error leaves as the spec's error shape.
+Every HTTP request is counted and timed under its route template (emit.metrics).
 """
 
 from __future__ import annotations
@@ -17,29 +18,42 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited
+from ..metrics import UNMATCHED, HttpMeter
 from ..runtime import Runtime
 from .auth import Authenticator, Caller, key_from_headers
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
-from .routes import ADMIN, PUBLIC, ROUTES, Call, Reply, Route, retry_after
+from .routes import ADMIN, METRICS, PUBLIC, ROUTES, Call, Reply, Route, retry_after
 from .settings import HttpSettings
 
 _NO_QUERY: dict[str, str] = {}
 
 UNDELIVERED = "emit.undelivered"
 """The ASGI scope key of a request's `Call.undelivered` hooks."""
+ROUTE = "emit.route"
+"""The ASGI scope key of the route template a request matched (its metrics label)."""
+GONE = 499
+"""The status a request is counted under when its client left before the answer began
+(nginx's "client closed request")."""
 
 
 class HandOver:
-    """ASGI middleware: runs a request's ``undelivered`` hooks when its answer was not
-    sent in full. A client that hangs up makes Quart cancel the request, also after the
-    handler returned while the answer goes out; a handler that took jobs for it leaves
-    a hook that gives them back, so they do not wait out a lease nobody holds (which,
-    with ``ack: true``, would spend an attempt). An answer handed whole to the socket
-    counts as delivered: what becomes of it after that, only the worker knows."""
+    """ASGI middleware around every HTTP request: it counts and times the request under
+    the route template it matched (``meter``), and runs its ``undelivered`` hooks when
+    its answer was not sent in full. A client that hangs up makes Quart cancel the
+    request, also after the handler returned while the answer goes out; a handler that
+    took jobs for it leaves a hook that gives them back, so they do not wait out a lease
+    nobody holds (which, with ``ack: true``, would spend an attempt). An answer handed
+    whole to the socket counts as delivered: what becomes of it after that, only the
+    worker knows."""
 
-    def __init__(self, app: Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any]):
+    def __init__(
+        self,
+        app: Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any],
+        meter: HttpMeter | None = None,
+    ):
         self.app = app
+        self.meter = meter
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -47,13 +61,17 @@ class HandOver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        began = trio.current_time()
         hooks: list[Callable[[], None]] = []
         cast(dict[str, Any], scope)[UNDELIVERED] = hooks
         sent = False
+        status = GONE
 
         async def tracking_send(message: ASGISendEvent) -> None:
-            nonlocal sent
-            if message["type"] == "http.response.body" and not message.get("more_body"):
+            nonlocal sent, status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
                 if not message.get("body"):
                     # Every byte went out with the chunks before: the answer is
                     # delivered, even if this closing send is cut short (Hypercorn
@@ -70,11 +88,16 @@ class HandOver:
             if not sent:
                 for hook in hooks:
                     hook()
+            if self.meter is not None:
+                route = cast(dict[str, Any], scope).get(ROUTE, UNMATCHED)
+                self.meter.observe(route, scope["method"], status, trio.current_time() - began)
 
 
 def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     if body is None:
         response = Response(b"", status=status)
+    elif type(body) is bytes:
+        response = Response(body, status=status)  # its Content-Type is in ``headers``
     else:
         response = Response(orjson.dumps(body), status=status, content_type="application/json")
     for name, value in headers:
@@ -118,18 +141,28 @@ def _check_access(route: Route, caller: Caller, params: dict[str, str]) -> None:
 
 def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     app = QuartTrio("emit")
-    app.asgi_app = HandOver(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = HandOver(app.asgi_app, runtime.metrics.http)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["JSON_SORT_KEYS"] = False
-    auth = Authenticator(runtime, settings.admin_key, settings.key_cache_seconds)
+    auth = Authenticator(
+        runtime, settings.admin_key, settings.key_cache_seconds, settings.metrics_token
+    )
     limiter = RateLimiter(settings.rate, max(1.0, settings.rate))
     document = orjson.dumps(openapi_document())
 
     async def dispatch(route: Route, params: dict[str, str]) -> Response:
         body_read = False
+        scope = request.scope
+        scope[ROUTE] = route.path  # type: ignore[literal-required]
         try:
             caller = Caller("public", None, frozenset())
-            if route.access != PUBLIC:
+            if route.access == METRICS:
+                caller = auth.scraper(
+                    key_from_headers(
+                        request.headers.get("x-api-key"), request.headers.get("authorization")
+                    )
+                )
+            elif route.access != PUBLIC:
                 key = key_from_headers(
                     request.headers.get("x-api-key"), request.headers.get("authorization")
                 )
@@ -163,7 +196,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
                 max_body=settings.max_body,
                 forget_token=auth.forget,
                 forget_space=auth.forget_space,
-                undelivered=request.scope.get(UNDELIVERED, []),  # type: ignore[arg-type]
+                undelivered=scope.get(UNDELIVERED, []),  # type: ignore[arg-type]
             )
             reply: Reply = await route.handler(call)
             response = _response(reply.status, reply.body, reply.headers)
@@ -183,6 +216,7 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     add_stream_routes(app, runtime, auth)
 
     async def openapi() -> Response:
+        request.scope[ROUTE] = "/api/v1/openapi.json"  # type: ignore[literal-required]
         return Response(document, content_type="application/json")
 
     app.add_url_rule("/api/v1/openapi.json", "openapi", openapi, methods=["GET"])
