@@ -203,8 +203,8 @@ def _admin_key(data: Path) -> tuple[str, bool]:
 def metrics_token(option: str | None) -> str | None:
     """The token that may read ``GET /metrics``: ``--metrics-token``, else
     ``$EMIT_METRICS_TOKEN``, else none (then only the admin key may)."""
-    token = option if option is not None else os.environ.get("EMIT_METRICS_TOKEN")
-    return token.strip() or None if token is not None else None
+    token = option if option is not None else os.environ.get("EMIT_METRICS_TOKEN", "")
+    return token.strip() or None
 
 
 def _save_admin(data: Path, key: str) -> None:
