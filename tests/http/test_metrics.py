@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
+from trio.testing import MockClock
 
+import emit
+from emit.http.app import create_app
 from emit.http.settings import HttpSettings
 
 from .conftest import ADMIN_KEY, Server, start_server
@@ -99,3 +102,28 @@ async def test_counts_move_with_jobs_and_requests(server: Server) -> None:
     assert not [route for route in routes if space in route or job_id in route]  # templates
     commits = moved("emit_store_commit_seconds_count")
     assert commits >= 3
+
+
+async def test_a_lease_expiry_shows_in_the_scrape(autojump_clock: MockClock) -> None:
+    """On the autojump clock, through the app itself (Quart's test client, the in-memory
+    store: no socket, no thread), a lease that runs out is counted by kind."""
+    settings = HttpSettings(admin_key=ADMIN_KEY, metrics_token=TOKEN)
+    with trio.fail_after(60):
+        async with emit.open_runtime(None) as rt:
+            space = (await rt.create_space("s")).id
+            jobs = rt.space(space)
+            job = await jobs.create("slow", timeout_seconds=5)
+            await jobs.claim(job.id)  # and never acked
+            await trio.sleep(6)
+            await jobs.settled()
+            client = create_app(rt, settings).test_client()
+            response = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 200
+            text = await response.get_data(as_text=True)
+    expiries = {
+        sample.labels["kind"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "emit_lease_expiries_total" and sample.labels["space"] == space
+    }
+    assert expiries == {"ack": 1, "run": 0}
