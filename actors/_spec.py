@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 M = TypeVar("M")
 
+RestartHook = Callable[[str, "Exception | None"], None]
+"""A supervisor's ``on_restart``: called with the child's name and why it ended."""
+
 DEFAULT_CAPACITY = 1024
 DEFAULT_SHUTDOWN = 5.0
 
@@ -119,6 +122,14 @@ class SupervisorSpec:
     the backoff alone keeps out of reach (a child that fails at once would be retried
     for ever) is refused: see `gives_up_after`. A supervisor's ``shutdown`` defaults to
     ``None``: it gets as long as its children's own grace periods take.
+
+    ``on_restart``, if given, is called with a child's name (its path in the tree, such
+    as ``"system/workers/w1"``) and the exception it ended with (None after a normal
+    exit, or a restart's failed start-up) each time the supervisor restarts that child
+    (every restart attempt, counted as for the intensity: the siblings a strategy
+    restarts with it are not reported apart). It runs on the supervisor's own task, so
+    it must be quick and must not block: count, log, or hand the news on. An error it
+    raises is logged and otherwise ignored.
     """
 
     key: Hashable
@@ -130,6 +141,7 @@ class SupervisorSpec:
     restart: Restart = Restart.PERMANENT
     capacity: int = DEFAULT_CAPACITY
     shutdown: float | None = None
+    on_restart: RestartHook | None = None
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0:

@@ -441,8 +441,9 @@ class _Supervision:
 
     # ------------------------------------------------------------------ restarting
 
-    def count_restart(self, key: Hashable, cause: Exception | None) -> int:
+    def count_restart(self, child: _Child, cause: Exception | None) -> int:
         """Note one restart attempt; the number in the window, or give up."""
+        key = child.spec.key
         now = trio.current_time()
         window_start = now - self.spec.within
         while self.restarts and self.restarts[0] <= window_start:
@@ -453,6 +454,12 @@ class _Supervision:
                 self.cell.name, key, self.spec.max_restarts, self.spec.within
             ) from cause
         self.restarts.append(now)
+        hook = self.spec.on_restart
+        if hook is not None:
+            try:
+                hook(child.cell.name, cause)
+            except Exception:  # the hook's fault, not the child's: supervision goes on
+                log.exception("%s: on_restart failed for %s", self.cell.name, child.cell.name)
         return len(self.restarts)
 
     def schedule(self, group: list[_Child], restarts: int) -> None:
@@ -495,7 +502,7 @@ class _Supervision:
             log.warning(
                 "%s failed to restart: %r", child.cell.name, notice.error, exc_info=notice.error
             )
-            restarts = self.count_restart(key, notice.error)
+            restarts = self.count_restart(child, notice.error)
             self.schedule([child, *child.then], restarts)
             child.then = ()
             return
@@ -512,7 +519,7 @@ class _Supervision:
         if ends:
             await self.stop(child, final=True)
             return
-        restarts = self.count_restart(key, notice.error)
+        restarts = self.count_restart(child, notice.error)
         members = list(self.children.values())
         if self.spec.strategy is Strategy.ONE_FOR_ONE:
             group = [child]

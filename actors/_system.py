@@ -87,6 +87,7 @@ async def open_system(
     max_restarts: int = 3,
     within: float = 5.0,
     backoff: RestartBackoff | None = None,
+    on_restart: Callable[[str, Exception | None], None] | None = None,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system for the duration of the block.
 
@@ -94,6 +95,8 @@ async def open_system(
     stops them in reverse order, each within its grace period; leaving it by an exception
     (or cancellation) cancels them at once. If the root supervisor gives up, the block is
     cancelled and `SupervisorGaveUp` comes out of it (in an exception group, as Trio does).
+    ``on_restart`` is the root supervisor's (`SupervisorSpec`): told of each restart of
+    one of its children.
     """
     spec = SupervisorSpec(
         key=name,
@@ -102,6 +105,7 @@ async def open_system(
         max_restarts=max_restarts,
         within=within,
         backoff=backoff if backoff is not None else RestartBackoff(),
+        on_restart=on_restart,
     )
     timer = AskTimer()
     cell = SupervisorCell(spec, name, timer)

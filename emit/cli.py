@@ -275,6 +275,13 @@ def _admin_key(data: Path) -> tuple[str, bool]:
     return new_key(ADMIN_PREFIX), True
 
 
+def metrics_token(option: str | None) -> str | None:
+    """The token that may read ``GET /metrics``: ``--metrics-token``, else
+    ``$EMIT_METRICS_TOKEN``, else none (then only the admin key may)."""
+    token = option if option is not None else os.environ.get("EMIT_METRICS_TOKEN", "")
+    return token.strip() or None
+
+
 def _save_admin(data: Path, key: str) -> None:
     fd = os.open(data / ADMIN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:
@@ -297,6 +304,7 @@ async def serve(args: argparse.Namespace) -> None:
         rate=args.rate_limit,
         key_cache_seconds=args.key_cache_seconds,
         send_timeout=args.send_timeout,
+        metrics_token=metrics_token(args.metrics_token),
     )
     policy = callback_policy(args)
     shutdown = trio.Event()
@@ -648,6 +656,10 @@ def _parser() -> argparse.ArgumentParser:
         "--callback-timeout", type=_number(0, above=True), default=10.0, help="seconds a try"
     )
     add_log_flags(run)
+    run.add_argument(
+        "--metrics-token",
+        help="a token that may read GET /metrics, besides the admin key",
+    )
 
     spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
         dest="action", required=True

@@ -75,6 +75,7 @@ from .domain.views import Delivery, JobView
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
 from .isotime import iso, parse_iso
+from .metrics import Metrics
 from .realtime.hub import EventHub, Key, SpaceMessage, Subscription
 from .registry import NewToken, make_space, make_token
 from .space.actor import SpaceActor
@@ -534,6 +535,7 @@ class Runtime:
         writer: actors.ActorRef[Any],
         spaces: actors.SupervisorRef,
         callback_policy: CallbackPolicy,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -545,6 +547,9 @@ class Runtime:
         settings refuse a target every try would refuse."""
         self.hub = EventHub()
         """Live event fan-out to WebSocket streams (emit.realtime)."""
+        self.metrics = metrics or Metrics()
+        """What the engine and the edge count (emit.metrics): `metrics_text` renders it."""
+        self.metrics.hub = self.hub
         self.callbacks: actors.ActorRef[Any] | None = None
         """The webhook sender, once started."""
         self.deleting: set[str] = set()
@@ -588,6 +593,7 @@ class Runtime:
                 self.hub,
                 self._notify_callbacks,
                 self._wake,
+                self.metrics,
             ),
             capacity=4096,
             # Requests still queued when a space stops for good are refused untouched
@@ -688,6 +694,7 @@ class Runtime:
         finally:
             self.deleting.discard(space_id)
         self.hub.forget_space(space_id)
+        self.metrics.forget_space(space_id)
 
     # ----------------------------------------------------------------- tokens
 
@@ -740,6 +747,11 @@ class Runtime:
         for token_id in ended:
             self.hub.end_key(token_id, 4401)
         return ended
+
+    def metrics_text(self) -> bytes:
+        """Every metric of this runtime, in the Prometheus text format
+        (``emit.metrics.CONTENT_TYPE``)."""
+        return self.metrics.render()
 
     def running_spaces(self) -> int:
         """How many spaces have an actor now."""
@@ -800,8 +812,9 @@ async def open_runtime(
     await store.open()
     try:
         clock = Clock(start_time)
+        metrics = Metrics()
         writer_spec: actors.ActorSpec[Any] = actors.ActorSpec(
-            "store", lambda: StoreWriter(store), capacity=4096, shutdown=60.0
+            "store", lambda: StoreWriter(store, metrics), capacity=4096, shutdown=60.0
         )
         # Restart intensity (docs/architecture.md, "Supervision"). The spaces supervisor
         # gives up on a space that fails in a loop: 10 restarts in 30 s, which the
@@ -812,13 +825,16 @@ async def open_runtime(
         # again and again: the root paces those restarts with the same backoff (one
         # every 5 s at most) and gives up only after 600 in an hour, 50 minutes of
         # failing without a break; then `emit serve` exits for its service manager.
-        spaces_spec = actors.SupervisorSpec("spaces", max_restarts=10, within=30.0, capacity=4096)
+        spaces_spec = actors.SupervisorSpec(
+            "spaces", max_restarts=10, within=30.0, capacity=4096, on_restart=metrics.restarted
+        )
         async with actors.open_system(
             "emit",
             children=[writer_spec, spaces_spec],
             strategy=actors.Strategy.REST_FOR_ONE,
             max_restarts=600,
             within=3600.0,
+            on_restart=metrics.restarted,
         ) as system:
             writer = system.whereis("store")
             spaces = system.whereis("spaces")
@@ -827,11 +843,16 @@ async def open_runtime(
             policy = callback_policy or CallbackPolicy()
             if allow_private_callbacks:
                 policy = dataclasses.replace(policy, allow_private=True)
-            runtime = Runtime(store, clock, system, writer, spaces, policy)
+            runtime = Runtime(store, clock, system, writer, spaces, policy, metrics)
             # Before any space: a callback a space queues always finds the sender.
             runtime.callbacks = await system.spawn(
                 lambda: CallbackSender(
-                    store, runtime._record_callback, clock, policy, callback_transport
+                    store,
+                    runtime._record_callback,
+                    clock,
+                    policy,
+                    callback_transport,
+                    metrics=metrics,
                 ),
                 key="callbacks",
                 shutdown=policy.timeout + 1,

@@ -38,6 +38,7 @@ from ..domain.model import EventType, header_problem
 from ..domain.records import Callback
 from ..domain.settings import SpaceSettings
 from ..errors import EmitError, NotFound
+from ..metrics import Metrics
 from ..store.base import Store
 from ..version import __version__
 from .policy import CallbackPolicy, refused_address, signature
@@ -141,8 +142,10 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         policy: CallbackPolicy,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.record = record
         self.clock = clock
         self.policy = policy
@@ -326,11 +329,13 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         data: dict[str, Any] = {"url": callback.url, "retryAttempt": callback.attempts}
         if error is None:
             kind = EventType.CALLBACK_SENT
+            outcome = "delivered"
             data["statusCode"] = status
             updated = replace(callback, attempts=tries, state="delivered", last_error=None)
         else:
             kind = EventType.CALLBACK_FAILED
             again = not permanent and tries < self.policy.tries
+            outcome = "retrying" if again else "given_up"
             if status is not None:
                 data["statusCode"] = status
             data["error"] = error
@@ -340,6 +345,7 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
             updated = replace(
                 callback, attempts=tries, state=state, next_at=next_at, last_error=error
             )
+        self.metrics.callback(outcome)
         failures = 0
         while True:
             try:

@@ -97,6 +97,10 @@ class Effects:
     kept in `LiveSpace.ended` until durable."""
     need: tuple[str, ...] = ()
     """Jobs only the store has: the command changed nothing; apply it again with them."""
+    expired_ack: int = 0
+    """Leases that expired unacked (delivered jobs back to pending), for the metrics."""
+    expired_run: int = 0
+    """Leases that expired while running (a failed attempt: timeout), for the metrics."""
 
     def writes(self) -> bool:
         return bool(self.inserted or self.touched or self.logs or self.outbox)
@@ -217,8 +221,13 @@ class LiveSpace:
 
     def expire(self, now: float) -> Effects:
         """Move the jobs whose deadline has come, and end the long polls whose wait has."""
+        pending = self.pending
         for job in self.timers.due(now, EXPIRE_BATCH):
             old = job.status
+            if old is JobStatus.DELIVERED:
+                pending.expired_ack += 1
+            elif old is JobStatus.RUNNING:
+                pending.expired_run += 1
             self._change(job, old, lifecycle.expire(job, now, self._backoff_for(job), dumps))
         while self.waiters and self.waiters[0][0] <= now:
             _, _, waiter = heapq.heappop(self.waiters)

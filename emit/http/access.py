@@ -44,7 +44,7 @@ class Seen:
 
 
 def seen(scope: Any) -> Seen:
-    """The request's `Seen` (a blank one, noted nowhere, if it is not logged)."""
+    """The request's `Seen` (a blank one, noted nowhere, outside `AccessLog`)."""
     found = scope.get(SEEN)
     return found if found is not None else Seen()
 
@@ -63,12 +63,14 @@ class AccessLog:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         kind = scope["type"]
-        if kind == "lifespan" or not log.isEnabledFor(logging.INFO):
+        if kind == "lifespan":
             await self.app(scope, receive, send)
             return
-        note = Seen()
+        note = Seen()  # noted even when not logged: the metrics read its route
         cast(dict[str, Any], scope)[SEEN] = note
-        if kind == "http":
+        if not log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+        elif kind == "http":
             await self._http(scope, receive, send, note)
         else:
             await self._websocket(scope, receive, send, note)

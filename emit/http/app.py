@@ -2,6 +2,7 @@
 
 For every request: find the caller (401), check the route's access (403), take a rate
 token (429), run the handler, render JSON. Every error leaves as the spec's error shape.
+Every HTTP request is counted and timed under its route template (emit.metrics).
 """
 
 from __future__ import annotations
@@ -17,30 +18,41 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited
+from ..metrics import UNMATCHED, HttpMeter
 from ..runtime import Runtime
-from .access import AccessLog, seen
+from .access import NO_ROUTE, SEEN, AccessLog, seen
 from .auth import Authenticator, Caller, key_from_headers
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
-from .routes import ADMIN, PUBLIC, ROUTES, Call, Reply, Route, retry_after
+from .routes import ADMIN, METRICS, PUBLIC, ROUTES, Call, Reply, Route, retry_after
 from .settings import HttpSettings
 
 _NO_QUERY: dict[str, str] = {}
 
 UNDELIVERED = "emit.undelivered"
 """The ASGI scope key of a request's `Call.undelivered` hooks."""
+GONE = 499
+"""The status a request is counted under when its client left before the answer began
+(nginx's "client closed request")."""
 
 
 class HandOver:
-    """ASGI middleware: runs a request's ``undelivered`` hooks when its answer was not
-    sent in full. A client that hangs up makes Quart cancel the request, also after the
-    handler returned while the answer goes out; a handler that took jobs for it leaves
-    a hook that gives them back, so they do not wait out a lease nobody holds (which,
-    with ``ack: true``, would spend an attempt). An answer handed whole to the socket
-    counts as delivered: what becomes of it after that, only the worker knows."""
+    """ASGI middleware around every HTTP request: it counts and times the request under
+    the route template it matched (``meter``), and runs its ``undelivered`` hooks when
+    its answer was not sent in full. A client that hangs up makes Quart cancel the
+    request, also after the handler returned while the answer goes out; a handler that
+    took jobs for it leaves a hook that gives them back, so they do not wait out a lease
+    nobody holds (which, with ``ack: true``, would spend an attempt). An answer handed
+    whole to the socket counts as delivered: what becomes of it after that, only the
+    worker knows."""
 
-    def __init__(self, app: Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any]):
+    def __init__(
+        self,
+        app: Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any],
+        meter: HttpMeter | None = None,
+    ):
         self.app = app
+        self.meter = meter
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -48,13 +60,17 @@ class HandOver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        began = trio.current_time()
         hooks: list[Callable[[], None]] = []
         cast(dict[str, Any], scope)[UNDELIVERED] = hooks
         sent = False
+        status = GONE
 
         async def tracking_send(message: ASGISendEvent) -> None:
-            nonlocal sent
-            if message["type"] == "http.response.body" and not message.get("more_body"):
+            nonlocal sent, status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
                 if not message.get("body"):
                     # Every byte went out with the chunks before: the answer is
                     # delivered, even if this closing send is cut short (Hypercorn
@@ -71,11 +87,17 @@ class HandOver:
             if not sent:
                 for hook in hooks:
                     hook()
+            if self.meter is not None:
+                note = cast(dict[str, Any], scope).get(SEEN)
+                route = UNMATCHED if note is None or note.route == NO_ROUTE else note.route
+                self.meter.observe(route, scope["method"], status, trio.current_time() - began)
 
 
 def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     if body is None:
         response = Response(b"", status=status)
+    elif type(body) is bytes:
+        response = Response(body, status=status)  # its Content-Type is in ``headers``
     else:
         response = Response(orjson.dumps(body), status=status, content_type="application/json")
     for name, value in headers:
@@ -119,10 +141,12 @@ def _check_access(route: Route, caller: Caller, params: dict[str, str]) -> None:
 
 def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
     app = QuartTrio("emit")
-    app.asgi_app = AccessLog(HandOver(app.asgi_app))  # type: ignore[method-assign]
+    app.asgi_app = AccessLog(HandOver(app.asgi_app, runtime.metrics.http))  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["JSON_SORT_KEYS"] = False
-    auth = Authenticator(runtime, settings.admin_key, settings.key_cache_seconds)
+    auth = Authenticator(
+        runtime, settings.admin_key, settings.key_cache_seconds, settings.metrics_token
+    )
     limiter = RateLimiter(settings.rate, max(1.0, settings.rate))
     document = orjson.dumps(openapi_document())
 
@@ -132,7 +156,13 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
         note.route = route.path
         try:
             caller = Caller("public", None, frozenset())
-            if route.access != PUBLIC:
+            if route.access == METRICS:
+                caller = auth.scraper(
+                    key_from_headers(
+                        request.headers.get("x-api-key"), request.headers.get("authorization")
+                    )
+                )
+            elif route.access != PUBLIC:
                 key = key_from_headers(
                     request.headers.get("x-api-key"), request.headers.get("authorization")
                 )

@@ -36,6 +36,8 @@ class Caller:
 
 
 ADMIN = Caller("admin", None, frozenset(), admin=True)
+SCRAPER = Caller("metrics", None, frozenset())
+"""Whoever holds the metrics token: ``GET /metrics`` and nothing else."""
 
 
 def key_from_headers(x_api_key: str | None, authorization: str | None) -> str | None:
@@ -49,9 +51,16 @@ def key_from_headers(x_api_key: str | None, authorization: str | None) -> str | 
 
 
 class Authenticator:
-    def __init__(self, runtime: Runtime, admin_key: str | None, cache_seconds: float) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        admin_key: str | None,
+        cache_seconds: float,
+        metrics_token: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self.admin_hash = None if admin_key is None else hash_key(admin_key)
+        self.metrics_hash = None if metrics_token is None else hash_key(metrics_token)
         self.cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Caller, float]] = {}
         """Key hash → the caller it made and when it was read from the store."""
@@ -82,6 +91,19 @@ class Authenticator:
                 self._cache.clear()
             self._cache[digest] = (caller, now)
         return caller
+
+    def scraper(self, key: str | None) -> Caller:
+        """The caller of ``GET /metrics``: the metrics token or the admin key, compared
+        in constant time; anything else is 401 (a space's key included: the store is
+        never asked)."""
+        if key is None:
+            raise Unauthorized("no key: send Authorization: Bearer with the metrics token")
+        digest = hash_key(key)
+        if self.metrics_hash is not None and hmac.compare_digest(digest, self.metrics_hash):
+            return SCRAPER
+        if self.admin_hash is not None and hmac.compare_digest(digest, self.admin_hash):
+            return ADMIN
+        raise Unauthorized("not the metrics token nor the admin key")
 
     def forget(self, token_id: str) -> None:
         """A token was revoked here: stop honouring it at once."""

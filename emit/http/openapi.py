@@ -20,7 +20,7 @@ from typing import Any
 from ..domain.model import JobStatus
 from ..version import __version__
 from . import routes
-from .routes import ADMIN, PUBLIC, ROUTES
+from .routes import ADMIN, METRICS, PUBLIC, ROUTES
 
 Schema = dict[str, Any]
 
@@ -203,6 +203,8 @@ class Operation:
     reply_headers: dict[str, Schema] = field(default_factory=dict)
     ndjson: bool = False
     """The body may also be NDJSON (``application/x-ndjson``)."""
+    media: str = "application/json"
+    """The success answer's media type."""
 
 
 LOG_LINE = obj(
@@ -381,6 +383,7 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
     routes.revoke_token: Operation(None),
     routes.healthz: Operation(obj({"status": {"const": "ok"}}, ("status",))),
     routes.readyz: Operation(obj({"status": {"const": "ready"}, "spaces": INTEGER}, ("status",))),
+    routes.metrics: Operation(STRING, media="text/plain"),
 }
 
 STREAMS: tuple[tuple[str, str, str, tuple[Query, ...]], ...] = (
@@ -442,7 +445,7 @@ def _operation(route: routes.Route) -> Schema:
     path = openapi_path(route.path)
     success: Schema = {"description": route.summary}
     if spec.reply is not None:
-        success["content"] = {"application/json": {"schema": spec.reply}}
+        success["content"] = {spec.media: {"schema": spec.reply}}
     if spec.reply_headers:
         success["headers"] = {
             name: {"schema": schema, "required": True}
@@ -459,6 +462,12 @@ def _operation(route: routes.Route) -> Schema:
     if route.access == ADMIN:
         operation["security"] = KEY_SECURITY
         operation["description"] = "Admin key only."
+    elif route.access == METRICS:
+        operation["security"] = KEY_SECURITY
+        operation["description"] = (
+            "The metrics token (`emit serve --metrics-token`) or the admin key, as "
+            "`Authorization: Bearer`. The Prometheus text format (docs/operations.md)."
+        )
     elif route.access == PUBLIC:
         operation["security"] = []
     else:

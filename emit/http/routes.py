@@ -23,11 +23,14 @@ from ..domain.model import validate_poll
 from ..domain.views import Delivery, JobView, log_to_wire, space_to_wire, token_to_wire
 from ..errors import EmitError, InvalidRequest, PayloadTooLarge
 from ..isotime import iso
+from ..metrics import CONTENT_TYPE
 from ..runtime import Runtime, SpaceJobs
 from .auth import Caller
 
 ADMIN = "admin"
 PUBLIC = "public"
+METRICS = "metrics"
+"""The access of ``GET /metrics``: the metrics token or the admin key."""
 S = "/api/v1/spaces/<space_id>"
 J = "/api/v1/jobs/<job_id>"
 
@@ -100,6 +103,7 @@ class Call:
 class Reply:
     status: int
     body: Any
+    """Rendered as JSON; bytes go out as they are (with a Content-Type in ``headers``)."""
     headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -111,7 +115,7 @@ class Route:
     method: str
     path: str
     access: str
-    """A scope the key must hold, ``admin``, or ``public``."""
+    """A scope the key must hold, ``admin``, ``metrics``, or ``public``."""
     handler: Handler
     summary: str
     success: int = 200
@@ -430,6 +434,10 @@ async def readyz(call: Call) -> Reply:
     return Reply(200, {"status": "ready", "spaces": call.runtime.running_spaces()})
 
 
+async def metrics(call: Call) -> Reply:
+    return Reply(200, call.runtime.metrics_text(), (("Content-Type", CONTENT_TYPE),))
+
+
 ROUTES: tuple[Route, ...] = (
     Route("POST", f"{S}/jobs", scopes.CREATE, create_jobs, "Create a job, or up to 1000", 201),
     Route("POST", f"{S}/jobs/poll", scopes.POLL, poll, "Take ready jobs (long poll: wait)"),
@@ -461,6 +469,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", f"{S}/tokens/<token_id>", ADMIN, revoke_token, "Revoke a key", 204),
     Route("GET", "/healthz", PUBLIC, healthz, "Liveness"),
     Route("GET", "/readyz", PUBLIC, readyz, "Readiness: store writable, spaces loaded"),
+    Route("GET", "/metrics", METRICS, metrics, "Prometheus metrics (text format)"),
 )
 
 

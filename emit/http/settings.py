@@ -19,6 +19,8 @@ class HttpSettings:
     send_timeout: float = 30.0
     """Seconds one write to a client may take: a client that stops reading (a stalled
     WebSocket, a response nobody reads) is dropped after that, and its socket freed."""
+    metrics_token: str | None = None
+    """A key that may read ``GET /metrics`` and nothing else (the admin key may too)."""
 
     def __post_init__(self) -> None:
         if self.max_body < 1 or not self.rate > 0 or self.key_cache_seconds < 0:

@@ -155,6 +155,16 @@ class Subscription:
             self.scope.cancel()
 
 
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    """The hub at one moment (`EventHub.statistics`)."""
+
+    space_streams: int
+    """Open space streams."""
+    job_streams: int
+    """Open job streams."""
+
+
 @dataclass(slots=True)
 class _Feed:
     seq: int = 0
@@ -254,6 +264,15 @@ class EventHub:
                 watchers.discard(subscription)
                 if not watchers:
                     del feed.jobs[subscription.job_id]
+
+    def statistics(self) -> HubStatistics:
+        """How many streams are open now, counted as asked (for a scrape: never on the
+        publishing path)."""
+        feeds = self._feeds.values()
+        return HubStatistics(
+            sum(len(feed.streams) for feed in feeds),
+            sum(len(watchers) for feed in feeds for watchers in feed.jobs.values()),
+        )
 
     def _all(self) -> list[Subscription]:
         return [s for feed in self._feeds.values() for s in feed.subscriptions()]

@@ -35,6 +35,7 @@ from ..domain.settings import SpaceSettings, read_settings
 from ..domain.space import Effects, LiveSpace
 from ..domain.views import Delivery
 from ..errors import NotFound, Unavailable
+from ..metrics import Metrics
 from ..realtime.hub import EventHub
 from ..store.base import OutcomeUnknown, Store
 from ..store.records import Changes, event_record, job_row, log_row, state_row
@@ -61,6 +62,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         hub: EventHub | None = None,
         notify_callbacks: Callable[[list[Callback]], None] | None = None,
         wake: Callable[[str, SpaceSettings, list[tuple[str, str]]], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.space_id = space_id
         self.store = store
@@ -69,6 +71,8 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         self.hub = hub
         self.notify_callbacks = notify_callbacks
         self.wake = wake
+        self.metrics = metrics or Metrics()
+        self.meter = self.metrics.space(space_id)
         self.space = LiveSpace(space_id)
         self.source = Source()  # this incarnation, to the writer
         self.batches: deque[tuple[int, Effects]] = deque()
@@ -109,10 +113,12 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             gc.collect()
             gc.freeze()
             self.froze = True
+        self.metrics.track_space(self.space_id, self.space.durable_counts)
 
     async def stopped(self) -> None:
         if self.batches:
             await self._settle()
+        self.metrics.untrack_space(self.space_id, self.space.durable_counts)
         # Let go of the jobs: whatever outlives this incarnation (a crash's traceback
         # holds the actor, and the supervisor holds the crash while the next incarnation
         # loads) then holds an empty shell, not the space.
@@ -145,6 +151,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 continue
             for reply, answer in effects.answers:
                 _resolve(reply, answer)  # an undelivered lease expires as usual
+            self.meter.durable(effects)
             try:
                 self._after_commit(effects)
             except Exception:
@@ -251,6 +258,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         error = report.error
         if error is None:
             self.space.durable(effects)
+            self.meter.durable(effects)
             for reply, answer in effects.answers:
                 if reply.done:  # the caller left before its answer: jobs it took go back
                     _deliveries(answer, undelivered)

@@ -20,6 +20,7 @@ import trio
 import actors
 
 from ..errors import Unavailable
+from ..metrics import Metrics
 from .base import Store
 from .records import Changes
 
@@ -94,19 +95,21 @@ def _rows(changes: Changes) -> int:
     return len(changes.inserts) + len(changes.updates) + len(changes.events) + len(changes.logs)
 
 
-def _take_group(pending: list[_Item]) -> tuple[list[_Item], list[_Item]]:
-    """The writes for the next transaction, in order, and the rest."""
+def _take_group(pending: list[_Item]) -> tuple[list[_Item], list[_Item], int]:
+    """The writes for the next transaction, in order, the rest, and the group's rows."""
     rows = 0
     for n, item in enumerate(pending):
-        rows += _rows(item[0])
-        if rows > GROUP_ROWS and n > 0:
-            return pending[:n], pending[n:]
-    return pending, []
+        more = _rows(item[0])
+        if rows + more > GROUP_ROWS and n > 0:
+            return pending[:n], pending[n:], rows
+        rows += more
+    return pending, [], rows
 
 
 class StoreWriter(actors.Actor[Write | Commit | Settle]):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.pending: list[_Item] = []
         self.failed_sources: weakref.WeakKeyDictionary[Source, BaseException] = (
             weakref.WeakKeyDictionary()
@@ -145,7 +148,7 @@ class StoreWriter(actors.Actor[Write | Commit | Settle]):
         """Commit everything pending, in as few transactions as it takes."""
         async with self._lock:
             while self.pending:
-                batch, self.pending = _take_group(self.pending)
+                batch, self.pending, rows = _take_group(self.pending)
                 self._room.set()
                 failed = self.failed_sources
                 if failed:
@@ -154,12 +157,14 @@ class StoreWriter(actors.Actor[Write | Commit | Settle]):
                         source = item[2]
                         if source is not None and source in failed:
                             self._done(item[1], failed[source])  # refused without being tried
+                            rows -= _rows(item[0])
                         else:
                             kept.append(item)
                     batch = kept
                 if not batch:
                     continue
                 error: BaseException | None = None
+                began = trio.current_time()
                 try:
                     await self.store.commit([changes for changes, _, _ in batch])
                 except Exception as exc:
@@ -171,6 +176,7 @@ class StoreWriter(actors.Actor[Write | Commit | Settle]):
                         if source is not None:
                             self.failed_sources[source] = refusal
                 self.transactions += 1
+                self.metrics.store_commit(trio.current_time() - began, rows)
                 for _, done, _ in batch:
                     self._done(done, error)
 

@@ -342,3 +342,29 @@ async def test_stopping_a_group_restarts_first_member_lets_the_others_start(
         with trio.fail_after(5):
             assert await second_ref.ask("hi") == "second"
         assert system.root.children() == ["second"]
+
+
+async def test_on_restart_hears_each_restart_with_the_child_and_its_cause(
+    autojump_clock: MockClock,
+) -> None:
+    journal = Journal()
+    heard: list[tuple[str, str]] = []
+
+    def on_restart(name: str, cause: Exception | None) -> None:
+        heard.append((name, repr(cause)))
+        if name.endswith("/c"):
+            raise RuntimeError("a broken hook")  # logged; supervision goes on
+
+    tree = SupervisorSpec(
+        "sup", three(journal), strategy=Strategy.REST_FOR_ONE, backoff=NO_BACKOFF,
+        on_restart=on_restart,
+    )  # fmt: skip
+    with trio.fail_after(5):
+        async with actors.open_system("sys", on_restart=on_restart) as system:
+            sup = await system.start(tree)
+            b, c = sup.whereis("b"), sup.whereis("c")
+            assert isinstance(b, actors.ActorRef) and isinstance(c, actors.ActorRef)
+            await crash_and_settle(b)  # c restarts with it: one restart, of b
+            await crash_and_settle(c)
+            assert await c.ask("incarnation") == 2
+    assert heard == [("sys/sup/b", "Crash('b')"), ("sys/sup/c", "Crash('c')")]

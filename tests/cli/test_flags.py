@@ -125,3 +125,39 @@ def test_the_send_timeout_reaches_the_server(
     main(["serve", "--data", str(tmp_path / "data"), "--send-timeout", "2.5"])
     [settings] = seen
     assert settings.send_timeout == 2.5
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "token"),
+    [
+        (None, None, None),
+        (None, "from-env", "from-env"),
+        ("from-flag", "from-env", "from-flag"),
+        ("", "from-env", None),  # an empty flag turns the variable's token off
+    ],
+)
+def test_the_metrics_token_comes_from_the_flag_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str | None, env: str | None,
+    token: str | None,
+) -> None:  # fmt: skip
+    import trio
+
+    from emit.http import server
+    from emit.http.settings import HttpSettings
+
+    seen: list[HttpSettings] = []
+
+    async def serve(*args: object, settings: HttpSettings, task_status: Any, **kw: object) -> None:
+        seen.append(settings)
+        task_status.started(["http://127.0.0.1:1"])
+        await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(server, "serve", serve)
+    if env is None:
+        monkeypatch.delenv("EMIT_METRICS_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("EMIT_METRICS_TOKEN", env)
+    extra = [] if flag is None else ["--metrics-token", flag]
+    main(["serve", "--data", str(tmp_path / "data"), *extra])
+    [settings] = seen
+    assert settings.metrics_token == token

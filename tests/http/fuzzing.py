@@ -21,7 +21,7 @@ import trio
 
 import emit
 from emit.http.openapi import openapi_document
-from emit.http.routes import ADMIN, PUBLIC, ROUTES
+from emit.http.routes import ADMIN, METRICS, PUBLIC, ROUTES
 from emit.http.settings import HttpSettings
 
 ADMIN_KEY = "emit_admin_" + "f" * 43
@@ -74,7 +74,7 @@ class FuzzTarget:
         if isinstance(wait, int | float) and isinstance(case.body, dict):
             case.body["wait"] = min(wait, 0.2)  # a long poll is not a hang
         access = ACCESS.get((case.method.upper(), case.operation.definition.raw["operationId"]))
-        if access == ADMIN:
+        if access in (ADMIN, METRICS):
             return {"x-api-key": ADMIN_KEY}
         if access == PUBLIC or access is None:
             return {}

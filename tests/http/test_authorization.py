@@ -1,12 +1,13 @@
 """The authorization matrix: every endpoint by every kind of caller → the status the spec
 says (§1, §2). No key, an unknown or a revoked key: 401. A key without the scope, the
 admin key on a job endpoint, a space key on a management endpoint, a key of another
-space on a space's endpoint: 403. A job of another space: 404, never 403."""
+space on a space's endpoint: 403. A job of another space: 404, never 403. ``/metrics``
+takes the metrics token or the admin key, and answers every other key 401."""
 
 import pytest
 
 from emit.domain import scopes
-from emit.http.routes import ADMIN, PUBLIC, ROUTES, Route
+from emit.http.routes import ADMIN, METRICS, PUBLIC, ROUTES, Route
 
 from .conftest import Server
 
@@ -25,6 +26,8 @@ def expected(route: Route, caller: str) -> str:
         return "ok"
     if caller in ("none", "unknown", "revoked"):
         return "401"
+    if route.access == METRICS:
+        return "ok" if caller == "admin" else "401"
     if route.access == ADMIN:
         return "ok" if caller == "admin" else "403"
     if caller == "admin" or route.access not in HELD[caller]:
