@@ -28,7 +28,7 @@ from typing import Any
 import actors
 
 from ..clock import Clock
-from ..domain.commands import GiveBack, SpaceCommand, StreamSnapshot
+from ..domain.commands import GiveBack, SpaceCommand, StreamSnapshot, SweepJobs
 from ..domain.job import Job
 from ..domain.records import Callback
 from ..domain.settings import SpaceSettings, read_settings
@@ -189,7 +189,10 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             return None
         now = self.clock.now()
         try:
-            effects = self.space.apply(message, now, reply)
+            if isinstance(message, SweepJobs):
+                effects = await self._sweep(message, now, reply)
+            else:
+                effects = self.space.apply(message, now, reply)
             while effects.need:  # jobs only the store has: read them, and apply again
                 stored: dict[str, Job | None] = {}
                 for job_id in effects.need:
@@ -197,6 +200,8 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 effects = self.space.apply(message, now, reply, stored)
             # Part of the step: rows that cannot be made leave memory ahead of the log.
             changes = _changes(effects) if effects.writes() else None
+            if changes is not None and isinstance(message, SweepJobs):
+                changes.reclaim_pages = message.reclaim_pages
         except Exception:
             # A bug: what this message half did must not be written. Start over, once the
             # writes of earlier messages are reported: their callers get their outcome
@@ -207,6 +212,19 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             raise
         await self._flush(effects, changes)
         return None
+
+    async def _sweep(self, message: SweepJobs, now: float, reply: actors.Reply) -> Effects:
+        """Read the space's jobs past their retention, and have the space drop them.
+        The read is here, between two messages, so nothing the space does can fall
+        between it and the delete: a job retried since it was read is in memory, and
+        the space keeps it. A bounded read by index (`SweepJobs.limit` jobs at most):
+        the space waits for it, a few milliseconds."""
+        retention = message.defaults.over(self.space.settings.retention)
+        cutoffs = retention.cutoffs(now)
+        expired = (
+            await self.store.expired_jobs(self.space_id, cutoffs, message.limit) if cutoffs else []
+        )
+        return self.space.sweep(expired, reply)
 
     def _watch(self) -> None:
         """Stream events are collected only while someone watches the space."""
@@ -317,7 +335,7 @@ def _changes(effects: Effects) -> Changes:
     """The rows of what ``effects`` changed: each job's row, or its changed columns,
     with its new events as text in the row (`event_record`), or past the row's share in
     rows of their own."""
-    changes = Changes(callbacks=effects.outbox)
+    changes = Changes(callbacks=effects.outbox, deleted_jobs=effects.deleted)
     texts: dict[str, str] = {}
     event_rows = changes.events
     for job_id, events in effects.events.items():
