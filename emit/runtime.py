@@ -509,8 +509,8 @@ class SpaceJobs:
 
 
 class SpaceStarter(actors.Actor[None]):
-    """Starts every space of the store each time it starts. It is the root's last child
-    (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
+    """Starts every space of the store each time it starts. It is started after the
+    spaces supervisor at the root (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
     writer, or of the supervisor itself), which comes back with no spaces, restarts it
     too: every space then runs again, with its timers, without waiting for a request to
     name it. It handles no messages."""

@@ -81,7 +81,8 @@ def validate_retention(raw: object, field: str = "retention") -> dict[str, int |
     for status, seconds in raw.items():
         if status not in _STATUSES:
             raise InvalidRequest(
-                f"{field} names {status!r}, which is not a final status ({', '.join(_STATUSES)})",
+                f"{field}.{status} is not a final status: a retention is set for "
+                f"{', '.join(_STATUSES)} only",
                 field=f"{field}.{status}",
             )
         if seconds is not None and (

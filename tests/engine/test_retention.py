@@ -1,7 +1,10 @@
 """Retention: finished jobs go once past their space's retention, swept on the sweeper's
 own timer; live jobs stay; a key lasts as long as its job."""
 
+import sqlite3
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,11 +71,10 @@ async def test_finished_jobs_go_after_their_status_retention_and_live_ones_stay(
         await trio.sleep(3600)  # killed: kept forever; live ones are never swept
         for status in ("killed", "running", "pending"):
             assert not await gone(jobs, made[status])
-        counts = await jobs.counts()
+        counts = {str(status): n for status, n in (await jobs.counts()).items()}
         assert (counts["completed"], counts["dead"], counts["killed"]) == (0, 0, 1)
         assert (counts["running"], counts["pending"]) == (1, 1)
-        # The space's memory agrees with the store once reloaded.
-        _, total = await jobs.list()
+        _, total = await jobs.list()  # the counts agree with the store
         assert total == 3
 
 
@@ -195,3 +197,32 @@ async def test_a_bad_retention_is_refused_and_changes_nothing(
             await rt.update_space(space.id, {"retention": retention, "rateLimit": 5})
         assert refused.value.field == field
         assert (await rt.get_space(space.id)).settings == {"retention": {"completed": 30}}
+
+
+async def test_a_sweep_on_sqlite_deletes_old_jobs_with_their_rows_and_keeps_live_ones(
+    tmp_path: Path,
+) -> None:
+    """Real time, a real file: the jobs finished an hour ago, in a runtime that started
+    then (``start_time``); a runtime started now sweeps them."""
+    with trio.fail_after(30):
+        async with emit.open_runtime(tmp_path, start_time=time.time() - 3600) as rt:
+            jobs = rt.space((await rt.create_space("s")).id)
+            made = await finished(jobs)
+            big = {"blob": "x" * 1000}  # an event past a job row's share: a row of its own
+            await jobs.event(made["running"], "note", big)
+        db = sqlite3.connect(tmp_path / "emit.db")
+        assert db.execute("SELECT count(*) FROM job_logs").fetchone()[0] == 3
+        retention = Retention(completed=60, dead=60, killed=None)
+        async with emit.open_runtime(tmp_path, retention=retention) as rt:
+            jobs = rt.space(jobs.space_id)
+            assert await rt.sweep() == (2, False)
+            assert await gone(jobs, made["completed"]) and await gone(jobs, made["dead"])
+            for status in ("killed", "running", "pending"):
+                assert not await gone(jobs, made[status])
+            assert len((await jobs.get(made["running"])).events or ()) > 0
+            assert await rt.sweep() == (0, False)
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3
+        # The logs of the two swept jobs went with them; the others' stay.
+        assert db.execute("SELECT count(*) FROM job_logs").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM job_events").fetchone()[0] == 1
+        db.close()
