@@ -36,7 +36,7 @@ from ..domain.space import Effects, LiveSpace
 from ..domain.views import Delivery
 from ..errors import NotFound, Unavailable
 from ..realtime.hub import EventHub
-from ..store.base import OutcomeUnknown, Store
+from ..store.base import Expired, OutcomeUnknown, Store
 from ..store.records import Changes, event_record, job_row, log_row, state_row
 from ..store.writer import Commit, Settle, Source, Write, Written
 
@@ -188,9 +188,17 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             await self._flush(Effects(answers=[(reply, snapshot)]))
             return None
         now = self.clock.now()
+        expired: list[Expired] = []
+        if isinstance(message, SweepJobs):
+            try:
+                expired = await self._expired(message, now)
+            except Exception as exc:  # nothing changed: the sweeper hears it, the space goes on
+                failed = Unavailable(f"could not read the jobs to sweep: {exc!r}")
+                await self._flush(Effects(answers=[(reply, failed)]))
+                return None
         try:
             if isinstance(message, SweepJobs):
-                effects = await self._sweep(message, now, reply)
+                effects = self.space.sweep(expired, reply)
             else:
                 effects = self.space.apply(message, now, reply)
             while effects.need:  # jobs only the store has: read them, and apply again
@@ -213,18 +221,17 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         await self._flush(effects, changes)
         return None
 
-    async def _sweep(self, message: SweepJobs, now: float, reply: actors.Reply) -> Effects:
-        """Read the space's jobs past their retention, and have the space drop them.
-        The read is here, between two messages, so nothing the space does can fall
-        between it and the delete: a job retried since it was read is in memory, and
+    async def _expired(self, message: SweepJobs, now: float) -> list[Expired]:
+        """The space's finished jobs past their retention, as the store has them. Read
+        here, between two messages, so that nothing the space does falls between the
+        read and `LiveSpace.sweep`: a job retried since it finished is in memory, and
         the space keeps it. A bounded read by index (`SweepJobs.limit` jobs at most):
         the space waits for it, a few milliseconds."""
         retention = message.defaults.over(self.space.settings.retention)
         cutoffs = retention.cutoffs(now)
-        expired = (
-            await self.store.expired_jobs(self.space_id, cutoffs, message.limit) if cutoffs else []
-        )
-        return self.space.sweep(expired, reply)
+        if not cutoffs:
+            return []
+        return await self.store.expired_jobs(self.space_id, cutoffs, message.limit)
 
     def _watch(self) -> None:
         """Stream events are collected only while someone watches the space."""

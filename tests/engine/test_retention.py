@@ -226,3 +226,22 @@ async def test_a_sweep_on_sqlite_deletes_old_jobs_with_their_rows_and_keeps_live
         assert db.execute("SELECT count(*) FROM job_logs").fetchone()[0] == 1
         assert db.execute("SELECT count(*) FROM job_events").fetchone()[0] == 1
         db.close()
+
+
+async def test_a_failed_read_skips_the_sweep_and_the_space_goes_on(
+    autojump_clock: MockClock, rt: emit.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> list[object]:
+        raise OSError("disk I/O error")
+
+    with trio.fail_after(600):
+        jobs = rt.space((await rt.create_space("s")).id)
+        made = await finished(jobs)
+        ref = rt.spaces.whereis(jobs.space_id)
+        await trio.sleep(75)  # the sweeper deleted the completed job meanwhile
+        monkeypatch.setattr(rt.store, "expired_jobs", broken)
+        await trio.sleep(60)
+        assert await rt.sweep() == (0, False)
+        assert rt.spaces.whereis(jobs.space_id) is ref and not ref.stopped  # type: ignore[union-attr]
+        assert not await gone(jobs, made["dead"])  # its turn came while reads failed
+        assert (await jobs.create("j")).status == "pending"
