@@ -32,8 +32,9 @@ BATCH = 500
 """Jobs deleted at most in one write of a space: a few milliseconds of the writer's."""
 RECLAIM_PAGES = 256
 """Free pages (1 MiB of 4 KiB pages) given back to the file system with each batch, at
-most: under a steady load freed pages are reused for new jobs anyway; this lets the file
-shrink, slowly, once the load or the retention goes down."""
+most, on a database made with ``auto_vacuum = INCREMENTAL`` (a batch of 500 jobs frees
+about a hundred): the file then shrinks when the load or the retention goes down. On an
+older database the freed pages stay on SQLite's freelist, and new jobs take them."""
 SWEEP_TIMEOUT = 60.0
 
 log = logging.getLogger("emit.sweeper")
