@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emit.domain.settings import Retention
+
 EMIT = [sys.executable, "-m", "emit"]
 
 
@@ -225,3 +227,16 @@ def test_the_callback_flags_make_the_retry_policy() -> None:
     policy = callback_policy(args)
     assert (policy.tries, policy.first_delay, policy.factor, policy.timeout) == (12, 5, 2.5, 30)
     assert policy.delay(3, 0.5) == 5 * 2.5**2  # the wait after the third failed try
+
+
+def test_the_retain_flags_make_the_default_retention() -> None:
+    from emit.cli import _parser, retention
+
+    assert retention(_parser().parse_args(["serve"])) == Retention(604800, 2592000, 2592000)
+    args = _parser().parse_args(
+        ["serve", "--retain-completed", "60", "--retain-dead", "0", "--retain-killed", "3600"]
+    )
+    assert retention(args) == Retention(completed=60, dead=None, killed=3600)
+    for bad in ("-1", "1.5", "week"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["serve", "--retain-completed", bad])
