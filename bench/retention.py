@@ -184,8 +184,8 @@ def main(args: argparse.Namespace) -> None:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.retention", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=180.0, help="load per run")
-    parser.add_argument("--rate", type=float, default=200.0, help="jobs created a second")
+    parser.add_argument("--seconds", type=float, default=240.0, help="load per run")
+    parser.add_argument("--rate", type=float, default=40.0, help="jobs created a second")
     parser.add_argument("--retain", type=int, default=30, help="seconds, the swept run")
     parser.add_argument("--producers", type=int, default=4)
     parser.add_argument("--workers", type=int, default=8)
