@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from .domain.model import EventType, JobStatus
+from .domain.settings import Retention
 from .domain.views import Delivery, ItemResult, JobView
 from .errors import (
     Conflict,
@@ -70,6 +71,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "Retention",
     "Runtime",
     "SpaceJobs",
     "StoreOpenFailed",

@@ -31,6 +31,7 @@ import trio
 from .callbacks.policy import CallbackPolicy
 from .clock import Clock
 from .domain.records import Space
+from .domain.settings import MAX_RETENTION, Retention
 from .domain.views import space_to_wire, token_to_wire
 from .errors import EmitError, InvalidRequest, NotFound
 from .ids import ADMIN_PREFIX, new_key
@@ -263,6 +264,32 @@ def callback_policy(args: argparse.Namespace) -> CallbackPolicy:
     )
 
 
+def retention(args: argparse.Namespace) -> Retention:
+    """The server's default retention, from ``--retain-*`` (0: keep forever)."""
+    return Retention(
+        completed=args.retain_completed or None,
+        dead=args.retain_dead or None,
+        killed=args.retain_killed or None,
+    )
+
+
+def _retention_flags(run: argparse.ArgumentParser) -> None:
+    defaults = Retention()
+    for status, seconds in (
+        ("completed", defaults.completed),
+        ("dead", defaults.dead),
+        ("killed", defaults.killed),
+    ):
+        run.add_argument(
+            f"--retain-{status}",
+            type=_integer(0, MAX_RETENTION),
+            default=seconds,
+            metavar="SECONDS",
+            help=f"seconds a {status} job is kept, for spaces without a retention setting "
+            f"(0: forever; default {seconds})",
+        )
+
+
 def _admin_key(data: Path) -> tuple[str, bool]:
     """The admin key, and whether it is new (then the caller saves it with `_save_admin`
     once the server is up, so a start that fails leaves no key nobody has seen)."""
@@ -318,6 +345,7 @@ async def serve(args: argparse.Namespace) -> None:
             synchronous=args.synchronous,
             allow_private_callbacks=args.allow_private_callbacks,
             callback_policy=policy,
+            retention=retention(args),
         ) as rt,
         trio.open_nursery() as nursery,
     ):
@@ -660,6 +688,7 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-token",
         help="a token that may read GET /metrics, besides the admin key",
     )
+    _retention_flags(run)
 
     spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
         dest="action", required=True

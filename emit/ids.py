@@ -17,6 +17,12 @@ def new_id(wall: float) -> str:
     return str(ULID.from_timestamp(wall))
 
 
+def id_bound(wall: float) -> str:
+    """A string above every id made up to ``wall`` and below every id made in a later
+    millisecond (the time part of a ULID is its first ten characters)."""
+    return _base32(max(int(wall * 1000) + 1, 0), 5)
+
+
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits → 2 characters
 

@@ -70,7 +70,7 @@ from .domain.model import (
     validate_progress,
 )
 from .domain.records import Callback, LogLine, Space, Token
-from .domain.settings import SpaceSettings, validate_settings
+from .domain.settings import Retention, SpaceSettings, validate_settings
 from .domain.views import Delivery, JobView
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
@@ -84,6 +84,7 @@ from .store.memory import MemoryStore
 from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
+from .sweeper import SWEEP_EVERY, Sweeper, Swept, sweep_spaces
 
 log = logging.getLogger("emit.runtime")
 
@@ -509,8 +510,8 @@ class SpaceJobs:
 
 
 class SpaceStarter(actors.Actor[None]):
-    """Starts every space of the store each time it starts. It is the root's last child
-    (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
+    """Starts every space of the store each time it starts. It is started after the
+    spaces supervisor at the root (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
     writer, or of the supervisor itself), which comes back with no spaces, restarts it
     too: every space then runs again, with its timers, without waiting for a request to
     name it. It handles no messages."""
@@ -554,6 +555,9 @@ class Runtime:
         """The webhook sender, once started."""
         self.deleting: set[str] = set()
         """Spaces being deleted: no request may start their actor again meanwhile."""
+        self.retention = Retention()
+        """How long finished jobs are kept in a space without a ``retention`` setting
+        (and for the statuses its setting leaves out)."""
 
     def _notify_callbacks(self, callbacks: list[Callback]) -> None:
         # A hint: the outbox is durable, and the sender loads it on every start.
@@ -753,6 +757,11 @@ class Runtime:
         (``emit.metrics.CONTENT_TYPE``)."""
         return self.metrics.render()
 
+    async def sweep(self) -> Swept:
+        """Delete now, in every running space, one batch of the finished jobs past
+        their retention (the sweeper does this on its timer)."""
+        return await sweep_spaces(self, self.retention)
+
     def running_spaces(self) -> int:
         """How many spaces have an actor now."""
         return len(self.spaces.children())
@@ -789,6 +798,8 @@ async def open_runtime(
     allow_private_callbacks: bool = False,
     callback_policy: CallbackPolicy | None = None,
     callback_transport: httpx.AsyncBaseTransport | None = None,
+    retention: Retention | None = None,
+    sweep_every: float = SWEEP_EVERY,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
     ``emit.db`` lives in it) or None for an in-memory store. Every space in the store is
@@ -803,7 +814,11 @@ async def open_runtime(
     Webhooks to loopback or private addresses are refused unless
     ``allow_private_callbacks`` (a literal one, or ``localhost``, already when the job
     or the push URL is set); ``callback_policy`` sets tries, backoff and timeouts;
-    ``callback_transport`` replaces the network (tests use ``httpx.MockTransport``)."""
+    ``callback_transport`` replaces the network (tests use ``httpx.MockTransport``).
+
+    Finished jobs are deleted once past their retention: a space's ``retention`` setting,
+    else ``retention`` (default: `Retention`'s, a week for completed jobs, 30 days for
+    dead and killed ones), swept every ``sweep_every`` seconds."""
     store: Store = (
         MemoryStore()
         if data is None
@@ -844,6 +859,8 @@ async def open_runtime(
             if allow_private_callbacks:
                 policy = dataclasses.replace(policy, allow_private=True)
             runtime = Runtime(store, clock, system, writer, spaces, policy, metrics)
+            if retention is not None:
+                runtime.retention = retention
             # Before any space: a callback a space queues always finds the sender.
             runtime.callbacks = await system.spawn(
                 lambda: CallbackSender(
@@ -859,6 +876,10 @@ async def open_runtime(
             )
             # Last: every space loads now, and again after any restart of those before.
             await system.spawn(lambda: SpaceStarter(runtime), key="space-starter")
+            # After the spaces, so that a sweeper that fails restarts alone.
+            await system.spawn(
+                lambda: Sweeper(runtime, runtime.retention, sweep_every), key="sweeper"
+            )
             yield runtime
     finally:
         await store.close()

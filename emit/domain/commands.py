@@ -19,7 +19,7 @@ from .model import (
     Progress,
 )
 from .records import Callback
-from .settings import SpaceSettings
+from .settings import Retention, SpaceSettings
 from .views import Delivery, JobView
 
 R = TypeVar("R")
@@ -182,6 +182,19 @@ class ReleasePollers(Command[int]):
 
 
 @dataclass(frozen=True, slots=True)
+class SweepJobs(Command[int]):
+    """Delete up to ``limit`` of the space's finished jobs past their retention (the
+    space's setting over ``defaults``), and forget their idempotency keys. The actor
+    reads them from the store, then the space drops those that came back to memory.
+    Answer, once durable: how many went."""
+
+    defaults: Retention
+    limit: int
+    reclaim_pages: int = 0
+    """Free pages to give back to the file system with the deletes, at most."""
+
+
+@dataclass(frozen=True, slots=True)
 class GiveBack:
     """Told, not asked: these deliveries (job id, lease id) never reached their caller
     (it hung up before the answer went out). Each job still under that lease goes back
@@ -211,4 +224,5 @@ SpaceCommand = (
     | CountPollers
     | RecordCallback
     | GiveBack
+    | SweepJobs
 )

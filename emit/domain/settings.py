@@ -8,7 +8,9 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from .model import (
+    FINAL,
     MAX_NAME,
+    JobStatus,
     RetryBackoff,
     encode_json,
     valid_url,
@@ -18,9 +20,82 @@ from .model import (
 )
 
 KNOWN = frozenset(
-    {"retryBackoff", "signingSecret", "pushUrl", "pushHeaders", "pushNames", "rateLimit"}
+    {
+        "retryBackoff",
+        "signingSecret",
+        "pushUrl",
+        "pushHeaders",
+        "pushNames",
+        "rateLimit",
+        "retention",
+    }
 )
 MAX_RATE = 1_000_000.0
+MAX_RETENTION = 100 * 365 * 86400
+"""A century: past it, "keep forever" (0 or null) says it better."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a finished job is kept, in seconds, per final status (None: forever).
+    The defaults are `emit serve`'s (``--retain-completed``, ``--retain-dead``,
+    ``--retain-killed``); a space's ``retention`` setting overrides the statuses it
+    names."""
+
+    completed: int | None = 604_800
+    dead: int | None = 2_592_000
+    killed: int | None = 2_592_000
+
+    def over(self, given: Mapping[str, int | None] | None) -> Retention:
+        """These defaults with a space's setting on top (the statuses it names)."""
+        if not given:
+            return self
+        return Retention(
+            completed=given.get("completed", self.completed),
+            dead=given.get("dead", self.dead),
+            killed=given.get("killed", self.killed),
+        )
+
+    def cutoffs(self, now: float) -> dict[JobStatus, float]:
+        """For each final status kept for a while: jobs that finished before this wall
+        time are due to go. A status kept forever is left out."""
+        return {
+            JobStatus(status): now - seconds
+            for status in _STATUSES
+            if (seconds := getattr(self, status))
+        }
+
+
+_STATUSES = tuple(sorted(status.value for status in FINAL))
+
+
+def validate_retention(raw: object, field: str = "retention") -> dict[str, int | None]:
+    """An object of seconds per final status (``completed``, ``dead``, ``killed``): a
+    whole number from 0 to `MAX_RETENTION`; 0 or null keeps that status forever."""
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest(
+            f"{field} must be an object of seconds per final status "
+            f"({', '.join(_STATUSES)}), or null",
+            field=field,
+        )
+    for status, seconds in raw.items():
+        if status not in _STATUSES:
+            raise InvalidRequest(
+                f"{field}.{status} is not a final status: a retention is set for "
+                f"{', '.join(_STATUSES)} only",
+                field=f"{field}.{status}",
+            )
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int)
+            or not 0 <= seconds <= MAX_RETENTION
+        ):
+            raise InvalidRequest(
+                f"{field}.{status} must be a whole number of seconds from 0 to "
+                f"{MAX_RETENTION:,} (0 or null: keep forever)",
+                field=f"{field}.{status}",
+            )
+    return {status: seconds or None for status, seconds in raw.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +109,9 @@ class SpaceSettings:
     """Only jobs of these names wake the push URL (None: all)."""
     rate_limit: float | None = None
     """Requests a second for each key of the space (None: the server's limit)."""
+    retention: Mapping[str, int | None] | None = None
+    """Seconds a finished job is kept, for the final statuses named (None: forever);
+    the others, or all without the setting, as the server's default `Retention`."""
 
     def wakes(self, name: str) -> bool:
         return self.push_url is not None and (self.push_names is None or name in self.push_names)
@@ -92,6 +170,7 @@ def _parse(raw: Mapping[str, Any], *, strict: bool, allow_private: bool = False)
             f"{MAX_RATE:,.0f}, or null",
             field="rateLimit",
         )
+    retention = raw.get("retention")
     return SpaceSettings(
         retry_backoff=validate_backoff(raw.get("retryBackoff"), "retryBackoff"),
         signing_secret=secret,
@@ -99,4 +178,5 @@ def _parse(raw: Mapping[str, Any], *, strict: bool, allow_private: bool = False)
         push_headers=dict(headers) if headers else None,
         push_names=None if names is None else frozenset(names),
         rate_limit=None if rate is None else float(rate),
+        retention=None if retention is None else validate_retention(retention),
     )

@@ -49,6 +49,7 @@ from .commands import (
     SaveCheckpoint,
     SpaceCommand,
     StreamSnapshot,
+    SweepJobs,
 )
 from .job import Job, create_job
 from .model import Event, JobStatus, NewJob, PollRequest, Published, RetryBackoff, past_schedule
@@ -101,9 +102,11 @@ class Effects:
     """Leases that expired unacked (delivered jobs back to pending), for the metrics."""
     expired_run: int = 0
     """Leases that expired while running (a failed attempt: timeout), for the metrics."""
+    deleted: list[str] = field(default_factory=list)
+    """Finished jobs past their retention, to delete (`LiveSpace.sweep`)."""
 
     def writes(self) -> bool:
-        return bool(self.inserted or self.touched or self.logs or self.outbox)
+        return bool(self.inserted or self.touched or self.logs or self.outbox or self.deleted)
 
 
 class _Missing(Exception):
@@ -146,6 +149,11 @@ class LiveSpace:
         """The counts as of the last durable write (``counts`` runs ahead while writes
         are in flight): what a space stream starts from."""
         self.idempotency: dict[str, str] = {}
+        """idempotencyKey → job id, for every job of the space kept (a swept job's key
+        is forgotten with it)."""
+        self.sweeping: dict[str, Effects] = {}
+        """Jobs whose delete is in a write not yet durable (with that write's effects):
+        gone, whatever the store still says."""
         self.seq = 0
         self.ids = MonotonicIds()
         self.leases = MonotonicIds()
@@ -183,7 +191,7 @@ class LiveSpace:
     def let_go(self) -> None:
         """Drop every job: what outlives the space (a crash's traceback holds it) then
         holds an empty shell."""
-        self.jobs, self.ended, self.idempotency = {}, {}, {}
+        self.jobs, self.ended, self.idempotency, self.sweeping = {}, {}, {}, {}
         self.queue, self.timers = ReadyQueue(), Timers()
         self.waiters, self.waiting = [], []
         self.pending = Effects()
@@ -253,6 +261,26 @@ class LiveSpace:
         self._serve_waiters(now)
         return self.take()
 
+    def sweep(
+        self, expired: Iterable[tuple[str, JobStatus, str | None]], caller: Caller
+    ) -> Effects:
+        """Delete ``expired``, finished jobs past their retention as the store had them
+        when the actor read them (job id, status, idempotency key), but for any back in
+        memory since (a retry). Their keys are forgotten: a key lasts as long as its
+        job. The caller's answer: how many go."""
+        pending = self.pending
+        jobs, ended, sweeping, keys = self.jobs, self.ended, self.sweeping, self.idempotency
+        for job_id, status, key in expired:
+            if job_id in jobs or job_id in ended or job_id in sweeping:
+                continue
+            pending.deleted.append(job_id)
+            sweeping[job_id] = pending
+            self._count(status, -1)
+            if key is not None and keys.get(key) == job_id:
+                del keys[key]
+        pending.answers.append((caller, len(pending.deleted)))
+        return self.take()
+
     def next_deadline(self) -> float:
         """When `expire` next has work (wall-clock seconds; inf: none)."""
         next_at = self.timers.next_at()
@@ -281,6 +309,10 @@ class LiveSpace:
             entry = ended.get(job.id)
             if entry is not None and entry[1] is effects:  # not ended again since
                 del ended[job.id]
+        sweeping = self.sweeping
+        for job_id in effects.deleted:
+            if sweeping.get(job_id) is effects:
+                del sweeping[job_id]
 
     def pollers(self) -> int:
         return sum(1 for w in self.waiting if not w.done and not w.caller.done)
@@ -384,6 +416,10 @@ class LiveSpace:
                 return None
             case GiveBack():
                 raise AssertionError("a give-back is told: see `give_back`")  # pragma: no cover
+            case SweepJobs():
+                raise AssertionError(
+                    "the actor reads what to sweep: see `sweep`"
+                )  # pragma: no cover
             case CountPollers():
                 return self.pollers()
             case ReleasePollers():
@@ -519,8 +555,12 @@ class LiveSpace:
 
     def _need(self, job_ids: Iterable[str]) -> None:
         """Before a batch changes anything: the jobs it names that only the store has."""
-        jobs, ended, stored = self.jobs, self.ended, self._stored
-        missing = [i for i in job_ids if i not in jobs and i not in ended and i not in stored]
+        jobs, ended, stored, sweeping = self.jobs, self.ended, self._stored, self.sweeping
+        missing = [
+            i
+            for i in job_ids
+            if i not in jobs and i not in ended and i not in stored and i not in sweeping
+        ]
         if missing:
             raise _Missing(missing)
 
@@ -541,6 +581,8 @@ class LiveSpace:
         entry = self.ended.get(job_id)
         if entry is not None:
             return entry[0]
+        if job_id in self.sweeping:  # deleted, in a write not yet durable
+            raise NotFound(f"no job {job_id} in this space")
         if job_id not in self._stored:
             raise _Missing((job_id,))
         job = self._stored[job_id]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.model import JobStatus
+from ..domain.settings import MAX_RETENTION
 from ..version import __version__
 from . import routes
 from .routes import ADMIN, METRICS, PUBLIC, ROUTES
@@ -361,6 +362,17 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
                 "pushHeaders": nullable(HEADERS),
                 "pushNames": nullable(array({"type": "string", "minLength": 1})),
                 "rateLimit": nullable({"type": "number", "exclusiveMinimum": 0}),
+                "retention": nullable(
+                    obj(
+                        {
+                            status: nullable(
+                                {"type": "integer", "minimum": 0, "maximum": MAX_RETENTION}
+                            )
+                            for status in ("completed", "dead", "killed")
+                        },
+                        closed=True,
+                    )
+                ),
             },
             closed=True,
         ),

@@ -28,7 +28,7 @@ from typing import Any
 import actors
 
 from ..clock import Clock
-from ..domain.commands import GiveBack, SpaceCommand, StreamSnapshot
+from ..domain.commands import GiveBack, SpaceCommand, StreamSnapshot, SweepJobs
 from ..domain.job import Job
 from ..domain.records import Callback
 from ..domain.settings import SpaceSettings, read_settings
@@ -37,7 +37,7 @@ from ..domain.views import Delivery
 from ..errors import NotFound, Unavailable
 from ..metrics import Metrics
 from ..realtime.hub import EventHub
-from ..store.base import OutcomeUnknown, Store
+from ..store.base import Expired, OutcomeUnknown, Store
 from ..store.records import Changes, event_record, job_row, log_row, state_row
 from ..store.writer import Commit, Settle, Source, Write, Written
 
@@ -195,8 +195,19 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             await self._flush(Effects(answers=[(reply, snapshot)]))
             return None
         now = self.clock.now()
+        expired: list[Expired] = []
+        if isinstance(message, SweepJobs):
+            try:
+                expired = await self._expired(message, now)
+            except Exception as exc:  # nothing changed: the sweeper hears it, the space goes on
+                failed = Unavailable(f"could not read the jobs to sweep: {exc!r}")
+                await self._flush(Effects(answers=[(reply, failed)]))
+                return None
         try:
-            effects = self.space.apply(message, now, reply)
+            if isinstance(message, SweepJobs):
+                effects = self.space.sweep(expired, reply)
+            else:
+                effects = self.space.apply(message, now, reply)
             while effects.need:  # jobs only the store has: read them, and apply again
                 stored: dict[str, Job | None] = {}
                 for job_id in effects.need:
@@ -204,6 +215,8 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 effects = self.space.apply(message, now, reply, stored)
             # Part of the step: rows that cannot be made leave memory ahead of the log.
             changes = _changes(effects) if effects.writes() else None
+            if changes is not None and isinstance(message, SweepJobs):
+                changes.reclaim_pages = message.reclaim_pages
         except Exception:
             # A bug: what this message half did must not be written. Start over, once the
             # writes of earlier messages are reported: their callers get their outcome
@@ -214,6 +227,18 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             raise
         await self._flush(effects, changes)
         return None
+
+    async def _expired(self, message: SweepJobs, now: float) -> list[Expired]:
+        """The space's finished jobs past their retention, as the store has them. Read
+        here, between two messages, so that nothing the space does falls between the
+        read and `LiveSpace.sweep`: a job retried since it finished is in memory, and
+        the space keeps it. A bounded read by index (`SweepJobs.limit` jobs at most):
+        the space waits for it, a few milliseconds."""
+        retention = message.defaults.over(self.space.settings.retention)
+        cutoffs = retention.cutoffs(now)
+        if not cutoffs:
+            return []
+        return await self.store.expired_jobs(self.space_id, cutoffs, message.limit)
 
     def _watch(self) -> None:
         """Stream events are collected only while someone watches the space."""
@@ -325,7 +350,7 @@ def _changes(effects: Effects) -> Changes:
     """The rows of what ``effects`` changed: each job's row, or its changed columns,
     with its new events as text in the row (`event_record`), or past the row's share in
     rows of their own."""
-    changes = Changes(callbacks=effects.outbox)
+    changes = Changes(callbacks=effects.outbox, deleted_jobs=effects.deleted)
     texts: dict[str, str] = {}
     event_rows = changes.events
     for job_id, events in effects.events.items():

@@ -5,7 +5,9 @@ behave the same; the store tests run against both."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..domain.job import Job
 from ..domain.model import Event, JobStatus, LogLevel
@@ -36,6 +38,14 @@ class SpaceState:
     max_seq: int
     idempotency: dict[str, str]
     """idempotencyKey → job id, for every job of the space that has one."""
+
+
+class Expired(NamedTuple):
+    """A finished job past its retention (`Store.expired_jobs`)."""
+
+    id: str
+    status: JobStatus
+    idempotency_key: str | None
 
 
 class Store(abc.ABC):
@@ -100,6 +110,14 @@ class Store(abc.ABC):
     async def get_logs(
         self, job_id: str, *, after: int, limit: int, level: LogLevel | None, q: str | None
     ) -> list[LogLine]: ...
+
+    @abc.abstractmethod
+    async def expired_jobs(
+        self, space_id: str, before: Mapping[JobStatus, float], limit: int
+    ) -> list[Expired]:
+        """Up to ``limit`` of the space's jobs in a final status of ``before`` that
+        finished before its time (wall seconds), oldest first; never one whose webhook
+        is still being delivered. A bounded read: the sweep's (docs/persistence.md)."""
 
     @abc.abstractmethod
     async def pending_callbacks(self) -> list[Callback]:

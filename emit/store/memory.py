@@ -4,6 +4,7 @@ MockClock (the autojump clock would jump while a thread works) and for embedding
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +13,7 @@ import trio
 from ..domain.job import Job
 from ..domain.model import FINAL, Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
-from .base import SpaceState, Store
+from .base import Expired, SpaceState, Store
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
@@ -68,7 +69,16 @@ class MemoryStore(Store):
                 self.logs.setdefault(row[0], []).append(row)
             for callback in batch.callbacks:
                 self.callbacks[callback.id] = callback
+            for job_id in batch.deleted_jobs:
+                self._delete_job(job_id)
         self.commits += 1
+
+    def _delete_job(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+        self.events.pop(job_id, None)
+        self.logs.pop(job_id, None)
+        for callback_id in [c.id for c in self.callbacks.values() if c.job_id == job_id]:
+            del self.callbacks[callback_id]
 
     def _delete_space(self, space_id: str) -> None:
         self.spaces.pop(space_id, None)
@@ -177,6 +187,27 @@ class MemoryStore(Store):
             and (q is None or q in line.message)
         ]
         return lines[:limit]
+
+    async def expired_jobs(
+        self, space_id: str, before: Mapping[JobStatus, float], limit: int
+    ) -> list[Expired]:
+        await trio.lowlevel.checkpoint()
+        delivering = {c.job_id for c in self.callbacks.values() if c.state == "pending"}
+        found: list[Expired] = []
+        for status, cutoff in sorted(before.items()):
+            rows = sorted(
+                (
+                    row
+                    for row in self.jobs.values()
+                    if row["space_id"] == space_id
+                    and row["status"] == status.value
+                    and row["completed_at"] < cutoff
+                    and row["id"] not in delivering
+                ),
+                key=lambda row: row["id"],
+            )
+            found += [Expired(row["id"], status, row["idempotency_key"]) for row in rows]
+        return found[:limit]
 
     async def pending_callbacks(self) -> list[Callback]:
         await trio.lowlevel.checkpoint()

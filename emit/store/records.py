@@ -216,6 +216,11 @@ class Changes:
     revoked_tokens: list[tuple[str, float]] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
     """Outbox rows to insert or replace."""
+    deleted_jobs: list[str] = field(default_factory=list)
+    """Finished jobs to delete, with their events, logs and callbacks (the sweep)."""
+    reclaim_pages: int = 0
+    """Free pages to give back to the file system after the deletes, at most (SQLite's
+    ``incremental_vacuum``; nothing on a database made without it)."""
 
     def __bool__(self) -> bool:
         return bool(
@@ -228,4 +233,5 @@ class Changes:
             or self.tokens
             or self.revoked_tokens
             or self.callbacks
+            or self.deleted_jobs
         )

@@ -102,6 +102,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN events TEXT NOT NULL DEFAULT ''
     """,
+    # 4: a swept job's callbacks are deleted with it (docs/persistence.md, "Retention")
+    """
+    CREATE INDEX callbacks_job ON callbacks (job_id)
+    """,
 )
 
 

@@ -24,7 +24,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,8 +34,9 @@ from ..codec import dumps, loads
 from ..domain.job import Job
 from ..domain.model import Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
+from ..ids import id_bound
 from ._writer_process import PROBE
-from .base import OutcomeUnknown, SpaceState, Store, StoreOpenFailed
+from .base import Expired, OutcomeUnknown, SpaceState, Store, StoreOpenFailed
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
@@ -77,6 +78,22 @@ _DELETE_SPACE = (
     "DELETE FROM callbacks WHERE space_id = ?",
     "DELETE FROM tokens WHERE space_id = ?",
     "DELETE FROM spaces WHERE id = ?",
+)
+_DELETE_JOB = (
+    "DELETE FROM job_events WHERE job_id = ?",
+    "DELETE FROM job_logs WHERE job_id = ?",
+    "DELETE FROM callbacks WHERE job_id = ?",
+    "DELETE FROM jobs WHERE id = ?",
+)
+_RECLAIM = "PRAGMA incremental_vacuum"
+"""Run once per page: each run gives one free page back to the file system (sqlite3
+steps a statement that returns no rows once, and this pragma frees a page a step)."""
+_EXPIRED = (
+    # By the status index, in id order, which is creation order: a job that finished
+    # before the cutoff was created before it, so ids past the cutoff's are never read.
+    "SELECT id, idempotency_key FROM jobs WHERE space_id = ? AND status = ? AND id < ? "
+    "AND completed_at < ? AND id NOT IN "
+    "(SELECT job_id FROM callbacks WHERE state = 'pending') ORDER BY id LIMIT ?"
 )
 _PUT_TOKEN = "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _REVOKE_TOKEN = "UPDATE tokens SET revoked_at = ? WHERE id = ?"
@@ -139,6 +156,12 @@ def _steps(batches: list[Changes]) -> list[Step]:
                 steps.append(
                     (_REVOKE_TOKEN, [(at, token_id) for token_id, at in batch.revoked_tokens])
                 )
+        if batch.deleted_jobs:
+            close()
+            rows = [(job_id,) for job_id in batch.deleted_jobs]
+            steps.extend((sql, rows) for sql in _DELETE_JOB)
+            if batch.reclaim_pages:
+                steps.append((_RECLAIM, [()] * batch.reclaim_pages))
         inserts += batch.inserts
         updates += batch.updates
         events += batch.events
@@ -237,6 +260,11 @@ class SQLiteStore(Store):
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = self._connect()
+        if writer.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # A new database: deleted jobs' pages can go back to the file system (the
+            # sweep's `Changes.reclaim_pages`). Only possible before the first table,
+            # and before WAL mode writes the header.
+            writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise RuntimeError(f"SQLite refused WAL mode for {self.path} (got {mode})")
@@ -581,6 +609,27 @@ class SQLiteStore(Store):
             return [log_from_row(row) for row in rows]
 
         return await self._read(query)
+
+    async def expired_jobs(
+        self, space_id: str, before: Mapping[JobStatus, float], limit: int
+    ) -> list[Expired]:
+        def read(db: sqlite3.Connection) -> list[Expired]:
+            found: list[Expired] = []
+            db.execute("BEGIN")
+            try:
+                for status, cutoff in sorted(before.items()):
+                    if len(found) >= limit:
+                        break
+                    rows = db.execute(
+                        _EXPIRED,
+                        (space_id, status.value, id_bound(cutoff), cutoff, limit - len(found)),
+                    )
+                    found.extend(Expired(job_id, status, key) for job_id, key in rows)
+            finally:
+                db.execute("COMMIT")
+            return found
+
+        return await self._read(read)
 
     async def pending_callbacks(self) -> list[Callback]:
         return await self._read(

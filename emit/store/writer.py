@@ -92,7 +92,13 @@ _Item = tuple[Changes, "Write | actors.Reply | _Settling", "Source | None"]
 
 
 def _rows(changes: Changes) -> int:
-    return len(changes.inserts) + len(changes.updates) + len(changes.events) + len(changes.logs)
+    return (
+        len(changes.inserts)
+        + len(changes.updates)
+        + len(changes.events)
+        + len(changes.logs)
+        + 4 * len(changes.deleted_jobs)  # the job, its events, logs and callbacks
+    )
 
 
 def _take_group(pending: list[_Item]) -> tuple[list[_Item], list[_Item], int]:

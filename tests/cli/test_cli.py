@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emit.domain.settings import Retention
+
 EMIT = [sys.executable, "-m", "emit"]
 
 
@@ -258,3 +260,16 @@ def test_serve_takes_its_flags_from_the_environment(tmp_path: Path) -> None:
         watchdog.cancel()
     access = [json.loads(line) for line in err.splitlines() if '"emit.access"' in line]
     assert [(a["method"], a["route"], a["status"]) for a in access] == [("GET", "/healthz", 200)]
+
+
+def test_the_retain_flags_make_the_default_retention() -> None:
+    from emit.cli import _parser, retention
+
+    assert retention(_parser().parse_args(["serve"])) == Retention(604800, 2592000, 2592000)
+    args = _parser().parse_args(
+        ["serve", "--retain-completed", "60", "--retain-dead", "0", "--retain-killed", "3600"]
+    )
+    assert retention(args) == Retention(completed=60, dead=None, killed=3600)
+    for bad in ("-1", "1.5", "week"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(["serve", "--retain-completed", bad])

@@ -370,3 +370,34 @@ def test_a_bug_leaves_nothing_to_write(monkeypatch: pytest.MonkeyPatch) -> None:
         live.apply(KillJob(job.id, None), NOW, Caller())
     live.discard()
     assert not live.take().writes()
+
+
+def test_a_sweep_deletes_stored_jobs_forgets_their_keys_and_counts_them_out() -> None:
+    live = space()
+    [done, back] = create(
+        live, NewJob("a", "null", idempotency_key="one"), NewJob("a", "null", idempotency_key="two")
+    )
+    poll(live, 2, ack=True)
+    completed = live.apply(
+        CompleteJobs([CompleteItem(j.id, "1", 1, None) for j in (done, back)]), NOW, Caller()
+    )
+    live.durable(completed)
+    dead = "01JOBDEAD00000000000000000"
+    live.counts[S.DEAD] += 1
+    # ``back`` was retried into memory since the sweep's read: it stays.
+    live.jobs[back.id] = completed.touched[back.id]
+    caller = Caller()
+    expired = [(done.id, S.COMPLETED, "one"), (back.id, S.COMPLETED, "two"), (dead, S.DEAD, None)]
+    effects = live.sweep(expired, caller)
+    assert effects.deleted == [done.id, dead] and answer(effects, caller) == 2
+    assert effects.deltas == {S.COMPLETED: -1, S.DEAD: -1}
+    assert live.idempotency == {"two": back.id}
+    # Until the delete is durable the store still has the job: it is gone already.
+    retried = Caller()
+    refused = live.apply(RetryJob(dead), NOW, retried)
+    assert isinstance(answer(refused, retried), NotFound) and not refused.need
+    assert live.sweep(expired, Caller()).deleted == []  # not twice
+    live.durable(effects)
+    assert live.sweeping == {}
+    [again] = create(live, NewJob("a", "null", idempotency_key="one"))
+    assert again.id != done.id

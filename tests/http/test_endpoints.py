@@ -318,3 +318,16 @@ async def test_health_and_readiness(server: Server) -> None:
     assert ready.status_code == 200 and ready.json()["spaces"] == 2
     assert_error(await server.client.get("/api/v1/nowhere"), 404, "not_found")
     assert json.loads((await server.client.get("/api/v1/openapi.json")).text)["openapi"] == "3.1.0"
+
+
+async def test_a_space_retention_is_set_shown_and_refused_when_bad(server: Server) -> None:
+    base = f"/api/v1/spaces/{server.space}"
+    admin = server.headers("admin")
+    retention = {"completed": 3600, "dead": None}
+    patched = await server.client.patch(base, json={"retention": retention}, headers=admin)
+    assert patched.status_code == 200 and patched.json()["settings"]["retention"] == retention
+    assert (await get(server, base, "admin")).json()["settings"]["retention"] == retention
+    for bad, field in (({"done": 1}, "retention.done"), ({"dead": -5}, "retention.dead")):
+        refused = await server.client.patch(base, json={"retention": bad}, headers=admin)
+        assert_error(refused, 400, "invalid_request", field)
+    assert (await get(server, base, "admin")).json()["settings"]["retention"] == retention

@@ -12,8 +12,9 @@ import pytest
 from emit.domain import lifecycle
 from emit.domain.job import Job
 from emit.domain.model import Event, EventType, JobStatus, LogLevel, RetryBackoff
-from emit.domain.records import LogLine, Space, Token
-from emit.store.base import Store, StoreOpenFailed
+from emit.domain.records import Callback, LogLine, Space, Token
+from emit.ids import new_id
+from emit.store.base import Expired, Store, StoreOpenFailed
 from emit.store.memory import MemoryStore
 from emit.store.records import (
     INLINE_ENTRY,
@@ -296,3 +297,81 @@ async def test_live_key_hashes_leaves_out_unknown_and_revoked_keys(store: Store)
     asked = {"hash-a", "hash-b", "hash-unknown"}
     assert await store.live_key_hashes(asked) == {"hash-a"}
     assert await store.live_key_hashes(set()) == set()
+
+
+async def test_expired_jobs_are_the_finished_ones_past_their_cutoff_oldest_first(
+    store: Store,
+) -> None:
+    def job(n: int, status: JobStatus, ended: float | None, key: str | None = None) -> Job:
+        return make_job(
+            n,
+            status,
+            id=new_id(1_000_000.0 + n),
+            created_at=1_000_000.0 + n,
+            completed_at=ended,
+            idempotency_key=key,
+        )
+
+    old = [job(n, JobStatus.COMPLETED, 1_000_100.0 + n, f"k{n}") for n in range(1, 4)]
+    recent = job(4, JobStatus.COMPLETED, 1_000_500.0)
+    dead = job(5, JobStatus.DEAD, 1_000_105.0)
+    running = job(6, JobStatus.RUNNING, None)
+    delivering = job(7, JobStatus.COMPLETED, 1_000_107.0)
+    hook = Callback("01CB", delivering.id, SPACE.id, "https://h", None, "{}", 1, 0.0, "pending", 0)
+    await store.commit(
+        [
+            Changes(
+                inserts=[job_row(j) for j in (*old, recent, dead, running, delivering)],
+                callbacks=[hook],
+            )
+        ]
+    )
+    before = {JobStatus.COMPLETED: 1_000_200.0, JobStatus.DEAD: 1_000_200.0}
+    found = await store.expired_jobs(SPACE.id, before, 10)
+    assert found == [
+        *[Expired(j.id, JobStatus.COMPLETED, j.idempotency_key) for j in old],
+        Expired(dead.id, JobStatus.DEAD, None),
+    ]
+    assert await store.expired_jobs(SPACE.id, before, 2) == found[:2]
+    assert await store.expired_jobs(SPACE.id, {JobStatus.DEAD: 1_000_200.0}, 10) == found[3:]
+    assert await store.expired_jobs("01OTHER", before, 10) == []
+
+
+async def test_a_deleted_job_goes_with_its_events_logs_and_callbacks(store: Store) -> None:
+    kept, swept = make_job(1, JobStatus.COMPLETED), make_job(2, JobStatus.COMPLETED)
+    changes = Changes(inserts=[job_row(kept), job_row(swept)])
+    for job in (kept, swept):
+        changes.events.append(event_row(job.id, Event(40, EventType.PROGRESS, 0, None, 1.0)))
+        changes.logs.append(log_row(job.id, LogLine(1, LogLevel.INFO, "hi", 1.0, None)))
+        changes.callbacks.append(
+            Callback(
+                f"CB{job.id}", job.id, SPACE.id, "https://h", None, "{}", 1, 0.0, "delivered", 0
+            )
+        )
+    await store.commit([changes])
+    await store.commit([Changes(deleted_jobs=[swept.id], reclaim_pages=10)])
+    assert await store.get_job(swept.id) is None
+    assert await store.get_job_with_events(swept.id) is None
+    assert await store.get_logs(swept.id, after=0, limit=10, level=None, q=None) == []
+    assert await store.get_callback(f"CB{swept.id}") is None
+    assert len(await events_of(store, kept.id)) == 1
+    assert len(await store.get_logs(kept.id, after=0, limit=10, level=None, q=None)) == 1
+    assert await store.get_callback(f"CB{kept.id}") is not None
+    if isinstance(store, SQLiteStore):
+        db = sqlite3.connect(store.path)
+        assert db.execute("SELECT count(*) FROM job_events").fetchone()[0] == 1
+
+
+async def test_a_new_database_gives_freed_pages_back(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "emit.db")
+    await store.open()
+    await store.commit([Changes(spaces=[SPACE])])
+    jobs = [make_job(n, JobStatus.COMPLETED, payload=f'"{"x" * 3000}"') for n in range(200)]
+    await store.commit([Changes(inserts=[job_row(job) for job in jobs])])
+    db = sqlite3.connect(tmp_path / "emit.db")
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    await store.commit([Changes(deleted_jobs=[job.id for job in jobs], reclaim_pages=50)])
+    assert db.execute("PRAGMA page_count").fetchone()[0] <= pages - 50
+    assert db.execute("PRAGMA freelist_count").fetchone()[0] > 0  # the rest: reused
+    await store.close()
