@@ -202,7 +202,7 @@ def backup(data: Path, dest: Path) -> None:
     when the copy began: its store, copied live (``copy_database``), and its admin key.
     The directory is made beside ``dest`` and renamed into place once complete, so
     ``dest`` is either absent or a whole copy, never a part of one."""
-    from .store.backup import NotAStore, copy_database
+    from .store.backup import NotAStore, copy_database, fsync_path
 
     check_not_lost(data)
     db = data / DB_NAME
@@ -227,28 +227,19 @@ def backup(data: Path, dest: Path) -> None:
         admin = data / ADMIN_FILE
         if admin.exists():
             _save_admin(partial, admin.read_text().strip())
-            _fsync(partial / ADMIN_FILE)
-        _fsync(partial)
+            fsync_path(partial / ADMIN_FILE)
+        fsync_path(partial)
         try:
             os.rename(partial, dest)  # replaces an empty directory; refuses a full one
         except OSError as error:
             raise StartFailed(f"cannot make {dest}: {error.strerror}") from None
-        _fsync(dest.parent)
+        fsync_path(dest.parent)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     size = (dest / DB_NAME).stat().st_size
     kept = f" and {ADMIN_FILE}" if (dest / ADMIN_FILE).exists() else ""
     print(f"backed up {data} to {dest}: {DB_NAME} ({pages} pages, {size:,} bytes){kept}")
-
-
-def _fsync(path: Path) -> None:
-    """Make a file, or a directory's entries, durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- serve

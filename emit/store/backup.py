@@ -74,7 +74,7 @@ def copy_database(
         reader.execute("COMMIT")
     finally:
         reader.close()
-    _fsync(target)
+    fsync_path(target)
     return int(copied)
 
 
@@ -86,7 +86,8 @@ def _reporter(
     return lambda status, remaining, total: progress(remaining, total)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Make a file, or a directory's entries, durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
