@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from .client import AsyncClient, Client
 from .domain.model import EventType, JobStatus
 from .domain.settings import Retention
 from .domain.views import Delivery, ItemResult, JobView
@@ -57,6 +58,8 @@ async def serve(
 
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "Conflict",
     "Delivery",
     "EmitError",

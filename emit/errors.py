@@ -21,6 +21,8 @@ from __future__ import annotations
 class EmitError(Exception):
     code = "internal"
     status = 500
+    field: str | None = None
+    """The input field a refusal names, when it names one."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -1,0 +1,841 @@
+"""The Python client of emit's HTTP API: `Client` (blocking, on ``httpx.Client``) and
+`AsyncClient` (on ``httpx.AsyncClient``: trio, or asyncio).
+
+Their methods and keywords are `SpaceJobs`'s, so a program moves between an embedded
+runtime and a remote server by changing the line that makes ``jobs``. They answer with the
+same views the embedding API returns (`JobView`, `Delivery`, `LogLine`; times as epoch
+seconds) and raise the same errors (`emit.errors`), built from the wire's answers.
+
+Each method is written once, as a `_Call`: the request to send, whether it may be sent
+again, and how to read the answer. The two clients only differ in how they send it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import random
+import time
+import types
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Self, TypeVar
+
+import anyio
+import httpx
+
+from .codec import dumps
+from .domain.model import Event, EventType, JobStatus, LogLevel
+from .domain.records import LogLine
+from .domain.views import Delivery, ItemResult, JobView
+from .errors import (
+    Conflict,
+    EmitError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+from .isotime import parse_iso
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 3
+BACKOFF_BASE = 0.5
+"""Seconds before the first retry when the server names no ``Retry-After``; doubled each
+time, at most `BACKOFF_MAX`."""
+BACKOFF_MAX = 30.0
+UNKNOWN_OUTCOME = "may or may not"
+"""What a 503 says when the change may still have been made (the spec's "outcome
+unknown"): such a request is sent again only when that is safe."""
+
+
+# ------------------------------------------------------------------------- the wire
+
+
+def _time(text: str | None) -> float | None:
+    return None if text is None else parse_iso(text)
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else dumps(value)
+
+
+def job_from_wire(wire: Mapping[str, Any]) -> JobView:
+    """A `JobView` from the wire form of a job (spec §4)."""
+    events = wire.get("events")
+    return JobView(
+        id=wire["id"],
+        space_id=wire["spaceId"],
+        name=wire["name"],
+        payload_json=dumps(wire.get("payload")),
+        status=JobStatus(wire["status"]),
+        priority=wire["priority"],
+        max_retries=wire["maxRetries"],
+        attempt_number=wire["attemptNumber"],
+        timeout_seconds=wire["timeoutSeconds"],
+        scheduled_for=_time(wire.get("scheduledFor")),
+        callback_url=wire.get("callbackUrl"),
+        callback_headers=wire.get("callbackHeaders"),
+        idempotency_key=wire.get("idempotencyKey"),
+        progress=wire.get("progress"),
+        result_json=_json_text(wire.get("result")),
+        created_at=parse_iso(wire["createdAt"]),
+        updated_at=parse_iso(wire["updatedAt"]),
+        delivered_at=_time(wire.get("deliveredAt")),
+        started_at=_time(wire.get("startedAt")),
+        completed_at=_time(wire.get("completedAt")),
+        events=None
+        if events is None
+        else tuple(
+            Event(
+                e["seq"],
+                EventType(e["type"]),
+                e["attemptNumber"],
+                e.get("data"),
+                parse_iso(e["createdAt"]),
+            )
+            for e in events
+        ),
+    )
+
+
+def delivery_from_wire(wire: Mapping[str, Any]) -> Delivery:
+    """A `Delivery` from a poll or claim descriptor."""
+    return Delivery(
+        id=wire["id"],
+        name=wire["name"],
+        payload_json=dumps(wire.get("payload")),
+        priority=wire["priority"],
+        timeout_seconds=wire["timeoutSeconds"],
+        max_retries=wire["maxRetries"],
+        attempt_number=wire["attemptNumber"],
+        created_at=parse_iso(wire["createdAt"]),
+        lease_id=wire["leaseId"],
+        checkpoint_json=_json_text(wire.get("checkpoint")),
+    )
+
+
+def _log_from_wire(wire: Mapping[str, Any]) -> LogLine:
+    return LogLine(
+        wire["seq"],
+        LogLevel[wire["level"].upper()],
+        wire["message"],
+        parse_iso(wire["ts"]),
+        wire.get("fields"),
+    )
+
+
+_ERRORS: dict[int, type[EmitError]] = {
+    cls.status: cls
+    for cls in (Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unavailable)
+}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None  # absent, or an HTTP date: back off by our own rule
+
+
+def error_from_response(response: httpx.Response) -> EmitError:
+    """The `EmitError` a refused request stands for: its class by status (an
+    `EmitError` for a status with none), carrying the answer's status, code, message and
+    field."""
+    status = response.status_code
+    try:
+        body = response.json()["error"]
+        code, message, where = body.get("code"), body.get("message"), body.get("field")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, message, where = None, None, None
+    message = message if isinstance(message, str) else f"HTTP {status}: {response.text[:200]}"
+    error: EmitError
+    if status == 400:
+        error = InvalidRequest(message, field=where if isinstance(where, str) else None)
+    elif status == 429:
+        error = RateLimited(message, retry_after=_retry_after(response) or 0.0)
+    else:
+        error = _ERRORS.get(status, EmitError)(message)
+        if isinstance(where, str):
+            error.field = where
+    error.status = status
+    if isinstance(code, str):
+        error.code = code
+    return error
+
+
+def _item_outcome(item: Mapping[str, Any]) -> ItemResult | EmitError:
+    status = item["status"]
+    if status == 200:
+        return ItemResult(item["id"], 200)
+    error = _ERRORS.get(status, EmitError)(item.get("error") or f"HTTP {status}")
+    error.status = status
+    return error
+
+
+# -------------------------------------------------------------------------- calls
+
+_NO_BODY: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    """One request and how to read its answer."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    body: Any = _NO_BODY
+    params: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    safe: bool = False
+    """Sending it twice does no harm (a read, or a create with an idempotency key): it
+    is sent again after a connection error or an uncertain 503."""
+    wait: float = 0.0
+    """A long poll's wait, added to the client's timeout."""
+
+
+def _job(response: httpx.Response) -> JobView:
+    return job_from_wire(response.json())
+
+
+def _lease(lease_id: str | None) -> dict[str, str]:
+    return {} if lease_id is None else {"leaseId": lease_id}
+
+
+def _new_key() -> str:
+    return uuid.uuid4().hex
+
+
+class _Calls:
+    """The calls of the API, shaped like `SpaceJobs`'s methods."""
+
+    def __init__(self, space_id: str | None) -> None:
+        self.space_id = space_id
+
+    def _space(self) -> str:
+        if self.space_id is None:
+            raise ValueError("this call needs a space: pass space_id= or set EMIT_SPACE_ID")
+        return f"/api/v1/spaces/{self.space_id}"
+
+    def create(
+        self,
+        name: str,
+        payload: Any,
+        *,
+        priority: int,
+        max_retries: int,
+        timeout_seconds: int,
+        scheduled_for: str | None,
+        callback_url: str | None,
+        callback_headers: Mapping[str, str] | None,
+        idempotency_key: str | None,
+        retry_backoff: Mapping[str, float] | None,
+        idempotent: bool,
+    ) -> _Call[JobView]:
+        if idempotent and idempotency_key is None:
+            idempotency_key = _new_key()
+        wire = {
+            "name": name,
+            "payload": payload,
+            "priority": priority,
+            "maxRetries": max_retries,
+            "timeoutSeconds": timeout_seconds,
+            "scheduledFor": scheduled_for,
+            "callbackUrl": callback_url,
+            "callbackHeaders": None if callback_headers is None else dict(callback_headers),
+            "idempotencyKey": idempotency_key,
+            "retryBackoff": None if retry_backoff is None else dict(retry_backoff),
+        }
+        return _Call("POST", f"{self._space()}/jobs", _job, wire, safe=idempotency_key is not None)
+
+    def create_many(self, items: Sequence[Mapping[str, Any]]) -> _Call[list[JobView]]:
+        body = [dict(item) for item in items]
+        keyed = bool(body) and all(item.get("idempotencyKey") for item in body)
+        return _Call(
+            "POST",
+            f"{self._space()}/jobs",
+            lambda r: [job_from_wire(job) for job in r.json()],
+            body,
+            safe=keyed,
+        )
+
+    def poll(
+        self, count: int, names: str | Sequence[str] | None, wait: float, ack: bool
+    ) -> _Call[list[Delivery]]:
+        body: dict[str, Any] = {"count": count, "wait": wait, "ack": ack}
+        if names is not None:
+            body["names"] = names if isinstance(names, str) else list(names)
+        return _Call(
+            "POST",
+            f"{self._space()}/jobs/poll",
+            lambda r: [delivery_from_wire(job) for job in r.json()["jobs"]],
+            body,
+            wait=float(wait),
+        )
+
+    def job_call(
+        self,
+        job_id: str,
+        action: str,
+        body: Any = _NO_BODY,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> _Call[JobView]:
+        return _Call("POST", f"/api/v1/jobs/{job_id}/{action}", _job, body, headers=headers or {})
+
+    def claim(self, job_id: str) -> _Call[Delivery]:
+        return _Call("POST", f"/api/v1/jobs/{job_id}/claim", lambda r: delivery_from_wire(r.json()))
+
+    def log_lines(
+        self, job_id: str, lines: Sequence[Mapping[str, Any]], lease_id: str | None
+    ) -> _Call[int]:
+        headers = {} if lease_id is None else {"x-emit-lease": lease_id}
+        return _Call(
+            "POST",
+            f"/api/v1/jobs/{job_id}/logs",
+            lambda r: int(r.json()["accepted"]),
+            [dict(line) for line in lines],
+            headers=headers,
+        )
+
+    def batch(
+        self, action: str, items: Sequence[Mapping[str, Any]]
+    ) -> _Call[list[ItemResult | EmitError]]:
+        return _Call(
+            "POST",
+            f"{self._space()}/jobs/{action}",
+            lambda r: [_item_outcome(item) for item in r.json()["results"]],
+            {"jobs": [dict(item) for item in items]},
+        )
+
+    def get(self, job_id: str) -> _Call[JobView]:
+        return _Call("GET", f"/api/v1/jobs/{job_id}", _job, safe=True)
+
+    def counts(self) -> _Call[dict[JobStatus, int]]:
+        return _Call(
+            "GET",
+            f"{self._space()}/stats",
+            lambda r: {JobStatus(s): n for s, n in r.json()["counts"].items()},
+            safe=True,
+        )
+
+    def logs(
+        self, job_id: str, after: int, limit: int, level: str | None, q: str | None
+    ) -> _Call[list[LogLine]]:
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if level is not None:
+            params["level"] = level
+        if q is not None:
+            params["q"] = q
+        return _Call(
+            "GET",
+            f"/api/v1/jobs/{job_id}/logs",
+            lambda r: [_log_from_wire(line) for line in r.json()["logs"]],
+            params=params,
+            safe=True,
+        )
+
+    def list(
+        self, status: str | None, name: str | None, limit: int, offset: int
+    ) -> _Call[tuple[builtins.list[JobView], int]]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status is not None:
+            params["status"] = status
+        if name is not None:
+            params["name"] = name
+
+        def read(r: httpx.Response) -> tuple[builtins.list[JobView], int]:
+            jobs = [job_from_wire(job) for job in r.json()]
+            return jobs, int(r.headers.get("x-total-count", len(jobs)))
+
+        return _Call("GET", f"{self._space()}/jobs", read, params=params, safe=True)
+
+
+# ----------------------------------------------------------------------- settings
+
+
+def _settings(
+    url: str | None, api_key: str | None, space_id: str | None
+) -> tuple[str, str | None, str | None]:
+    """The explicit arguments, else the environment: ``EMIT_URL``, ``EMIT_SPACE_ID``, and
+    the key from ``EMIT_PRODUCER_KEY``, else ``EMIT_WORKER_KEY``."""
+    url = url or os.environ.get("EMIT_URL")
+    if not url:
+        raise ValueError("no emit server URL: pass url= or set EMIT_URL")
+    if api_key is None:
+        api_key = os.environ.get("EMIT_PRODUCER_KEY") or os.environ.get("EMIT_WORKER_KEY")
+    if space_id is None:
+        space_id = os.environ.get("EMIT_SPACE_ID") or None
+    return url.rstrip("/"), api_key, space_id
+
+
+class _Retrying:
+    """When to send a request again, and how long to wait first."""
+
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
+
+    def delay(
+        self, attempt: int, response: httpx.Response | None, call: _Call[Any]
+    ) -> float | None:
+        """Seconds to wait before sending ``call`` again after ``attempt`` (0-based) got
+        ``response`` (None: a connection error); None: do not."""
+        if attempt >= self.retries:
+            return None
+        backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**attempt)
+        if response is None:
+            return backoff * random.uniform(0.5, 1.0) if call.safe else None
+        status = response.status_code
+        if status == 503 and not call.safe and UNKNOWN_OUTCOME in response.text:
+            return None
+        if status not in (429, 503):
+            return None
+        after = _retry_after(response)
+        if after is None:
+            return backoff * random.uniform(0.5, 1.0)
+        return after + random.uniform(0, min(1.0, after / 4 + 0.1))  # never before it
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str | None,
+        api_key: str | None,
+        space_id: str | None,
+        timeout: float,
+        retries: int,
+    ) -> None:
+        self.url, self.api_key, space_id = _settings(url, api_key, space_id)
+        self.timeout = timeout
+        self._calls = _Calls(space_id)
+        self._retrying = _Retrying(retries)
+
+    @property
+    def space_id(self) -> str | None:
+        return self._calls.space_id
+
+    def _headers(self) -> dict[str, str]:
+        return {} if self.api_key is None else {"x-api-key": self.api_key}
+
+    def _request(self, call: _Call[Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"headers": call.headers, "params": call.params}
+        if call.body is not _NO_BODY:
+            kwargs["json"] = call.body
+        if call.wait:
+            kwargs["timeout"] = self.timeout + call.wait
+        return kwargs
+
+    @staticmethod
+    def _answer(call: _Call[T], response: httpx.Response) -> T:
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return call.read(response)
+
+
+class Client(_Base):
+    """A blocking client of one emit server, for one space (see docs/client.md)."""
+
+    _sleep = staticmethod(time.sleep)
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        space_id: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, space_id, timeout, retries)
+        self._http = httpx.Client(
+            base_url=self.url, headers=self._headers(), timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, call: _Call[T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, **self._request(call))
+            except httpx.TransportError:
+                delay = self._retrying.delay(attempt, None, call)
+                if delay is None:
+                    raise
+            else:
+                delay = self._retrying.delay(attempt, response, call)
+                if delay is None:
+                    return self._answer(call, response)
+            self._sleep(delay)
+            attempt += 1
+
+    # producers
+
+    def create(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        priority: int = 0,
+        max_retries: int = 3,
+        timeout_seconds: int = 300,
+        scheduled_for: str | None = None,
+        callback_url: str | None = None,
+        callback_headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        retry_backoff: Mapping[str, float] | None = None,
+        idempotent: bool = False,
+    ) -> JobView:
+        return self._run(
+            self._calls.create(
+                name,
+                payload,
+                priority=priority,
+                max_retries=max_retries,
+                timeout_seconds=timeout_seconds,
+                scheduled_for=scheduled_for,
+                callback_url=callback_url,
+                callback_headers=callback_headers,
+                idempotency_key=idempotency_key,
+                retry_backoff=retry_backoff,
+                idempotent=idempotent,
+            )
+        )
+
+    def create_many(self, items: Sequence[Mapping[str, Any]]) -> list[JobView]:
+        return self._run(self._calls.create_many(items))
+
+    def kill(self, job_id: str, reason: str | None = None) -> JobView:
+        body = {} if reason is None else {"reason": reason}
+        return self._run(self._calls.job_call(job_id, "kill", body))
+
+    def retry(self, job_id: str) -> JobView:
+        return self._run(self._calls.job_call(job_id, "retry"))
+
+    # workers
+
+    def poll(
+        self,
+        count: int = 1,
+        *,
+        names: str | Sequence[str] | None = None,
+        wait: float = 0,
+        ack: bool = False,
+    ) -> list[Delivery]:
+        return self._run(self._calls.poll(count, names, wait, ack))
+
+    def claim(self, job_id: str) -> Delivery:
+        return self._run(self._calls.claim(job_id))
+
+    def ack(self, job_id: str, *, lease_id: str | None = None) -> JobView:
+        return self._run(self._calls.job_call(job_id, "ack", _lease(lease_id)))
+
+    def progress(
+        self,
+        job_id: str,
+        percent: float,
+        message: str,
+        *,
+        sub_progress: Mapping[str, Any] | None = None,
+        lease_id: str | None = None,
+    ) -> JobView:
+        body = {"percent": percent, "message": message, "subProgress": sub_progress}
+        return self._run(self._calls.job_call(job_id, "progress", body | _lease(lease_id)))
+
+    def checkpoint(
+        self, job_id: str, state: Mapping[str, Any], *, lease_id: str | None = None
+    ) -> JobView:
+        return self._run(self._calls.job_call(job_id, "checkpoint", dict(state) | _lease(lease_id)))
+
+    def event(
+        self, job_id: str, type: str, data: Any = None, *, lease_id: str | None = None
+    ) -> JobView:
+        body = {"type": type, "data": data} | _lease(lease_id)
+        return self._run(self._calls.job_call(job_id, "event", body))
+
+    def log(
+        self,
+        job_id: str,
+        level: str,
+        message: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        lease_id: str | None = None,
+    ) -> int:
+        line = {"level": level, "message": message, "fields": fields}
+        return self.log_lines(job_id, [line], lease_id=lease_id)
+
+    def log_lines(
+        self, job_id: str, lines: Sequence[Mapping[str, Any]], *, lease_id: str | None = None
+    ) -> int:
+        return self._run(self._calls.log_lines(job_id, lines, lease_id))
+
+    def keepalive(
+        self, job_id: str, *, seconds: int | None = None, lease_id: str | None = None
+    ) -> JobView:
+        body = ({} if seconds is None else {"seconds": seconds}) | _lease(lease_id)
+        return self._run(self._calls.job_call(job_id, "keepalive", body))
+
+    def complete(self, job_id: str, result: Any = None, *, lease_id: str | None = None) -> JobView:
+        body = {"result": result} | _lease(lease_id)
+        return self._run(self._calls.job_call(job_id, "complete", body))
+
+    def complete_many(self, items: Sequence[Mapping[str, Any]]) -> list[ItemResult | EmitError]:
+        return self._run(self._calls.batch("complete", items))
+
+    def fail(self, job_id: str, error: str, *, lease_id: str | None = None) -> JobView:
+        body = {"error": error} | _lease(lease_id)
+        return self._run(self._calls.job_call(job_id, "fail", body))
+
+    def fail_many(self, items: Sequence[Mapping[str, Any]]) -> list[ItemResult | EmitError]:
+        return self._run(self._calls.batch("fail", items))
+
+    # readers
+
+    def get(self, job_id: str) -> JobView:
+        return self._run(self._calls.get(job_id))
+
+    def counts(self) -> dict[JobStatus, int]:
+        return self._run(self._calls.counts())
+
+    def logs(
+        self,
+        job_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        level: str | None = None,
+        q: str | None = None,
+    ) -> list[LogLine]:
+        return self._run(self._calls.logs(job_id, after, limit, level, q))
+
+    # Last in the class: below this line `list` would name the method, not the type.
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[JobView], int]:
+        return self._run(self._calls.list(status, name, limit, offset))
+
+
+class AsyncClient(_Base):
+    """The same client for async code, on ``httpx.AsyncClient`` (see docs/client.md)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        space_id: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, space_id, timeout, retries)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=self._headers(), timeout=timeout, transport=transport
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self, call: _Call[T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(call.method, call.path, **self._request(call))
+            except httpx.TransportError:
+                delay = self._retrying.delay(attempt, None, call)
+                if delay is None:
+                    raise
+            else:
+                delay = self._retrying.delay(attempt, response, call)
+                if delay is None:
+                    return self._answer(call, response)
+            await anyio.sleep(delay)
+            attempt += 1
+
+    # producers
+
+    async def create(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        priority: int = 0,
+        max_retries: int = 3,
+        timeout_seconds: int = 300,
+        scheduled_for: str | None = None,
+        callback_url: str | None = None,
+        callback_headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        retry_backoff: Mapping[str, float] | None = None,
+        idempotent: bool = False,
+    ) -> JobView:
+        return await self._run(
+            self._calls.create(
+                name,
+                payload,
+                priority=priority,
+                max_retries=max_retries,
+                timeout_seconds=timeout_seconds,
+                scheduled_for=scheduled_for,
+                callback_url=callback_url,
+                callback_headers=callback_headers,
+                idempotency_key=idempotency_key,
+                retry_backoff=retry_backoff,
+                idempotent=idempotent,
+            )
+        )
+
+    async def create_many(self, items: Sequence[Mapping[str, Any]]) -> list[JobView]:
+        return await self._run(self._calls.create_many(items))
+
+    async def kill(self, job_id: str, reason: str | None = None) -> JobView:
+        body = {} if reason is None else {"reason": reason}
+        return await self._run(self._calls.job_call(job_id, "kill", body))
+
+    async def retry(self, job_id: str) -> JobView:
+        return await self._run(self._calls.job_call(job_id, "retry"))
+
+    # workers
+
+    async def poll(
+        self,
+        count: int = 1,
+        *,
+        names: str | Sequence[str] | None = None,
+        wait: float = 0,
+        ack: bool = False,
+    ) -> list[Delivery]:
+        return await self._run(self._calls.poll(count, names, wait, ack))
+
+    async def claim(self, job_id: str) -> Delivery:
+        return await self._run(self._calls.claim(job_id))
+
+    async def ack(self, job_id: str, *, lease_id: str | None = None) -> JobView:
+        return await self._run(self._calls.job_call(job_id, "ack", _lease(lease_id)))
+
+    async def progress(
+        self,
+        job_id: str,
+        percent: float,
+        message: str,
+        *,
+        sub_progress: Mapping[str, Any] | None = None,
+        lease_id: str | None = None,
+    ) -> JobView:
+        body = {"percent": percent, "message": message, "subProgress": sub_progress}
+        return await self._run(self._calls.job_call(job_id, "progress", body | _lease(lease_id)))
+
+    async def checkpoint(
+        self, job_id: str, state: Mapping[str, Any], *, lease_id: str | None = None
+    ) -> JobView:
+        body = dict(state) | _lease(lease_id)
+        return await self._run(self._calls.job_call(job_id, "checkpoint", body))
+
+    async def event(
+        self, job_id: str, type: str, data: Any = None, *, lease_id: str | None = None
+    ) -> JobView:
+        body = {"type": type, "data": data} | _lease(lease_id)
+        return await self._run(self._calls.job_call(job_id, "event", body))
+
+    async def log(
+        self,
+        job_id: str,
+        level: str,
+        message: str,
+        *,
+        fields: Mapping[str, Any] | None = None,
+        lease_id: str | None = None,
+    ) -> int:
+        line = {"level": level, "message": message, "fields": fields}
+        return await self.log_lines(job_id, [line], lease_id=lease_id)
+
+    async def log_lines(
+        self, job_id: str, lines: Sequence[Mapping[str, Any]], *, lease_id: str | None = None
+    ) -> int:
+        return await self._run(self._calls.log_lines(job_id, lines, lease_id))
+
+    async def keepalive(
+        self, job_id: str, *, seconds: int | None = None, lease_id: str | None = None
+    ) -> JobView:
+        body = ({} if seconds is None else {"seconds": seconds}) | _lease(lease_id)
+        return await self._run(self._calls.job_call(job_id, "keepalive", body))
+
+    async def complete(
+        self, job_id: str, result: Any = None, *, lease_id: str | None = None
+    ) -> JobView:
+        body = {"result": result} | _lease(lease_id)
+        return await self._run(self._calls.job_call(job_id, "complete", body))
+
+    async def complete_many(
+        self, items: Sequence[Mapping[str, Any]]
+    ) -> list[ItemResult | EmitError]:
+        return await self._run(self._calls.batch("complete", items))
+
+    async def fail(self, job_id: str, error: str, *, lease_id: str | None = None) -> JobView:
+        body = {"error": error} | _lease(lease_id)
+        return await self._run(self._calls.job_call(job_id, "fail", body))
+
+    async def fail_many(self, items: Sequence[Mapping[str, Any]]) -> list[ItemResult | EmitError]:
+        return await self._run(self._calls.batch("fail", items))
+
+    # readers
+
+    async def get(self, job_id: str) -> JobView:
+        return await self._run(self._calls.get(job_id))
+
+    async def counts(self) -> dict[JobStatus, int]:
+        return await self._run(self._calls.counts())
+
+    async def logs(
+        self,
+        job_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        level: str | None = None,
+        q: str | None = None,
+    ) -> list[LogLine]:
+        return await self._run(self._calls.logs(job_id, after, limit, level, q))
+
+    # Last in the class: below this line `list` would name the method, not the type.
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[JobView], int]:
+        return await self._run(self._calls.list(status, name, limit, offset))
