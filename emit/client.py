@@ -27,7 +27,7 @@ import httpx
 
 from .codec import dumps
 from .domain.model import Event, EventType, JobStatus, LogLevel
-from .domain.records import LogLine
+from .domain.records import LogLine, Space, Token
 from .domain.views import Delivery, ItemResult, JobView
 from .errors import (
     Conflict,
@@ -41,6 +41,7 @@ from .errors import (
     Unavailable,
 )
 from .isotime import parse_iso
+from .registry import NewToken
 
 T = TypeVar("T")
 
@@ -128,6 +129,31 @@ def _log_from_wire(wire: Mapping[str, Any]) -> LogLine:
         wire["message"],
         parse_iso(wire["ts"]),
         wire.get("fields"),
+    )
+
+
+def _space_from_wire(wire: Mapping[str, Any]) -> Space:
+    return Space(
+        wire["id"],
+        wire["name"],
+        wire["publicToken"],
+        parse_iso(wire["createdAt"]),
+        dict(wire.get("settings") or {}),
+    )
+
+
+def _token_from_wire(space_id: str, wire: Mapping[str, Any]) -> Token:
+    """A `Token` as listed; ``key_hash`` is empty: the wire never shows it."""
+    return Token(
+        wire["id"],
+        space_id,
+        wire["name"],
+        wire["prefix"],
+        "",
+        frozenset(wire["scopes"]),
+        parse_iso(wire["createdAt"]),
+        _time(wire.get("revokedAt")),
+        bool(wire.get("public")),
     )
 
 
@@ -340,6 +366,68 @@ class _Calls:
             lambda r: [_log_from_wire(line) for line in r.json()["logs"]],
             params=params,
             safe=True,
+        )
+
+    # management (the admin key)
+
+    def create_space(self, name: str) -> _Call[Space]:
+        return _Call("POST", "/api/v1/spaces", lambda r: _space_from_wire(r.json()), {"name": name})
+
+    def list_spaces(self) -> _Call[builtins.list[Space]]:
+        return _Call(
+            "GET", "/api/v1/spaces", lambda r: [_space_from_wire(s) for s in r.json()], safe=True
+        )
+
+    def get_space(self, space_id: str) -> _Call[Space]:
+        return _Call(
+            "GET", f"/api/v1/spaces/{space_id}", lambda r: _space_from_wire(r.json()), safe=True
+        )
+
+    def update_space(self, space_id: str, settings: Mapping[str, Any]) -> _Call[Space]:
+        return _Call(
+            "PATCH",
+            f"/api/v1/spaces/{space_id}",
+            lambda r: _space_from_wire(r.json()),
+            dict(settings),
+            safe=True,  # setting the same values again changes nothing
+        )
+
+    def delete_space(self, space_id: str) -> _Call[None]:
+        return _Call("DELETE", f"/api/v1/spaces/{space_id}", lambda r: None)
+
+    def create_token(
+        self, space_id: str, name: str, scopes: Sequence[str] | None, preset: str | None
+    ) -> _Call[NewToken]:
+        body: dict[str, Any] = {"name": name}
+        if scopes is not None:
+            body["scopes"] = list(scopes)
+        if preset is not None:
+            body["preset"] = preset
+
+        def read(r: httpx.Response) -> NewToken:
+            wire = r.json()
+            return NewToken(
+                wire["id"],
+                space_id,
+                wire["name"],
+                frozenset(wire["scopes"]),
+                wire["key"],
+                parse_iso(wire["createdAt"]),
+            )
+
+        return _Call("POST", f"/api/v1/spaces/{space_id}/tokens", read, body)
+
+    def list_tokens(self, space_id: str) -> _Call[builtins.list[Token]]:
+        return _Call(
+            "GET",
+            f"/api/v1/spaces/{space_id}/tokens",
+            lambda r: [_token_from_wire(space_id, t) for t in r.json()],
+            safe=True,
+        )
+
+    def revoke_token(self, space_id: str, token_id: str) -> _Call[None]:
+        return _Call(
+            "DELETE", f"/api/v1/spaces/{space_id}/tokens/{token_id}", lambda r: None, safe=True
         )
 
     def list(
@@ -624,6 +712,39 @@ class Client(_Base):
     ) -> list[LogLine]:
         return self._run(self._calls.logs(job_id, after, limit, level, q))
 
+    # management (the admin key): `Runtime`'s methods
+
+    def create_space(self, name: str) -> Space:
+        return self._run(self._calls.create_space(name))
+
+    def list_spaces(self) -> list[Space]:
+        return self._run(self._calls.list_spaces())
+
+    def get_space(self, space_id: str) -> Space:
+        return self._run(self._calls.get_space(space_id))
+
+    def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
+        return self._run(self._calls.update_space(space_id, settings))
+
+    def delete_space(self, space_id: str) -> None:
+        self._run(self._calls.delete_space(space_id))
+
+    def create_token(
+        self,
+        space_id: str,
+        *,
+        name: str,
+        scopes: Sequence[str] | None = None,
+        preset: str | None = None,
+    ) -> NewToken:
+        return self._run(self._calls.create_token(space_id, name, scopes, preset))
+
+    def list_tokens(self, space_id: str) -> list[Token]:
+        return self._run(self._calls.list_tokens(space_id))
+
+    def revoke_token(self, space_id: str, token_id: str) -> None:
+        self._run(self._calls.revoke_token(space_id, token_id))
+
     # Last in the class: below this line `list` would name the method, not the type.
     def list(
         self,
@@ -828,6 +949,39 @@ class AsyncClient(_Base):
         q: str | None = None,
     ) -> list[LogLine]:
         return await self._run(self._calls.logs(job_id, after, limit, level, q))
+
+    # management (the admin key): `Runtime`'s methods
+
+    async def create_space(self, name: str) -> Space:
+        return await self._run(self._calls.create_space(name))
+
+    async def list_spaces(self) -> list[Space]:
+        return await self._run(self._calls.list_spaces())
+
+    async def get_space(self, space_id: str) -> Space:
+        return await self._run(self._calls.get_space(space_id))
+
+    async def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
+        return await self._run(self._calls.update_space(space_id, settings))
+
+    async def delete_space(self, space_id: str) -> None:
+        await self._run(self._calls.delete_space(space_id))
+
+    async def create_token(
+        self,
+        space_id: str,
+        *,
+        name: str,
+        scopes: Sequence[str] | None = None,
+        preset: str | None = None,
+    ) -> NewToken:
+        return await self._run(self._calls.create_token(space_id, name, scopes, preset))
+
+    async def list_tokens(self, space_id: str) -> list[Token]:
+        return await self._run(self._calls.list_tokens(space_id))
+
+    async def revoke_token(self, space_id: str, token_id: str) -> None:
+        await self._run(self._calls.revoke_token(space_id, token_id))
 
     # Last in the class: below this line `list` would name the method, not the type.
     async def list(

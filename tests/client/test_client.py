@@ -146,6 +146,28 @@ async def test_the_server_s_errors_are_emit_s_exceptions(server: Server) -> None
                 await producer.list(status="nonsense")
 
 
+async def test_the_admin_calls_manage_spaces_and_keys(server: Server) -> None:
+    with trio.fail_after(20):
+        async with emit.AsyncClient(server.url, ADMIN_KEY) as admin:
+            space = await admin.create_space("billing")
+            assert space.id in [s.id for s in await admin.list_spaces()]
+            updated = await admin.update_space(space.id, {"rateLimit": 50})
+            assert updated.settings == {"rateLimit": 50}
+            assert (await admin.get_space(space.id)).settings == {"rateLimit": 50}
+            made = await admin.create_token(space.id, name="w", preset="worker")
+            assert made.key.startswith("emit_") and "jobs:poll" in made.scopes
+            async with emit.AsyncClient(server.url, made.key, space.id) as worker:
+                assert await worker.poll() == []
+                await admin.revoke_token(space.id, made.id)
+                with pytest.raises(emit.Unauthorized):
+                    await worker.poll()
+            [token, public] = sorted(await admin.list_tokens(space.id), key=lambda t: t.public)
+            assert (token.id, token.revoked_at is not None, public.public) == (made.id, True, True)
+            await admin.delete_space(space.id)
+            with pytest.raises(emit.NotFound):
+                await admin.get_space(space.id)
+
+
 # ---------------------------------------------------------------- scripted transport
 
 
