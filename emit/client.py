@@ -13,6 +13,7 @@ again, and how to read the answer. The two clients only differ in how they send 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import random
 import time
@@ -24,8 +25,11 @@ from typing import Any, Generic, Self, TypeVar
 
 import anyio
 import httpx
+import sniffio
+import trio
+import trio_websocket
 
-from .codec import dumps
+from .codec import dumps, loads
 from .domain.model import Event, EventType, JobStatus, LogLevel
 from .domain.records import LogLine, Space, Token
 from .domain.views import Delivery, ItemResult, JobView
@@ -446,6 +450,38 @@ class _Calls:
         return _Call("GET", f"{self._space()}/jobs", read, params=params, safe=True)
 
 
+# ---------------------------------------------------------------------- waiting
+
+FINAL = frozenset({JobStatus.COMPLETED, JobStatus.DEAD, JobStatus.KILLED})
+WAIT_READ_FIRST = 0.05
+"""Seconds between reads when `wait` falls back to reading the job: this at first, half
+as long again each time, at most `WAIT_READ_MAX`."""
+WAIT_READ_MAX = 2.0
+
+
+async def _follow(url: str) -> None:
+    """Follow a job stream (trio) until it shows the job final, or ends, or fails."""
+    try:
+        async with trio_websocket.open_websocket_url(url) as ws:
+            while True:
+                message = loads(await ws.get_message())
+                if message.get("status") in ("completed", "dead", "killed"):
+                    return
+    except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError, ValueError):
+        return  # the caller reads the job: that says whether it is final, or why not
+
+
+def _follow_sync(url: str, timeout: float | None) -> None:
+    async def follow() -> None:
+        with trio.move_on_after(float("inf") if timeout is None else timeout):
+            await _follow(url)
+
+    # RuntimeError: called inside a running trio loop, where a blocking client does not
+    # belong; then the job is read instead.
+    with contextlib.suppress(RuntimeError):
+        trio.run(follow)
+
+
 # ----------------------------------------------------------------------- settings
 
 
@@ -508,6 +544,10 @@ class _Base:
     @property
     def space_id(self) -> str | None:
         return self._calls.space_id
+
+    def _stream_url(self, job_id: str) -> str:
+        base = "ws" + self.url.removeprefix("http")  # http -> ws, https -> wss
+        return f"{base}/api/v1/realtime/{job_id}?token={self.api_key or ''}"
 
     def _headers(self) -> dict[str, str]:
         return {} if self.api_key is None else {"x-api-key": self.api_key}
@@ -697,6 +737,30 @@ class Client(_Base):
 
     def get(self, job_id: str) -> JobView:
         return self._run(self._calls.get(job_id))
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> JobView:
+        """The job once it is final (completed, dead or killed): follows its WebSocket
+        stream, then reads it (reading it again and again if the stream fails).
+        `TimeoutError` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        job = self.get(job_id)
+        if job.status not in FINAL:
+            _follow_sync(self._stream_url(job_id), left())
+        pause = WAIT_READ_FIRST
+        while job.status not in FINAL:
+            job = self.get(job_id)
+            if job.status in FINAL:
+                break
+            remaining = left()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"job {job_id} is still {job.status.value}")
+            self._sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(WAIT_READ_MAX, pause * 1.5)
+        return job
 
     def counts(self) -> dict[JobStatus, int]:
         return self._run(self._calls.counts())
@@ -935,6 +999,22 @@ class AsyncClient(_Base):
 
     async def get(self, job_id: str) -> JobView:
         return await self._run(self._calls.get(job_id))
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> JobView:
+        """The job once it is final (completed, dead or killed): follows its WebSocket
+        stream under trio, then reads it (reading it again and again if the stream
+        fails, or under asyncio). `TimeoutError` after ``timeout`` seconds."""
+        with anyio.fail_after(timeout):
+            job = await self.get(job_id)
+            if job.status not in FINAL and sniffio.current_async_library() == "trio":
+                await _follow(self._stream_url(job_id))
+            pause = WAIT_READ_FIRST
+            while job.status not in FINAL:
+                job = await self.get(job_id)
+                if job.status not in FINAL:
+                    await anyio.sleep(pause)
+                    pause = min(WAIT_READ_MAX, pause * 1.5)
+            return job
 
     async def counts(self) -> dict[JobStatus, int]:
         return await self._run(self._calls.counts())

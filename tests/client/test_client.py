@@ -119,6 +119,48 @@ async def test_the_quick_start_through_the_async_client_under_trio(server: Serve
             assert (job.status, job.result) == (emit.JobStatus.COMPLETED, {"w": 100})
 
 
+async def test_wait_follows_the_job_until_it_is_final(server: Server) -> None:
+    with trio.fail_after(20):
+        async with (
+            emit.AsyncClient(server.url, server.keys["producer"], server.space) as producer,
+            emit.AsyncClient(server.url, server.keys["worker"], server.space) as worker,
+        ):
+            job = await producer.create("send-email")
+            waited: list[emit.JobView] = []
+
+            async def wait() -> None:
+                waited.append(await producer.wait(job.id, timeout=15))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                [got] = await worker.poll(wait=5, ack=True)
+                await worker.progress(got.id, 50, "half")
+                assert waited == []
+                await worker.complete(got.id, {"sent": True})
+            assert [(j.status, j.result) for j in waited] == [
+                (emit.JobStatus.COMPLETED, {"sent": True})
+            ]
+            assert (await producer.wait(job.id)).status is emit.JobStatus.COMPLETED
+            with pytest.raises(TimeoutError):
+                await producer.wait((await producer.create("later")).id, timeout=0.05)
+
+            # The blocking client, in a thread, on a job that another task finishes.
+            second = await producer.create("send-email")
+            blocked: list[emit.JobView] = []
+
+            def wait_blocking() -> None:
+                with emit.Client(server.url, server.keys["producer"], server.space) as blocking:
+                    blocked.append(blocking.wait(second.id, timeout=15))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, wait_blocking)
+                [got] = await worker.poll(names="send-email", wait=5, ack=True)
+                await worker.fail(got.id, "no", lease_id=got.lease_id)
+                [got] = await worker.poll(names="send-email", wait=5, ack=True)
+                await worker.complete(got.id, 1)
+            assert [(j.status, j.result) for j in blocked] == [(emit.JobStatus.COMPLETED, 1)]
+
+
 async def test_the_server_s_errors_are_emit_s_exceptions(server: Server) -> None:
     with trio.fail_after(20):
         async with (
@@ -273,6 +315,18 @@ def test_an_error_s_field_and_code_are_kept() -> None:
         with pytest.raises(emit.EmitError) as other:
             c.get(JOB)
         assert (other.value.status, other.value.code) == (405, "method_not_allowed")
+
+
+def test_wait_reads_the_job_when_the_stream_fails(slept: list[float]) -> None:
+    running = WIRE_JOB | {"status": "running"}
+    done = WIRE_JOB | {"status": "completed", "result": {"ok": True}}
+    transport, sent = scripted(
+        *(httpx.Response(200, json=running) for _ in range(3)), httpx.Response(200, json=done)
+    )
+    # Nothing listens on port 9 of loopback: the stream fails at once.
+    with emit.Client("http://127.0.0.1:9", "emit_k", "S", transport=transport) as c:
+        assert c.wait(JOB, timeout=60).result == {"ok": True}
+    assert len(sent) == 4 and len(slept) == 2
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
