@@ -30,7 +30,15 @@ import trio
 import trio_websocket
 
 from .codec import dumps, loads
-from .domain.model import Event, EventType, JobStatus, LogLevel
+from .domain.model import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PRIORITY,
+    DEFAULT_TIMEOUT_SECONDS,
+    Event,
+    EventType,
+    JobStatus,
+    LogLevel,
+)
 from .domain.records import LogLine, Space, Token
 from .domain.views import Delivery, ItemResult, JobView
 from .errors import (
@@ -619,9 +627,9 @@ class Client(_Base):
         name: str,
         payload: Any = None,
         *,
-        priority: int = 0,
-        max_retries: int = 3,
-        timeout_seconds: int = 300,
+        priority: int = DEFAULT_PRIORITY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
         scheduled_for: str | None = None,
         callback_url: str | None = None,
         callback_headers: Mapping[str, str] | None = None,
@@ -876,9 +884,9 @@ class AsyncClient(_Base):
         name: str,
         payload: Any = None,
         *,
-        priority: int = 0,
-        max_retries: int = 3,
-        timeout_seconds: int = 300,
+        priority: int = DEFAULT_PRIORITY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
         scheduled_for: str | None = None,
         callback_url: str | None = None,
         callback_headers: Mapping[str, str] | None = None,

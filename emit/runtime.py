@@ -58,6 +58,9 @@ from .domain.commands import (
 )
 from .domain.job import Job
 from .domain.model import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PRIORITY,
+    DEFAULT_TIMEOUT_SECONDS,
     EventType,
     JobStatus,
     LogLevel,
@@ -158,9 +161,9 @@ class SpaceJobs:
         name: str,
         payload: JSONInput = None,
         *,
-        priority: int = 0,
-        max_retries: int = 3,
-        timeout_seconds: int = 300,
+        priority: int = DEFAULT_PRIORITY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
         scheduled_for: str | None = None,
         callback_url: str | None = None,
         callback_headers: Mapping[str, str] | None = None,

@@ -2,6 +2,7 @@
 also take ``autojump_clock``: deadlines, backoff and long polls then pass instantly."""
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -35,3 +36,16 @@ def stall_commits(monkeypatch: pytest.MonkeyPatch, rt: emit.Runtime) -> trio.Eve
 
     monkeypatch.setattr(store, "commit", stalled_commit)
     return go
+
+
+def crash_when_told(monkeypatch: pytest.MonkeyPatch, actor: type[Any], what: str) -> None:
+    """Make every ``actor`` told the string ``"crash"`` raise
+    ``RuntimeError("injected <what> crash")``, a bug in its ``receive``."""
+    receive = actor.receive
+
+    async def crashing_receive(self: Any, message: Any) -> object:
+        if message == "crash":
+            raise RuntimeError(f"injected {what} crash")
+        return await receive(self, message)
+
+    monkeypatch.setattr(actor, "receive", crashing_receive)

@@ -4,8 +4,6 @@ restarts; each runtime counts in a registry of its own, and a deleted space's se
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 import trio
@@ -17,6 +15,8 @@ import actors
 import emit
 from emit.callbacks.policy import CallbackPolicy
 from emit.space.actor import SpaceActor
+
+from .conftest import crash_when_told
 
 
 def samples(rt: emit.Runtime) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -126,14 +126,7 @@ async def test_open_streams_are_counted_by_kind(autojump_clock: MockClock) -> No
 async def test_a_restarted_space_is_counted_and_keeps_its_counts(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    receive = SpaceActor.receive
-
-    async def crashing_receive(self: SpaceActor, message: Any) -> object:
-        if message == "crash":
-            raise RuntimeError("injected space crash")
-        return await receive(self, message)
-
-    monkeypatch.setattr(SpaceActor, "receive", crashing_receive)
+    crash_when_told(monkeypatch, SpaceActor, "space")
     with trio.fail_after(60):
         async with emit.open_runtime(None) as rt:
             space = (await rt.create_space("s")).id

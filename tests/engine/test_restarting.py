@@ -19,18 +19,13 @@ from emit.isotime import iso
 from emit.space.actor import SpaceActor
 from emit.store.writer import StoreWriter
 
+from .conftest import crash_when_told
+
 
 async def test_every_space_runs_again_after_the_writer_actor_crashes(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    receive = StoreWriter.receive
-
-    async def crashing_receive(self: StoreWriter, message: Any) -> object:
-        if message == "crash":
-            raise RuntimeError("injected writer crash")
-        return await receive(self, message)
-
-    monkeypatch.setattr(StoreWriter, "receive", crashing_receive)
+    crash_when_told(monkeypatch, StoreWriter, "writer")
     async with emit.open_runtime(None) as rt:
         touched = rt.space((await rt.create_space("touched")).id)
         untouched = rt.space((await rt.create_space("untouched")).id)
@@ -58,20 +53,15 @@ async def test_every_space_runs_again_after_the_spaces_supervisor_gives_up(
     spaces supervisor gives up (its intensity is reachable). The root restarts the
     spaces, and every other space runs again by itself, with its timers."""
     failing: set[str] = set()
-    started, receive = SpaceActor.started, SpaceActor.receive
+    started = SpaceActor.started
 
     async def failing_started(self: SpaceActor) -> None:
         if self.space_id in failing:
             raise RuntimeError("injected: this space cannot load")
         await started(self)
 
-    async def crashing_receive(self: SpaceActor, message: Any) -> object:
-        if message == "crash":
-            raise RuntimeError("injected space crash")
-        return await receive(self, message)
-
     monkeypatch.setattr(SpaceActor, "started", failing_started)
-    monkeypatch.setattr(SpaceActor, "receive", crashing_receive)
+    crash_when_told(monkeypatch, SpaceActor, "space")
     async with emit.open_runtime(None) as rt:
         bad = rt.space((await rt.create_space("bad")).id)
         untouched = rt.space((await rt.create_space("untouched")).id)
@@ -124,14 +114,7 @@ async def test_restarting_a_big_space_again_and_again_keeps_memory_flat(
 async def test_a_space_that_crashes_is_a_warning_naming_it_and_the_cause(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    receive = SpaceActor.receive
-
-    async def crashing_receive(self: SpaceActor, message: Any) -> object:
-        if message == "crash":
-            raise RuntimeError("injected space crash")
-        return await receive(self, message)
-
-    monkeypatch.setattr(SpaceActor, "receive", crashing_receive)
+    crash_when_told(monkeypatch, SpaceActor, "space")
     caplog.set_level(logging.WARNING)
     async with emit.open_runtime(None) as rt:
         space = await rt.create_space("s")
