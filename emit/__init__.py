@@ -31,6 +31,7 @@ from .runtime import NewToken, Runtime, SpaceJobs, open_runtime
 from .store.base import StoreOpenFailed
 from .tuning import tune_gc
 from .version import __version__
+from .worker import AsyncContext, Context, LeaseLost, Worker
 
 
 async def serve(
@@ -59,8 +60,10 @@ async def serve(
 
 __all__ = [
     "AsyncClient",
+    "AsyncContext",
     "Client",
     "Conflict",
+    "Context",
     "Delivery",
     "EmitError",
     "EventType",
@@ -70,6 +73,7 @@ __all__ = [
     "ItemResult",
     "JobStatus",
     "JobView",
+    "LeaseLost",
     "NewToken",
     "NotFound",
     "PayloadTooLarge",
@@ -80,6 +84,7 @@ __all__ = [
     "StoreOpenFailed",
     "Unauthorized",
     "Unavailable",
+    "Worker",
     "__version__",
     "open_runtime",
     "serve",
