@@ -357,20 +357,23 @@ class Bar:
         self.tty = tty
         self.columns = columns
         self.last = ""
+        self.drawn = 0
+        """The length of the line on the terminal, which a shorter one must cover."""
 
     def show(self, text: str) -> None:
         if text == self.last:
             return
+        self.last = text
         if self.tty:
-            text = text[: max(1, self.columns - 1)]  # a wrapped line cannot be redrawn
-            self.out.write("\r" + text.ljust(len(self.last)))
+            line = text[: max(1, self.columns - 1)]  # a wrapped line cannot be redrawn
+            self.out.write("\r" + line.ljust(self.drawn))
+            self.drawn = len(line)
         else:
             self.out.write(text + "\n")
         self.out.flush()
-        self.last = text
 
     def end(self) -> None:
-        if self.tty and self.last:
+        if self.tty and self.drawn:
             self.out.write("\n")
             self.out.flush()
 
@@ -416,16 +419,17 @@ async def watch(
 
 def outcome(job: JobView) -> str:
     """The line ``watch`` ends with: the result of a completed job, the error of a dead
-    one, the reason of a killed one."""
+    one, the reason of a killed one (the wire's ``result`` holds each)."""
     result = job.result
     if job.status == JobStatus.COMPLETED:
         return "completed" if result is None else f"completed: {_compact(result)}"
-    said = result.get(_SAID[job.status]) if isinstance(result, Mapping) else None
-    attempts = f" after {job.attempt_number + 1} attempts" if job.status == JobStatus.DEAD else ""
-    return f"{job.status.value}{attempts}" + ("" if said is None else f": {said}")
-
-
-_SAID = {JobStatus.DEAD: "error", JobStatus.KILLED: "reason"}
+    if job.status == JobStatus.DEAD:
+        runs = job.attempt_number + 1
+        head, said = f"dead after {runs} attempt{'s' if runs > 1 else ''}", "error"
+    else:
+        head, said = job.status.value, "reason"
+    why = result.get(said) if isinstance(result, Mapping) else None
+    return head if why is None else f"{head}: {why}"
 
 
 # ---------------------------------------------------------------------- commands
