@@ -37,7 +37,7 @@ from .codec import loads
 from .domain.model import JobStatus
 from .domain.views import JobView
 from .errors import EmitError, InvalidRequest
-from .isotime import iso
+from .isotime import iso, stamp
 
 REFUSED = 1
 """The server said no, or could not be reached; or the job ended badly."""
@@ -191,11 +191,9 @@ def payload(text: str | None) -> Any:
 # ------------------------------------------------------------------------ output
 
 
-def _time(wall: float | None, *, seconds: bool = False) -> str:
-    text = iso(wall)
-    if text is None:
-        return "-"
-    return text[:19] + "Z" if seconds else text
+def _to_the_second(wall: float) -> str:
+    """``2026-11-28T10:30:00Z``: a wire time without its milliseconds, for the table."""
+    return f"{stamp(wall)[:19]}Z"
 
 
 def _attempt(job: JobView) -> str:
@@ -230,7 +228,7 @@ def table(jobs: list[JobView]) -> list[str]:
                 job.status.value,
                 _attempt(job),
                 "-" if percent is None else f"{percent:g}%",
-                _time(job.created_at, seconds=True),
+                _to_the_second(job.created_at),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -592,8 +590,11 @@ def main(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
 def _checked(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Connection, Any]:
     """What the command needs before it sends anything (`UsageError` if it is missing or
     wrong): the connection, and ``create``'s payload, parsed."""
-    if args.action == "retry" and args.all_dead == (args.job_id is not None):
-        raise UsageError("emit jobs retry takes a job's ID, or --all-dead (not both)")
+    if args.action == "retry":
+        if args.all_dead == (args.job_id is not None):
+            raise UsageError("emit jobs retry takes a job's ID or --all-dead, one of the two")
+        if args.name is not None and not args.all_dead:
+            raise UsageError("emit jobs retry: --name goes with --all-dead")
     conn = connection(args, environ)
     if _needs_space(args) and conn.space_id is None:
         raise UsageError("no space: give --space or set EMIT_SPACE_ID")

@@ -427,7 +427,9 @@ async def test_bad_input_and_refusals_are_one_line_and_a_status(
         line = await command.refused("list", status=2)
         assert line == "emit: no space: give --space or set EMIT_SPACE_ID"
         line = await command.refused("retry", job["id"], "--all-dead", *space, status=2)
-        assert line == "emit: emit jobs retry takes a job's ID, or --all-dead (not both)"
+        assert line == "emit: emit jobs retry takes a job's ID or --all-dead, one of the two"
+        line = await command.refused("retry", job["id"], "--name", "x", status=2)
+        assert line == "emit: emit jobs retry: --name goes with --all-dead"
         assert (await command.refused("retry", status=2)).startswith("emit: emit jobs retry")
         line = await command.refused("create", "x", "--priority", "high", status=2)
         assert line.startswith("emit jobs create: argument --priority: invalid int value")
@@ -516,3 +518,11 @@ async def test_the_emit_command_in_a_subprocess(server: Server, env: dict[str, s
         assert (
             missing.stderr.decode() == f"emit: no job {UNKNOWN_JOB} in this space (404 not_found)\n"
         )
+
+
+def test_emit_jobs_reaches_the_server_through_its_http_api_alone() -> None:
+    from ..test_layering import ENGINE, SOURCE, under
+
+    reached = [i.module for i in SOURCE.imports("emit.jobs_cli")]
+    assert "emit.client" in reached
+    assert [m for m in reached if under(m, (*ENGINE, "emit.runtime", "emit.http"))] == []
