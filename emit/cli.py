@@ -7,6 +7,7 @@ writes; the server sees a new key on its first use).
     emit tokens create SPACE --name NAME (--scopes a,b | --preset worker) [--json]
     emit tokens list SPACE [--json] | emit tokens revoke SPACE TOKEN_ID
     emit backup DEST [--data DIR]
+    emit jobs create|list|get|kill|retry|watch … (over HTTP: emit/jobs_cli.py)
 
 SPACE is a space's id, or its name when no other space has it.
 """
@@ -716,12 +717,22 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser("backup", help="copy the data directory, live, to a new directory DEST")
     )
     copy.add_argument("dest", help="the new data directory (must not exist, or be empty)")
+
+    # emit jobs: a server's jobs over its HTTP API, with exit statuses of its own.
+    from .jobs_cli import add_jobs_parser
+
+    add_jobs_parser(commands)
+
     document_defaults(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "jobs":
+        from .jobs_cli import main as jobs_main
+
+        return jobs_main(args)
     data = data_dir(getattr(args, "data", None))
     try:
         if args.command == "serve":
