@@ -8,6 +8,7 @@ writes; the server sees a new key on its first use).
     emit tokens list SPACE [--json] | emit tokens revoke SPACE TOKEN_ID
     emit backup DEST [--data DIR]
     emit jobs create|list|get|kill|retry|watch … (over HTTP: emit/jobs_cli.py)
+    emit worker MODULE:WORKER [--concurrency N] … (emit/worker_cli.py)
 
 SPACE is a space's id, or its name when no other space has it.
 """
@@ -723,6 +724,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_jobs_parser(commands)
 
+    # emit worker: a program's Worker, run against a server.
+    from .worker_cli import add_worker_parser
+
+    add_worker_parser(commands, add_log_flags)
+
     document_defaults(parser)
     return parser
 
@@ -733,6 +739,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .jobs_cli import main as jobs_main
 
         return jobs_main(args)
+    if args.command == "worker":
+        from .worker_cli import main as worker_main
+
+        return worker_main(args)
     data = data_dir(getattr(args, "data", None))
     try:
         if args.command == "serve":
