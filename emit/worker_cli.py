@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from typing import Any
@@ -34,12 +35,12 @@ def add_worker_parser(commands: Any, add_log_flags: Any) -> None:
     run.add_argument("--space", metavar="ID", help="the space's id (default: $EMIT_SPACE_ID)")
     run.add_argument(
         "--grace",
-        type=float,
+        type=_seconds(0, math.inf),
         help=f"seconds running handlers get after a stop (default: the Worker's, {GRACE:g})",
     )
     run.add_argument(
         "--poll-wait",
-        type=float,
+        type=_seconds(0, 60),
         help=f"seconds a poll waits for a job, up to 60 (default: the Worker's, {POLL_WAIT:g})",
     )
     add_log_flags(run)
@@ -53,6 +54,21 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return value
+
+
+def _seconds(low: float, high: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be seconds from {low:g} to {high:g}, not {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def load(target: str) -> Worker:

@@ -4,6 +4,7 @@ dead, and `emit worker` in a subprocess stopped by signals with jobs in flight. 
 time, waiting on answers, streams and the worker's own output, never on the clock."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,15 +172,17 @@ class WorkerProcess:
         return await self.process.wait()
 
 
-async def start_worker(server: Server, tmp_path: Path, *flags: str) -> WorkerProcess:
-    (tmp_path / "app.py").write_text(textwrap.dedent(APP))
+async def start_worker(
+    server: Server, tmp_path: Path, *flags: str, app: str = APP, target: str = "app:worker"
+) -> WorkerProcess:
+    (tmp_path / f"{target.partition(':')[0]}.py").write_text(textwrap.dedent(app))
     env = os.environ | {
         "EMIT_URL": server.url,
         "EMIT_WORKER_KEY": server.keys["worker"],
         "EMIT_SPACE_ID": server.space,
     }
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "emit", "worker", "app:worker", *flags],
+        [sys.executable, "-m", "emit", "worker", target, *flags],
         cwd=tmp_path,
         env=env,
         stderr=subprocess.PIPE,
@@ -277,6 +280,25 @@ async def test_a_second_signal_stops_at_once_and_the_jobs_are_retried(
     assert [(job.status, job.attempt_number) for job in finished] == [
         (emit.JobStatus.COMPLETED, 1)
     ] * 2
+
+
+async def test_the_readme_runner_runs_the_readme_job(server: Server, tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [app] = re.findall(r"```python\n# jobs.py\n(.*?)```", readme, re.DOTALL)
+    with trio.fail_after(60):
+        worker = await start_worker(server, tmp_path, app=app, target="jobs:worker")
+        try:
+            async with producer(server) as jobs:
+                created = await jobs.create("send-email", {"to": "a@b.c"})
+                done = await jobs.wait(created.id, timeout=30)
+            worker.process.send_signal(signal.SIGINT)
+            assert await worker.rest() == 0
+        finally:
+            with trio.CancelScope(shield=True):
+                worker.process.kill()
+                await worker.process.wait()
+    assert (done.status, done.result) == (emit.JobStatus.COMPLETED, {"sent": "a@b.c"})
+    assert done.progress == {"percent": 50, "message": "sending", "subProgress": None}
 
 
 def test_emit_worker_refuses_what_is_not_a_worker(tmp_path: Path) -> None:
