@@ -35,3 +35,21 @@ def test_the_example_in_testing_md_passes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 passed" in done.stdout
+
+
+def test_the_fixtures_refuse_the_real_clock(tmp_path: Path) -> None:
+    files = example_files()
+    (tmp_path / "pytest.ini").write_text(files["pytest.ini"])
+    (tmp_path / "conftest.py").write_text(files["conftest.py"])
+    (tmp_path / "test_clock.py").write_text(
+        "async def test_without_the_clock(emit_jobs):\n    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_clock.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "add autojump_clock to the test's arguments" in done.stdout
