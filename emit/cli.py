@@ -386,6 +386,7 @@ async def serve(args: argparse.Namespace) -> None:
             seed = (space.id, producer.key, worker.key)
         base = urls[0].replace("0.0.0.0", "127.0.0.1")
         print(f"emit {__version__} serving {base}  (data: {data})", flush=True)
+        print(f"  dashboard: {base}/  (sign in with the admin key)", flush=True)
         if welcome:
             print("First start: shown this once.", flush=True)
             for line in welcome:

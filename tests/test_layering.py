@@ -225,7 +225,7 @@ def test_the_domain_is_pure() -> None:
     assert impure(SOURCE, "emit.domain") == []
 
 
-@pytest.mark.parametrize("edge", ["emit.http", "emit.realtime"])
+@pytest.mark.parametrize("edge", ["emit.http", "emit.realtime", "emit.dashboard"])
 def test_http_and_realtime_go_through_the_runtime(edge: str) -> None:
     assert edge_past_runtime(SOURCE, edge) == []
 

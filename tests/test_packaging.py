@@ -98,6 +98,9 @@ def test_a_wheel_installs_into_a_fresh_venv_and_serves_from_any_directory(
                 headers={"x-api-key": key},
             )  # fmt: skip
             assert made.status_code == 201, made.text
+            signin = http.get("/signin")  # the dashboard's templates and styles are shipped
+            assert signin.status_code == 200 and "Admin key" in signin.text
+            assert http.get("/dashboard/static/dashboard.css").status_code == 200
         server.send_signal(signal.SIGTERM)
         rest, _ = server.communicate(timeout=60)
     finally:

@@ -222,6 +222,10 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
 
     app.add_url_rule("/api/v1/openapi.json", "openapi", openapi, methods=["GET"])
 
+    from ..dashboard import add_dashboard
+
+    add_dashboard(app, runtime, settings.admin_key, auth.forget, auth.forget_space)
+
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500

@@ -20,8 +20,8 @@ def served_rules(server: Server) -> set[tuple[str, str]]:
     app = create_app(server.rt, HttpSettings())
     served = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.startswith("dashboard."):
+            continue  # the dashboard's pages are HTML for a browser, not the API
         methods = {"GET"} if rule.websocket else set(rule.methods or ()) - {"HEAD", "OPTIONS"}
         served |= {(method, openapi_path(rule.rule)) for method in methods}
     return served
