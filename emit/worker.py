@@ -323,8 +323,15 @@ Handler = Callable[[Delivery, Any], Any]
 RunSync = Callable[[Callable[[], T]], Awaitable[T]]
 
 
-async def _in_thread(function: Callable[[], T]) -> T:
-    return await trio.to_thread.run_sync(function, abandon_on_cancel=True)
+def _threads(concurrency: int) -> RunSync[Any]:
+    """Plain handlers in threads, as many at once as the concurrency (trio's own default
+    limit, 40 threads, would cap a larger one)."""
+    limiter = trio.CapacityLimiter(concurrency)
+
+    async def in_thread(function: Callable[[], T]) -> T:
+        return await trio.to_thread.run_sync(function, abandon_on_cancel=True, limiter=limiter)
+
+    return in_thread
 
 
 class Worker:
@@ -399,7 +406,7 @@ class Worker:
         *,
         concurrency: int = 8,
         jobs: WorkerJobs | None = None,
-        run_sync: RunSync[Any] = _in_thread,
+        run_sync: RunSync[Any] | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run in the caller's trio program until `stop` (then return) or cancelled.
@@ -418,7 +425,7 @@ class Worker:
                 if client.space_id is None:
                     raise ValueError("no space: pass space= or set EMIT_SPACE_ID")
                 jobs = client
-            self._run = _Run(self, jobs, concurrency, run_sync)
+            self._run = _Run(self, jobs, concurrency, run_sync or _threads(concurrency))
             try:
                 await self._run.main(task_status)
             finally:

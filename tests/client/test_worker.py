@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import trio
 
 import emit
 from emit.http.settings import HttpSettings
+from emit.testing import wait_for
 from emit.worker import STOPPED, AsyncContext, Context
 
 from ..http.conftest import ADMIN_KEY, Server, start_server
@@ -337,3 +339,29 @@ async def test_emit_worker_says_why_a_server_refuses_it(server: Server, tmp_path
         )
     assert done.returncode == 1
     assert done.stderr.decode().strip().splitlines()[-1].endswith("(403 forbidden)")
+
+
+async def test_plain_handlers_run_as_many_at_once_as_the_concurrency() -> None:
+    """50 plain handlers at once (trio's default thread limit is 40): each waits at a
+    barrier that opens only when all 50 are there."""
+    worker = emit.Worker()
+    barrier = threading.Barrier(50)
+
+    @worker.job("together")
+    def together(job: emit.Delivery, ctx: Context) -> int:
+        return barrier.wait(timeout=30)
+
+    with trio.fail_after(60):
+        async with emit.open_runtime(None) as rt:
+            space = await rt.create_space("threads")
+            jobs = rt.space(space.id)
+            created = await jobs.create_many([{"name": "together", "maxRetries": 0}] * 50)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    lambda task_status: worker.serve(
+                        concurrency=50, jobs=jobs, task_status=task_status
+                    )
+                )
+                done = [await wait_for(jobs, job.id) for job in created]
+                worker.stop()
+    assert [job.status for job in done] == [emit.JobStatus.COMPLETED] * 50
