@@ -1,8 +1,12 @@
 """A real emit server that a test stops and starts again: the runtime on a SQLite data
 directory and the HTTP API on a loopback port, in a task of its own in the test's
 nursery. Each start opens the same directory and listens on the same port (Hypercorn
-binds with SO_REUSEADDR, so the port is free again as soon as the listener closes), so
-clients and workers made before a restart find the server again at the same URL.
+binds with SO_REUSEADDR, so the port is free again as soon as the listener closes, even
+with connections in TIME_WAIT), so clients and workers made before a restart find the
+server again at the same URL. The first start takes a free port from the kernel; while
+the server is down, nothing else in the test binds it (in theory an outgoing connection
+could take it as its local port: the kernel picks those from the same range, but it
+would have to pick that one port in the moment the server is down).
 
 A stop is either a shutdown, as `emit serve` does on SIGTERM (the listener closes,
 WebSockets close with 1001, parked long polls are answered with no jobs, requests in

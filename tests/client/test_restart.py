@@ -169,7 +169,9 @@ async def test_a_worker_idle_in_a_long_poll_carries_on_after_a_restart(
             failed = transport.rearm()
             await server.stop(abrupt=abrupt)
             await failed.wait()  # the worker polled while the server was down
+            url = server.url
             await server.start()
+            assert server.url == url and server.starts == 2
             after = await run_jobs(producer, 4, first=4)
             await assert_each_ran_once(producer, handlers, before + after)
             worker.stop()
