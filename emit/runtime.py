@@ -229,6 +229,8 @@ class SpaceJobs:
         return await self.poll_request(validate_poll(raw))
 
     async def poll_request(self, request: PollRequest) -> list[Delivery]:
+        if self._runtime.draining and request.wait:
+            request = dataclasses.replace(request, wait=0)  # shutting down: park none
         return await self._ask(PollJobs(request), wait=request.wait)
 
     async def claim(self, job_id: str) -> Delivery:
@@ -558,6 +560,8 @@ class Runtime:
         """The webhook sender, once started."""
         self.deleting: set[str] = set()
         """Spaces being deleted: no request may start their actor again meanwhile."""
+        self.draining = False
+        """Shutting down (`release_pollers` was called): long polls are answered at once."""
         self.retention = Retention()
         """How long finished jobs are kept in a space without a ``retention`` setting
         (and for the statuses its setting leaves out)."""
@@ -771,7 +775,10 @@ class Runtime:
 
     async def release_pollers(self) -> int:
         """Answer every parked long poll of every space with no jobs, so that a server
-        shutting down need not wait out their waits. How many were released."""
+        shutting down need not wait out their waits; from now on, polls park no more
+        (a worker polling again at once would hold the shutdown up just the same). How
+        many were released."""
+        self.draining = True
         released = 0
         for key in self.spaces.children():
             ref = self.spaces.whereis(key)

@@ -2,7 +2,7 @@
 safe: every write bounded in time, and a close that neither races a write nor can be
 cancelled halfway.
 
-Hypercorn's `TCPServer` (0.18) has three faults on paths a real client walks:
+Hypercorn's `TCPServer` (0.18) has these faults on paths a real client walks:
 
 - **A close that is cancelled halfway leaves the connection open for good.** Quart-Trio
   cancels a request's tasks once the app has answered and Hypercorn has reported the
@@ -21,6 +21,12 @@ Hypercorn's `TCPServer` (0.18) has three faults on paths a real client walks:
   a malformed request (400) or an unsupported Transfer-Encoding (501) are answered
   with an empty body; `Http11` answers them in the spec's error shape, like every
   other error, and the last as 400 (the spec allows no 5xx but 503 for a bad request).
+- **An idle connection is never closed.** Once a request is answered, Hypercorn starts
+  the connection's idle timer (closed after ``keep_alive_timeout``, or at once on a
+  shutdown) from the request's task, which Quart-Trio has already cancelled: the timer
+  never starts, so a keep-alive connection lives until its client closes it, and a
+  shutdown waits its whole grace period for every client holding one (a worker always
+  does). `Connection` starts the timer shielded.
 - **A write has no bound.** Writes are shielded from cancellation (a half-written frame
   would corrupt the stream), so a client that never reads holds the app's task, the
   socket and its file descriptor forever, whatever timeout the app sets.
@@ -42,7 +48,7 @@ import orjson
 import trio
 from hypercorn import protocol as hypercorn_protocol
 from hypercorn.config import Config
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import WSStream
@@ -79,6 +85,11 @@ class Connection(TCPServer):
         elif isinstance(event, Closed):
             await self._close()
             await self.protocol.handle(Closed())
+        elif isinstance(event, Updated) and event.idle:
+            # The request's task, which Quart-Trio has cancelled by now, reports the
+            # connection idle: shielded, or the idle timer never starts.
+            with trio.CancelScope(shield=True):
+                await super().protocol_send(event)
         else:
             await super().protocol_send(event)
 
