@@ -527,6 +527,10 @@ class _Retrying:
         status = response.status_code
         if status == 503 and not call.safe and UNKNOWN_OUTCOME in response.text:
             return None
+        if status in (502, 504) and call.safe:
+            # A proxy's, while the server behind it restarts: whether a change got
+            # through is unknown, so only what is safe to repeat is sent again.
+            return backoff * random.uniform(0.5, 1.0)
         if status not in (429, 503):
             return None
         after = _retry_after(response)

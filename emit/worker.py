@@ -66,7 +66,16 @@ TRANSIENT: tuple[type[BaseException], ...] = (httpx.TransportError, Unavailable,
 """Failures that pass: the server restarting, its storage failing for a while, a rate
 limit. The runner waits and tries again."""
 LOST: tuple[type[BaseException], ...] = (Conflict, NotFound)
+PASSING: tuple[type[BaseException], ...] = (*TRANSIENT, EmitError)
+"""What `passing` looks at: TRANSIENT, and any answer of 500 or more."""
 """Answers that mean the job is no longer this worker's to run."""
+
+
+def passing(error: BaseException) -> bool:
+    """A failure that passes (TRANSIENT), or a 5xx answer: a proxy's 502 or 504 while
+    the server behind it restarts, or a 500 from a server in trouble. The runner waits
+    and tries again rather than giving up on the job or the worker."""
+    return isinstance(error, TRANSIENT) or (isinstance(error, EmitError) and error.status >= 500)
 
 
 class WorkerJobs(Protocol):
@@ -199,7 +208,9 @@ class _Attempt:
             except LOST as exc:
                 self.lose(str(exc))
                 raise LeaseLost(str(exc)) from exc
-            except TRANSIENT as exc:
+            except PASSING as exc:
+                if not passing(exc):
+                    raise
                 await trio.sleep(backoff.next(exc))
             else:
                 return answer
@@ -223,7 +234,9 @@ class _Attempt:
                 await self.run.jobs.keepalive(self.job.id, lease_id=self.job.lease_id)
             except LOST as exc:
                 self.lose(str(exc))
-            except TRANSIENT as exc:
+            except PASSING as exc:
+                if not passing(exc):
+                    raise
                 await trio.sleep(min(interval, backoff.next(exc)))
             else:
                 backoff.reset()
@@ -507,7 +520,9 @@ class _Run:
                 jobs = await self.jobs.poll(
                     count, names=names, wait=self.worker.poll_wait, ack=True
                 )
-            except TRANSIENT as exc:
+            except PASSING as exc:
+                if not passing(exc):
+                    raise
                 delay = backoff.next(exc)
                 log.warning("poll failed (%s); trying again in %.1fs", _error_text(exc), delay)
                 await trio.sleep(delay)
@@ -613,12 +628,13 @@ class _Run:
         while True:
             try:
                 answers = await method([outcome.item() for outcome in outcomes])
-            except TRANSIENT as exc:
-                delay = backoff.next(exc)
-                log.warning("%s failed (%s); sending again in %.1fs", action, exc, delay)
-                await trio.sleep(delay)
-                continue
-            except EmitError as exc:
+            except PASSING as exc:
+                if passing(exc):
+                    delay = backoff.next(exc)
+                    log.warning("%s failed (%s); sending again in %.1fs", action, exc, delay)
+                    await trio.sleep(delay)
+                    continue
+                assert isinstance(exc, EmitError)
                 # Refused as a whole (a result too large, say): each alone, so one
                 # bad outcome costs only its own job.
                 if len(outcomes) > 1:

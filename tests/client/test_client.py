@@ -282,6 +282,23 @@ def test_a_create_is_sent_again_after_a_connection_error_only_with_a_key(
     assert len(slept) == 1
 
 
+def test_a_proxys_502_or_504_is_resent_only_when_that_is_safe(slept: list[float]) -> None:
+    gateway = httpx.Response(502, text="<html>bad gateway</html>")
+    timeout = httpx.Response(504, text="<html>gateway timeout</html>")
+    transport, sent = scripted(gateway, timeout, httpx.Response(200, json=WIRE_JOB))
+    with emit.Client("http://emit.test", "emit_k", "S", transport=transport) as c:
+        assert c.get(JOB).id == JOB
+    assert len(sent) == 3 and len(slept) == 2
+
+    transport, sent = scripted(gateway)
+    with (
+        emit.Client("http://emit.test", "emit_k", "S", transport=transport) as c,
+        pytest.raises(emit.EmitError) as caught,
+    ):
+        c.create("send-email")  # no idempotency key: it may have been made
+    assert caught.value.status == 502 and len(sent) == 1
+
+
 def test_an_uncertain_503_is_not_resent_without_a_key(slept: list[float]) -> None:
     uncertain = httpx.Response(
         503,

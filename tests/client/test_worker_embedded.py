@@ -4,7 +4,7 @@ failures, exactly and without real time. The same runner against a real server i
 tests/client/test_worker.py."""
 
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -35,10 +35,18 @@ class Recording:
     """`SpaceJobs` as the runner sees it, recording its calls and failing the first
     ``fail_polls`` polls and ``fail_completes`` completes as a restarting server would."""
 
-    def __init__(self, jobs: SpaceJobs, *, fail_polls: int = 0, fail_completes: int = 0):
+    def __init__(
+        self,
+        jobs: SpaceJobs,
+        *,
+        fail_polls: int = 0,
+        fail_completes: int = 0,
+        failure: Callable[[], emit.EmitError] = lambda: emit.Unavailable("restarting"),
+    ):
         self.jobs = jobs
         self.fail_polls = fail_polls
         self.fail_completes = fail_completes
+        self.failure = failure
         self.calls: list[tuple[str, int]] = []
 
     async def poll(
@@ -52,7 +60,7 @@ class Recording:
         self.calls.append(("poll", count))
         if self.fail_polls:
             self.fail_polls -= 1
-            raise emit.Unavailable("restarting")
+            raise self.failure()
         return await self.jobs.poll(count, names=names, wait=wait, ack=ack)
 
     async def keepalive(
@@ -99,7 +107,9 @@ class Recording:
         self.calls.append(("complete", len(items)))
         if self.fail_completes:
             self.fail_completes -= 1
-            raise emit.Unavailable("restarting")
+            raise self.failure()
+        if any(item.get("result") == "too large" for item in items):
+            raise emit.PayloadTooLarge("the body is over the limit")
         return await self.jobs.complete_many(items)
 
     async def fail_many(self, items: Sequence[Mapping[str, Any]]) -> Sequence[Any]:
@@ -484,6 +494,67 @@ async def test_passing_failures_back_off_and_resume_without_losing_an_outcome(
             done = await wait_for(jobs, job.id)
     assert (done.status, done.result, runs) == (emit.JobStatus.COMPLETED, "ok", 1)
     assert recording.count("poll") >= 4 and recording.count("complete") == 3
+
+
+def bad_gateway() -> emit.EmitError:
+    error = emit.EmitError("HTTP 502: bad gateway")  # a proxy's, while emit restarts
+    error.status = 502
+    return error
+
+
+async def test_a_proxys_5xx_passes_like_a_restart(
+    jobs: SpaceJobs, autojump_clock: trio.testing.MockClock
+) -> None:
+    worker = emit.Worker()
+    recording = Recording(jobs, fail_polls=2, fail_completes=2, failure=bad_gateway)
+
+    @worker.job("once")
+    async def once(job: emit.Delivery, ctx: AsyncContext) -> str:
+        return "ok"
+
+    with trio.fail_after(600):
+        job = await jobs.create("once")
+        async with running(worker, recording):
+            done = await wait_for(jobs, job.id)
+    assert (done.status, done.result, done.attempt_number) == (emit.JobStatus.COMPLETED, "ok", 0)
+    assert recording.count("complete") == 3
+
+
+async def test_a_batch_refused_whole_is_sent_item_by_item(
+    jobs: SpaceJobs, autojump_clock: trio.testing.MockClock
+) -> None:
+    worker = emit.Worker()
+    recording = Recording(jobs)
+    release, both = trio.Event(), trio.Event()
+    started = 0
+
+    @worker.job("report")
+    async def report(job: emit.Delivery, ctx: AsyncContext) -> str:
+        nonlocal started
+        started += 1
+        if started == 2:
+            both.set()
+        await release.wait()
+        return str(job.payload)
+
+    with trio.fail_after(600):
+        big, small = await jobs.create_many(
+            [{"name": "report", "payload": "too large", "maxRetries": 0},
+             {"name": "report", "payload": "fine"}]
+        )  # fmt: skip
+        async with running(worker, recording):
+            await both.wait()
+            release.set()
+            refused = await wait_for(jobs, big.id)
+            done = await wait_for(jobs, small.id)
+    assert (done.status, done.result) == (emit.JobStatus.COMPLETED, "fine")
+    assert refused.status is emit.JobStatus.DEAD
+    assert refused.result == {
+        "error": "the result was refused: PayloadTooLarge: the body is over the limit"
+    }
+    reports = [c for c in recording.calls if c[0] != "poll"]
+    assert reports[0] == ("complete", 2)  # together, refused whole; then each alone
+    assert sorted(reports[1:]) == [("complete", 1), ("complete", 1), ("fail", 1)]
 
 
 async def test_a_worker_needs_handlers_and_one_per_name() -> None:
