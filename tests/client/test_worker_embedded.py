@@ -120,6 +120,22 @@ class Recording:
         return sum(1 for name, _ in self.calls if name == call)
 
 
+class Gate:
+    """Handlers wait here until the test opens it; ``full`` is set once ``n`` wait."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.waiting = 0
+        self.full = trio.Event()
+        self.opened = trio.Event()
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        if self.waiting == self.n:
+            self.full.set()
+        await self.opened.wait()
+
+
 async def test_plain_and_async_handlers_complete_with_their_results(
     jobs: SpaceJobs, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -318,16 +334,11 @@ async def test_outcomes_finishing_together_go_in_one_request(
 ) -> None:
     worker = emit.Worker()
     recording = Recording(jobs)
-    release, all_started = trio.Event(), trio.Event()
-    started = 0
+    gate = Gate(16)
 
     @worker.job("batch")
     async def batch(job: emit.Delivery, ctx: AsyncContext) -> Any:
-        nonlocal started
-        started += 1
-        if started == 16:
-            all_started.set()
-        await release.wait()
+        await gate.wait()
         if job.payload % 2:
             raise ValueError("odd")
         return job.payload
@@ -337,8 +348,8 @@ async def test_outcomes_finishing_together_go_in_one_request(
             [{"name": "batch", "payload": n, "maxRetries": 0} for n in range(16)]
         )
         async with running(worker, recording, concurrency=16):
-            await all_started.wait()
-            release.set()
+            await gate.full.wait()
+            gate.opened.set()
             for job in created:
                 await wait_for(jobs, job.id)
     assert [c for c in recording.calls if c[0] in ("complete", "fail")] == [
@@ -525,16 +536,11 @@ async def test_a_batch_refused_whole_is_sent_item_by_item(
 ) -> None:
     worker = emit.Worker()
     recording = Recording(jobs)
-    release, both = trio.Event(), trio.Event()
-    started = 0
+    gate = Gate(2)
 
     @worker.job("report")
     async def report(job: emit.Delivery, ctx: AsyncContext) -> str:
-        nonlocal started
-        started += 1
-        if started == 2:
-            both.set()
-        await release.wait()
+        await gate.wait()
         return str(job.payload)
 
     with trio.fail_after(600):
@@ -543,8 +549,8 @@ async def test_a_batch_refused_whole_is_sent_item_by_item(
              {"name": "report", "payload": "fine"}]
         )  # fmt: skip
         async with running(worker, recording):
-            await both.wait()
-            release.set()
+            await gate.full.wait()
+            gate.opened.set()
             refused = await wait_for(jobs, big.id)
             done = await wait_for(jobs, small.id)
     assert (done.status, done.result) == (emit.JobStatus.COMPLETED, "fine")
