@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -43,7 +44,8 @@ import trio
 
 import emit
 from bench.client import Connection, EmitServer
-from bench.compare import tree_cpu
+from bench.compare import machine, tree_cpu
+from bench.proc import stolen_seconds
 
 TARGET = 3.0
 NAME = "bench"
@@ -367,12 +369,19 @@ def main(args: argparse.Namespace) -> list[str]:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     progress = {"both": [True, False], "with": [True], "without": [False]}[args.progress]
     chosen = variants(concurrencies, progress)
+    began = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        f"bench.runner {began}: {args.rounds} rounds of about {args.seconds:g} s a run; "
+        f"httpx {httpx.__version__}, trio {trio.__version__}",
+        f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start",
+    ]
+    print("\n".join(lines), flush=True)
     data = Path(tempfile.mkdtemp(prefix="emit-bench-runner-"))
     server = None
     try:
         server = EmitServer(data / "data")
         target = Target.of(server)
-        began = time.perf_counter()
+        stolen, started = stolen_seconds(), time.perf_counter()
         sizes = {}
         for variant in chosen:  # the warm-up round sizes each variant's runs
             warm = run(target, server.pid, variant, args.warmup_jobs)
@@ -382,11 +391,15 @@ def main(args: argparse.Namespace) -> list[str]:
             shift = index % len(chosen)
             for variant in chosen[shift:] + chosen[:shift]:
                 results[variant].append(run(target, server.pid, variant, sizes[variant]))
-        lines = report(results, args.rounds)
-        lines.append(f"total {time.perf_counter() - began:.0f} s")
-        for line in lines:
-            print(line, flush=True)
-        return lines
+        elapsed = time.perf_counter() - started
+        share = (stolen_seconds() - stolen) / elapsed / (os.cpu_count() or 1)
+        more = report(results, args.rounds)
+        more.append(
+            f"total {elapsed:.0f} s; load average {os.getloadavg()[0]:.2f} at the end; the "
+            f"host took {share:.0%} of the CPU meanwhile"
+        )
+        print("\n".join(more), flush=True)
+        return lines + more
     finally:
         if server is not None:
             server.stop()
