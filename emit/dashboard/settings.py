@@ -17,7 +17,7 @@ from quart import redirect, request
 
 from ..domain.slack import DEFAULT_SLACK_EVENTS, SLACK_EVENTS
 from ..errors import EmitError, InvalidRequest
-from .common import admin_page, page, pages, problem, runtime, url_for
+from .common import admin_page, dashboard, page, pages, problem, runtime, url_for
 
 HIDDEN = "••••••"
 """A push header's value, as the page shows it; a line left with it keeps the value."""
@@ -40,6 +40,7 @@ async def settings(space_id: str) -> Any:
     form = await request.form
     try:
         await runtime().update_space(space_id, _changes(form, current))
+        dashboard().forget_space(space_id)  # its keys read afresh: a new rateLimit holds
     except EmitError as error:
         typed = {name: form.getlist(name) if name == "slackEvents" else form.get(name, "")
                  for name in _FIELDS}  # fmt: skip

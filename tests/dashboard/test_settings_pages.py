@@ -142,3 +142,16 @@ async def test_a_post_without_the_csrf_token_or_a_session_does_nothing(server: S
     )
     assert answer.status_code == 403
     assert (await server.rt.get_space(server.space)).settings == {}
+
+
+async def test_a_new_rate_limit_holds_at_once_for_keys_already_seen(tmp_path: Path) -> None:
+    settings = HttpSettings(admin_key=ADMIN_KEY, rate=1_000_000, key_cache_seconds=3600)
+    async for server in start_server(tmp_path, settings):
+        stats = f"/api/v1/spaces/{server.space}/stats"
+        read = server.headers("producer")
+        assert (await server.client.get(stats, headers=read)).status_code == 200  # cached
+        token = await signed_in(server)
+        form = {"csrf": token, "rateLimit": "0.001"}
+        await server.client.post(f"/spaces/{server.space}/settings", data=form)
+        answers = [(await server.client.get(stats, headers=read)).status_code for _ in "ab"]
+        assert answers == [200, 429]
