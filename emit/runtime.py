@@ -27,7 +27,7 @@ import httpx
 import actors
 
 from .callbacks.policy import CallbackPolicy
-from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake
+from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake, SlackNotices
 from .clock import Clock
 from .codec import JSON, JSONInput, loads
 from .domain.commands import (
@@ -74,6 +74,7 @@ from .domain.model import (
 )
 from .domain.records import Callback, LogLine, Space, Token
 from .domain.settings import Retention, SpaceSettings, validate_settings
+from .domain.slack import Notice
 from .domain.views import Delivery, JobView
 from .errors import EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
@@ -577,6 +578,12 @@ class Runtime:
             with contextlib.suppress(actors.ActorError):
                 self.callbacks.tell_nowait(PushWake(space_id, settings, jobs))
 
+    def _notify_slack(self, space_id: str, settings: SpaceSettings, notices: list[Notice]) -> None:
+        # Best effort past the sender's retries: the notices are not stored.
+        if self.callbacks is not None and settings.slack_url is not None:
+            with contextlib.suppress(actors.ActorError):
+                self.callbacks.tell_nowait(SlackNotices(space_id, settings.slack_url, notices))
+
     async def _record_callback(self, callback: Callback, kind: EventType, data: JSON) -> None:
         await self.space(callback.space_id)._ask(
             RecordCallback(callback.job_id, kind, data, callback)
@@ -605,6 +612,7 @@ class Runtime:
                 self._notify_callbacks,
                 self._wake,
                 self.metrics,
+                notify_slack=self._notify_slack,
             ),
             capacity=4096,
             # Requests still queued when a space stops for good are refused untouched
@@ -667,7 +675,7 @@ class Runtime:
     async def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
         """Change the settings named (others stay as they are; null removes one):
         ``retryBackoff``, ``signingSecret``, ``pushUrl``, ``pushHeaders``, ``pushNames``,
-        ``rateLimit``."""
+        ``rateLimit``, ``retention``, ``slackUrl``, ``slackEvents``."""
         space = await self.get_space(space_id)
         if not isinstance(settings, Mapping):
             raise InvalidRequest("settings must be a JSON object")

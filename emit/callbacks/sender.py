@@ -37,6 +37,7 @@ from ..codec import JSON, dumps
 from ..domain.model import EventType, header_problem
 from ..domain.records import Callback
 from ..domain.settings import SpaceSettings
+from ..domain.slack import Notice, slack_message
 from ..errors import EmitError, NotFound
 from ..metrics import Metrics
 from ..store.base import Store
@@ -47,6 +48,8 @@ Record = Callable[[Callback, EventType, JSON], Awaitable[None]]
 log = logging.getLogger("emit.callbacks")
 MAX_PUSHES = 256
 """Push wakes in flight at most; more are dropped (they are best effort)."""
+MAX_SLACK = 1024
+"""Slack notices being sent or waiting to retry at most; more are dropped."""
 RESCAN_SECONDS = 60.0
 """How often the outbox is read again for callbacks the sender was never told about
 (a hint lost to a full mailbox, or after-commit work that failed before it): the outbox
@@ -71,6 +74,16 @@ class PushWake:
     space_id: str
     settings: SpaceSettings
     jobs: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class SlackNotices:
+    """Job events of a space with a Slack URL became durable: tell Slack, retrying with
+    the webhooks' backoff. Kept in memory only: a restart loses the ones not yet sent."""
+
+    space_id: str
+    url: str
+    notices: list[Notice]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +146,7 @@ def _headers(extra: object) -> dict[bytes, bytes]:
     return headers
 
 
-class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
+class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | _Rearm]):
     def __init__(
         self,
         store: Store,
@@ -159,6 +172,7 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         """Ids of the callbacks scheduled or in flight (a rescan adds only the others)."""
         self.rescan_at = math.inf
         self.pushing = 0
+        self.slacking = 0
 
     async def started(self) -> None:
         self.client = httpx.AsyncClient(
@@ -175,7 +189,7 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
         self.known.add(callback.id)
         heapq.heappush(self.heap, (callback.next_at, next(self.seq), callback))
 
-    async def receive(self, message: CallbacksQueued | PushWake | _Rearm) -> object:
+    async def receive(self, message: CallbacksQueued | PushWake | SlackNotices | _Rearm) -> object:
         if isinstance(message, CallbacksQueued):
             for callback in message.callbacks:
                 if callback.id not in self.known:
@@ -191,7 +205,55 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | _Rearm]):
                 self.context.nursery.start_soon(
                     self._push, message.space_id, message.settings, job_id, name
                 )
+        elif isinstance(message, SlackNotices):
+            for notice in message.notices:
+                if self.slacking >= MAX_SLACK:
+                    log.warning("Slack notice of job %s dropped: %d in flight",
+                                notice.job_id, MAX_SLACK)  # fmt: skip
+                    continue
+                self.slacking += 1
+                self.context.nursery.start_soon(
+                    self._notify_slack, message.space_id, message.url, notice
+                )
         return None
+
+    async def _notify_slack(self, space_id: str, url: str, notice: Notice) -> None:
+        """Tell Slack of one job event: the tries and backoff of a job's callback, a
+        task that waits out its backoff (they are few: Slack is for people to read)."""
+        try:
+            space = await self.store.get_space(space_id)
+            if space is None:
+                return  # deleted meanwhile
+            body = dumps(slack_message(space.name, notice))
+            for tries in itertools.count(1):
+                error, permanent = await self._try_slack(url, body, notice.job_id)
+                if error is None:
+                    return
+                if permanent or tries >= self.policy.tries:
+                    log.warning("Slack notice of job %s (%s) to %s given up after %d tries: %s",
+                                notice.job_id, notice.event, url, tries, error)  # fmt: skip
+                    return
+                await trio.sleep(self.policy.delay(tries, self.rng.random()))
+        except Exception:  # one notice's failure is its alone, never the sender's crash
+            log.exception("Slack notice of job %s failed", notice.job_id)
+        finally:
+            self.slacking -= 1
+
+    async def _try_slack(self, url: str, body: str, job_id: str) -> tuple[str | None, bool]:
+        """One try: (the error, or None once delivered; whether retrying is pointless)."""
+        try:
+            response = await self._post(url, body, None, job_id=job_id)
+        except (_Refused, _Unsendable) as exc:
+            return str(exc), True
+        except httpx.TimeoutException:
+            return f"timed out after {self.policy.timeout:g} s", False
+        except _PERMANENT as exc:
+            return _describe(exc), True
+        except (httpx.HTTPError, OSError) as exc:
+            return _describe(exc), False
+        if 200 <= response.status_code < 300:
+            return None, False
+        return f"HTTP {response.status_code}", False
 
     async def _push(self, space_id: str, settings: SpaceSettings, job_id: str, name: str) -> None:
         url = settings.push_url

@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 
 from ..runtime import Runtime
 from . import access, spaces  # noqa: F401  (their routes, on the blueprint)
+from . import settings as _settings  # noqa: F401  (a space's settings page)
 from .common import EXTENSION, Dashboard, pages, session_secret
 
 SESSION_HOURS = 12

@@ -18,6 +18,7 @@ from .model import (
     validate_headers,
     validate_url,
 )
+from .slack import DEFAULT_SLACK_EVENTS, validate_slack_events
 
 KNOWN = frozenset(
     {
@@ -28,6 +29,8 @@ KNOWN = frozenset(
         "pushNames",
         "rateLimit",
         "retention",
+        "slackUrl",
+        "slackEvents",
     }
 )
 MAX_RATE = 1_000_000.0
@@ -113,6 +116,18 @@ class SpaceSettings:
     """Seconds a finished job is kept, for the final statuses named (None: forever);
     the others, or all without the setting, as the server's default `Retention`."""
 
+    slack_url: str | None = None
+    """A Slack incoming webhook, told of the jobs' `slack_events` (spec §7 extension)."""
+    slack_events: frozenset[str] | None = None
+    """The events Slack hears of (None: `DEFAULT_SLACK_EVENTS`)."""
+
+    @property
+    def slack(self) -> frozenset[str] | None:
+        """The events Slack is told of, or None without a Slack URL."""
+        if self.slack_url is None:
+            return None
+        return DEFAULT_SLACK_EVENTS if self.slack_events is None else self.slack_events
+
     def wakes(self, name: str) -> bool:
         return self.push_url is not None and (self.push_names is None or name in self.push_names)
 
@@ -171,6 +186,12 @@ def _parse(raw: Mapping[str, Any], *, strict: bool, allow_private: bool = False)
             field="rateLimit",
         )
     retention = raw.get("retention")
+    slack_url = raw.get("slackUrl")
+    if strict:
+        validate_url(slack_url, "slackUrl", allow_private=allow_private)
+    elif slack_url is not None and not (isinstance(slack_url, str) and valid_url(slack_url)):
+        raise InvalidRequest("slackUrl must be an http(s) URL, or null", field="slackUrl")
+    slack_events = raw.get("slackEvents")
     return SpaceSettings(
         retry_backoff=validate_backoff(raw.get("retryBackoff"), "retryBackoff"),
         signing_secret=secret,
@@ -179,4 +200,6 @@ def _parse(raw: Mapping[str, Any], *, strict: bool, allow_private: bool = False)
         push_names=None if names is None else frozenset(names),
         rate_limit=None if rate is None else float(rate),
         retention=None if retention is None else validate_retention(retention),
+        slack_url=slack_url,
+        slack_events=None if slack_events is None else validate_slack_events(slack_events),
     )

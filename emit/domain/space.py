@@ -56,6 +56,7 @@ from .model import Event, JobStatus, NewJob, PollRequest, Published, RetryBackof
 from .queue import ReadyQueue
 from .records import Callback, LogLine
 from .settings import SpaceSettings
+from .slack import Notice, notices
 from .timers import Timers
 from .views import Delivery, JobView, log_to_wire
 
@@ -91,6 +92,8 @@ class Effects:
     """For the streams, once durable; only collected while someone watches the space."""
     woken: list[tuple[str, str]] = field(default_factory=list)
     """(job id, name) of jobs that became pending, for the push wake once durable."""
+    notices: list[Notice] = field(default_factory=list)
+    """Job events for the space's Slack URL, once durable (only with one set)."""
     deltas: dict[JobStatus, int] = field(default_factory=dict)
     """How the counts by status changed, for the durable counts once durable."""
     ended: list[Job] = field(default_factory=list)
@@ -138,6 +141,8 @@ class LiveSpace:
         self.space_id = space_id
         self.settings = SpaceSettings()
         self.default_backoff: RetryBackoff | None = None
+        self.slack: frozenset[str] | None = None
+        """The events the space's Slack URL is told of (None: it has none)."""
         self.jobs: dict[str, Job] = {}
         self.ended: dict[str, tuple[Job, Effects]] = {}
         """Final jobs last written in a write not yet durable (with that write's effects):
@@ -199,6 +204,7 @@ class LiveSpace:
     def apply_settings(self, settings: SpaceSettings) -> None:
         self.settings = settings
         self.default_backoff = settings.retry_backoff
+        self.slack = settings.slack
 
     # ------------------------------------------------------------------ stepping
 
@@ -655,6 +661,8 @@ class LiveSpace:
         pending = self.pending
         job_id = job.id
         if events:
+            if self.slack is not None:
+                pending.notices += notices(job_id, job.name, events, self.slack)
             known = pending.events.get(job_id)
             if known is None:
                 pending.events[job_id] = events

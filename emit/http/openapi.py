@@ -19,6 +19,7 @@ from typing import Any
 
 from ..domain.model import JobStatus
 from ..domain.settings import MAX_RETENTION
+from ..domain.slack import SLACK_EVENTS
 from ..version import __version__
 from . import routes
 from .routes import ADMIN, METRICS, PUBLIC, ROUTES
@@ -362,6 +363,8 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
                 "pushHeaders": nullable(HEADERS),
                 "pushNames": nullable(array({"type": "string", "minLength": 1})),
                 "rateLimit": nullable({"type": "number", "exclusiveMinimum": 0}),
+                "slackUrl": nullable({"type": "string", "format": "uri"}),
+                "slackEvents": nullable(array({"type": "string", "enum": list(SLACK_EVENTS)}, 1)),
                 "retention": nullable(
                     obj(
                         {

@@ -32,6 +32,7 @@ from ..domain.commands import GiveBack, SpaceCommand, StreamSnapshot, SweepJobs
 from ..domain.job import Job
 from ..domain.records import Callback
 from ..domain.settings import SpaceSettings, read_settings
+from ..domain.slack import Notice
 from ..domain.space import Effects, LiveSpace
 from ..domain.views import Delivery
 from ..errors import NotFound, Unavailable
@@ -63,6 +64,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         notify_callbacks: Callable[[list[Callback]], None] | None = None,
         wake: Callable[[str, SpaceSettings, list[tuple[str, str]]], None] | None = None,
         metrics: Metrics | None = None,
+        notify_slack: Callable[[str, SpaceSettings, list[Notice]], None] | None = None,
     ) -> None:
         self.space_id = space_id
         self.store = store
@@ -71,6 +73,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         self.hub = hub
         self.notify_callbacks = notify_callbacks
         self.wake = wake
+        self.notify_slack = notify_slack
         self.metrics = metrics or Metrics()
         self.meter = self.metrics.space(space_id)
         self.space = LiveSpace(space_id)
@@ -332,6 +335,11 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         if effects.woken and self.wake is not None:
             try:
                 self.wake(self.space_id, self.space.settings, effects.woken)
+            except Exception as exc:
+                failure = failure or exc
+        if effects.notices and self.notify_slack is not None:
+            try:
+                self.notify_slack(self.space_id, self.space.settings, effects.notices)
             except Exception as exc:
                 failure = failure or exc
         if failure is not None:
