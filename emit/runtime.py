@@ -88,6 +88,7 @@ from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
 from .sweeper import SWEEP_EVERY, Sweeper, Swept, sweep_spaces
+from .throughput import Minute, Throughput
 
 log = logging.getLogger("emit.runtime")
 
@@ -759,6 +760,13 @@ class Runtime:
         """Every metric of this runtime, in the Prometheus text format
         (``emit.metrics.CONTENT_TYPE``)."""
         return self.metrics.render()
+
+    def finished_per_minute(self, space_id: str) -> list[Minute]:
+        """The space's completed and dead jobs per minute over the last hour, oldest
+        first, the current minute last (`emit.throughput`): counted in memory since this
+        runtime started."""
+        recent = self.metrics.recent.get(space_id) or Throughput()
+        return recent.last_hour(self.clock.now())
 
     async def sweep(self) -> Swept:
         """Delete now, in every running space, one batch of the finished jobs past
