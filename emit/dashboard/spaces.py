@@ -82,6 +82,17 @@ async def delete_space(space_id: str) -> Any:
     return redirect(url_for("dashboard.home"))
 
 
+@pages.route("/spaces/<space_id>/rename", methods=["POST"])
+@admin_page
+async def rename_space(space_id: str) -> Any:
+    back = url_for("dashboard.space", space_id=space_id)
+    try:
+        await runtime().rename_space(space_id, (await request.form).get("name", "").strip())
+    except EmitError as error:
+        return await problem(error, back)
+    return redirect(back)
+
+
 # ---------------------------------------------------------------------- tokens
 
 
