@@ -9,6 +9,7 @@ from quart import redirect, render_template, request, session
 
 from ..domain.scopes import PRESETS, SCOPES, SHORTHANDS
 from ..errors import EmitError
+from .charts import finish_chart
 from .common import STATUSES, admin_page, dashboard, page, pages, problem, runtime, url_for
 
 # ------------------------------------------------------------------------ home
@@ -21,7 +22,8 @@ async def home() -> Any:
     for space in await runtime().list_spaces():
         counts = await runtime().space(space.id).counts()
         spaces.append((space, {status.value: n for status, n in counts.items()}))
-    return await page("home.html", spaces=spaces, statuses=STATUSES)
+    charts = {s.id: finish_chart(runtime().finished_per_minute(s.id)) for s, _ in spaces}
+    return await page("home.html", spaces=spaces, statuses=STATUSES, charts=charts)
 
 
 # ---------------------------------------------------------------------- spaces
