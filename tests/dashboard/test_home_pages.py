@@ -93,9 +93,9 @@ async def test_the_tokens_table_shows_each_keys_last_use(server: Server) -> None
             for row in page.split("<tr")[1:]
             if "<strong>" in row
         }
-        used = re.search(r'class="last-used">([^<]+)<', rows["w"])
+        used = re.search(r'class="when last-used">([^<]+)<', rows["w"])
         assert used is not None and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", used.group(1))
-        assert 'class="last-used">never<' in rows["k"]
+        assert 'class="when last-used">never<' in rows["k"]
 
 
 def test_the_charts_bars_share_one_scale() -> None:
