@@ -13,7 +13,7 @@ from .test_browser import browser, served, shoot, sign_in
 try:
     from playwright.sync_api import Browser, expect
 except ImportError:  # pragma: no cover - the `browser` fixture then skips (fails under CI)
-    pass
+    expect = None  # type: ignore[assignment]
 
 __all__ = ["browser", "served"]  # the fixtures this module uses
 
