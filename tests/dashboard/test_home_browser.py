@@ -8,7 +8,7 @@ import re
 import httpx
 
 from ..cli.test_cli import Served
-from .test_browser import browser, served, shoot, sign_in
+from .test_browser import ARTIFACTS, browser, served, shoot, sign_in
 
 try:
     from playwright.sync_api import Browser, expect
@@ -54,6 +54,7 @@ def test_the_home_chart_renaming_and_last_use_in_the_browser(
     assert chart.locator("rect.completed").count() in (1, 2)  # a minute may turn between
     assert chart.locator("rect.dead").count() in (1, 2)
     shoot(page, "home-chart")
+    page.locator("table.spaces").screenshot(path=str(ARTIFACTS / "dashboard-home-chart-row.png"))
 
     # The keys' last use: the producer and the worker were used, nothing else
     page.get_by_role("link", name="default").click()
