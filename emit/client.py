@@ -166,6 +166,7 @@ def _token_from_wire(space_id: str, wire: Mapping[str, Any]) -> Token:
         parse_iso(wire["createdAt"]),
         _time(wire.get("revokedAt")),
         bool(wire.get("public")),
+        _time(wire.get("lastUsedAt")),
     )
 
 

@@ -7,7 +7,8 @@ children bound once (a space's when its actor starts, a route's on its first req
 so counting is a method call on an object already at hand:
 
 - a space actor counts a write's created and finished jobs and lease expiries once it
-  is durable, from what its `Effects` already carry (`SpaceMeter`);
+  is durable, from what its `Effects` already carry (`SpaceMeter`), and its completed
+  and dead jobs by the minute for the dashboard's chart (`emit.throughput`);
 - the store writer times each transaction and counts its rows;
 - the callback sender counts each webhook try by outcome;
 - the supervisors report restarts (`Metrics.restarted`, their ``on_restart`` hook);
@@ -28,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .domain.model import FINAL, JobStatus
+from .throughput import Throughput
 
 if TYPE_CHECKING:
     from .domain.space import Effects
@@ -59,9 +61,10 @@ unknown paths must not grow it for ever: past this it starts afresh)."""
 class SpaceMeter:
     """One space's counters, bound once for its actor."""
 
-    __slots__ = ("created", "expired_ack", "expired_run", "finished")
+    __slots__ = ("created", "expired_ack", "expired_run", "finished", "recent")
 
     def __init__(self, metrics: Metrics, space_id: str) -> None:
+        self.recent = metrics.throughput(space_id)
         self.created = metrics.jobs_created.labels(space_id)
         self.finished = {
             status: metrics.jobs_finished.labels(space_id, status.value) for status in FINAL
@@ -69,14 +72,19 @@ class SpaceMeter:
         self.expired_ack = metrics.lease_expiries.labels(space_id, "ack")
         self.expired_run = metrics.lease_expiries.labels(space_id, "run")
 
-    def durable(self, effects: Effects) -> None:
-        """Count a write of the space, now durable."""
+    def durable(self, effects: Effects, now: float) -> None:
+        """Count a write of the space, durable at ``now`` (wall seconds)."""
         if effects.inserted:
             self.created.inc(len(effects.inserted))
         finished = self.finished
-        for status, change in effects.deltas.items():
+        deltas = effects.deltas
+        for status, change in deltas.items():
             if change > 0 and status in finished:
                 finished[status].inc(change)
+        completed = deltas.get(JobStatus.COMPLETED, 0)
+        dead = deltas.get(JobStatus.DEAD, 0)
+        if completed > 0 or dead > 0:
+            self.recent.add(now, max(completed, 0), max(dead, 0))
         if effects.expired_ack:
             self.expired_ack.inc(effects.expired_ack)
         if effects.expired_run:
@@ -179,12 +187,22 @@ class Metrics:
         scraped)."""
         self.hub: EventHub | None = None
         """The hub whose streams are counted when scraped."""
+        self.recent: dict[str, Throughput] = {}
+        """Each space's finishes per minute over the last hour (the dashboard's chart):
+        kept across restarts of its actor, dropped with the space."""
         registry.register(_Current(self))
 
     # ----------------------------------------------------------------- the engine
 
     def space(self, space_id: str) -> SpaceMeter:
         return SpaceMeter(self, space_id)
+
+    def throughput(self, space_id: str) -> Throughput:
+        """The space's finishes per minute (made on first use)."""
+        found = self.recent.get(space_id)
+        if found is None:
+            found = self.recent[space_id] = Throughput()
+        return found
 
     def track_space(self, space_id: str, counts: Mapping[JobStatus, int]) -> None:
         """A space actor loaded: its durable counts are ``counts`` (kept up to date by it)."""
@@ -199,6 +217,7 @@ class Metrics:
     def forget_space(self, space_id: str) -> None:
         """The space was deleted: its series go."""
         self.spaces.pop(space_id, None)
+        self.recent.pop(space_id, None)
         self.jobs_created.remove(space_id)
         for status in FINAL:
             self.jobs_finished.remove(space_id, status.value)

@@ -26,7 +26,8 @@ class NewToken:
     created_at: float
 
 
-def _check_name(name: object) -> str:
+def check_name(name: object) -> str:
+    """A space's or a token's name: 1 to 200 characters of Unicode text."""
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise InvalidRequest("name must be a string of 1 to 200 characters", field="name")
     return unicode_text(name, "name")
@@ -34,7 +35,7 @@ def _check_name(name: object) -> str:
 
 def make_space(name: object, now: float) -> tuple[Space, Token]:
     """A new space and the token record of its public key."""
-    space = Space(new_id(now), _check_name(name), new_key(PUBLIC_PREFIX), now, {})
+    space = Space(new_id(now), check_name(name), new_key(PUBLIC_PREFIX), now, {})
     public = Token(
         new_id(now),
         space.id,
@@ -56,7 +57,7 @@ def make_token(
     now: float,
 ) -> tuple[Token, NewToken]:
     """The record to store (hash only) and what the caller is shown once (the key)."""
-    _check_name(name)
+    check_name(name)
     if scopes is not None and (
         not isinstance(scopes, list | tuple) or not all(isinstance(s, str) for s in scopes)
     ):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import httpx
+import trio
 
 import actors
 
@@ -81,7 +82,7 @@ from .ids import hash_key
 from .isotime import iso, parse_iso
 from .metrics import Metrics
 from .realtime.hub import EventHub, Key, SpaceMessage, Subscription
-from .registry import NewToken, make_space, make_token
+from .registry import NewToken, check_name, make_space, make_token
 from .space.actor import SpaceActor
 from .store.base import Store
 from .store.memory import MemoryStore
@@ -89,6 +90,7 @@ from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .store.writer import Commit, StoreWriter
 from .sweeper import SWEEP_EVERY, Sweeper, Swept, sweep_spaces
+from .throughput import Minute, Throughput
 
 log = logging.getLogger("emit.runtime")
 
@@ -96,6 +98,9 @@ ASK_TIMEOUT = 30.0
 """How long a caller waits on a space or the writer before `Unavailable` (on top of a
 long poll's own wait)."""
 MAX_BATCH = 1000
+KEY_USES_EVERY = 60.0
+"""Seconds between writes of when keys were last used (`Runtime.flush_key_uses`): a
+crash loses at most this much of them; a stop writes them all."""
 NO_ANSWER = (
     "did not answer in time: the change may or may not have been made"
     " (retry with an idempotency key, or read it back)"
@@ -531,6 +536,33 @@ class SpaceStarter(actors.Actor[None]):
         await self.runtime.start_spaces(strict=self.context.incarnation == 0)
 
 
+class KeyUseFlusher(actors.Actor[None]):
+    """Writes the keys' last uses every ``every`` seconds, and once more as it stops
+    (before the store writer, started before it, stops). Handles no messages."""
+
+    def __init__(self, runtime: Runtime, every: float) -> None:
+        self.runtime = runtime
+        self.every = every
+        self.next_at = trio.current_time() + every
+
+    def wakeup_at(self) -> float:
+        return self.next_at
+
+    async def wakeup(self) -> None:
+        self.next_at = trio.current_time() + self.every
+        try:
+            await self.runtime.flush_key_uses()
+        except EmitError as exc:  # kept for the next try
+            log.warning("the keys' last uses were not written this time: %s", exc)
+
+    async def stopped(self) -> None:
+        with contextlib.suppress(EmitError):
+            await self.runtime.flush_key_uses()
+
+    async def receive(self, message: None) -> None:
+        return None
+
+
 class Runtime:
     """A running emit: spaces, tokens, and a `SpaceJobs` per space."""
 
@@ -566,6 +598,8 @@ class Runtime:
         self.retention = Retention()
         """How long finished jobs are kept in a space without a ``retention`` setting
         (and for the statuses its setting leaves out)."""
+        self.key_uses: dict[str, float] = {}
+        """Keys used since the last flush: token id → when last (`note_key_use`)."""
 
     def _notify_callbacks(self, callbacks: list[Callback]) -> None:
         # A hint: the outbox is durable, and the sender loads it on every start.
@@ -675,10 +709,13 @@ class Runtime:
     async def update_space(self, space_id: str, settings: Mapping[str, Any]) -> Space:
         """Change the settings named (others stay as they are; null removes one):
         ``retryBackoff``, ``signingSecret``, ``pushUrl``, ``pushHeaders``, ``pushNames``,
-        ``rateLimit``, ``retention``, ``slackUrl``, ``slackEvents``."""
+        ``rateLimit``, ``retention``, ``slackUrl``, ``slackEvents``; and ``name``, the
+        space's own (as on create). A bad one refuses the whole change."""
         space = await self.get_space(space_id)
         if not isinstance(settings, Mapping):
             raise InvalidRequest("settings must be a JSON object")
+        settings = dict(settings)
+        new_name = check_name(settings.pop("name")) if "name" in settings else space.name
         merged = dict(space.settings)
         for name, value in settings.items():
             if value is None:
@@ -689,11 +726,16 @@ class Runtime:
         parsed = validate_settings(merged, allow_private=self.callback_policy.allow_private)
         if parsed.retry_backoff is not None:
             merged["retryBackoff"] = dict(parsed.retry_backoff.to_wire())  # as applied
-        updated = Space(space.id, space.name, space.public_token, space.created_at, merged)
+        updated = Space(space.id, new_name, space.public_token, space.created_at, merged)
         await self._commit(Changes(spaces=[updated]))
         ref = await self._space_ref(space_id)
         await ref.ask(ApplySettings(parsed), timeout=ASK_TIMEOUT)
         return updated
+
+    async def rename_space(self, space_id: str, name: str) -> Space:
+        """Give the space a new name (1 to 200 characters, as on create); its id, keys
+        and jobs stay as they are."""
+        return await self.update_space(space_id, {"name": name})
 
     async def delete_space(self, space_id: str) -> None:
         await self.get_space(space_id)
@@ -731,8 +773,36 @@ class Runtime:
         return made
 
     async def list_tokens(self, space_id: str) -> list[Token]:
+        """The space's tokens, each with its last use (as noted, if not yet written)."""
         await self.get_space(space_id)
-        return await self.store.list_tokens(space_id)
+        tokens = await self.store.list_tokens(space_id)
+        uses = self.key_uses
+        return [
+            dataclasses.replace(token, last_used_at=uses[token.id])
+            if token.id in uses and (token.last_used_at or 0) < uses[token.id]
+            else token
+            for token in tokens
+        ]
+
+    def note_key_use(self, token_id: str) -> None:
+        """A request used the key of ``token_id`` now. Noted in memory only: the uses
+        are written together every `KEY_USES_EVERY` seconds and as the runtime stops
+        (`flush_key_uses`), never a write per request."""
+        self.key_uses[token_id] = self.clock.now()
+
+    async def flush_key_uses(self) -> int:
+        """Write the uses noted since the last flush, in one commit; how many keys. If
+        the store refuses, they are kept for the next flush."""
+        uses, self.key_uses = self.key_uses, {}
+        if not uses:
+            return 0
+        try:
+            await self._commit(Changes(token_uses=list(uses.items())))
+        except EmitError:
+            for token_id, at in uses.items():
+                self.key_uses.setdefault(token_id, at)  # unless used again meanwhile
+            raise
+        return len(uses)
 
     async def revoke_token(self, space_id: str, token_id: str) -> None:
         tokens = {token.id: token for token in await self.list_tokens(space_id)}
@@ -771,6 +841,13 @@ class Runtime:
         """Every metric of this runtime, in the Prometheus text format
         (``emit.metrics.CONTENT_TYPE``)."""
         return self.metrics.render()
+
+    def finished_per_minute(self, space_id: str) -> list[Minute]:
+        """The space's completed and dead jobs per minute over the last hour, oldest
+        first, the current minute last (`emit.throughput`): counted in memory since this
+        runtime started."""
+        recent = self.metrics.recent.get(space_id) or Throughput()
+        return recent.last_hour(self.clock.now())
 
     async def sweep(self) -> Swept:
         """Delete now, in every running space, one batch of the finished jobs past
@@ -818,6 +895,7 @@ async def open_runtime(
     callback_transport: httpx.AsyncBaseTransport | None = None,
     retention: Retention | None = None,
     sweep_every: float = SWEEP_EVERY,
+    key_uses_every: float = KEY_USES_EVERY,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
     ``emit.db`` lives in it) or None for an in-memory store. Every space in the store is
@@ -836,7 +914,10 @@ async def open_runtime(
 
     Finished jobs are deleted once past their retention: a space's ``retention`` setting,
     else ``retention`` (default: `Retention`'s, a week for completed jobs, 30 days for
-    dead and killed ones), swept every ``sweep_every`` seconds."""
+    dead and killed ones), swept every ``sweep_every`` seconds.
+
+    When each key was last used is noted in memory and written every ``key_uses_every``
+    seconds, and as the block ends."""
     store: Store = (
         MemoryStore()
         if data is None
@@ -898,6 +979,8 @@ async def open_runtime(
             await system.spawn(
                 lambda: Sweeper(runtime, runtime.retention, sweep_every), key="sweeper"
             )
+            # Last: it stops first, and writes the last uses while the writer still runs.
+            await system.spawn(lambda: KeyUseFlusher(runtime, key_uses_every), key="key-uses")
             yield runtime
     finally:
         await store.close()

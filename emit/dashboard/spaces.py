@@ -9,6 +9,7 @@ from quart import redirect, render_template, request, session
 
 from ..domain.scopes import PRESETS, SCOPES, SHORTHANDS
 from ..errors import EmitError
+from .charts import finish_chart
 from .common import STATUSES, admin_page, dashboard, page, pages, problem, runtime, url_for
 
 # ------------------------------------------------------------------------ home
@@ -21,7 +22,8 @@ async def home() -> Any:
     for space in await runtime().list_spaces():
         counts = await runtime().space(space.id).counts()
         spaces.append((space, {status.value: n for status, n in counts.items()}))
-    return await page("home.html", spaces=spaces, statuses=STATUSES)
+    charts = {s.id: finish_chart(runtime().finished_per_minute(s.id)) for s, _ in spaces}
+    return await page("home.html", spaces=spaces, statuses=STATUSES, charts=charts)
 
 
 # ---------------------------------------------------------------------- spaces
@@ -80,6 +82,17 @@ async def delete_space(space_id: str) -> Any:
         return await problem(error, back)
     dashboard().forget_space(space_id)
     return redirect(url_for("dashboard.home"))
+
+
+@pages.route("/spaces/<space_id>/rename", methods=["POST"])
+@admin_page
+async def rename_space(space_id: str) -> Any:
+    back = url_for("dashboard.space", space_id=space_id)
+    try:
+        await runtime().rename_space(space_id, (await request.form).get("name", "").strip())
+    except EmitError as error:
+        return await problem(error, back)
+    return redirect(back)
 
 
 # ---------------------------------------------------------------------- tokens

@@ -42,6 +42,9 @@ class Token:
     created_at: float
     revoked_at: float | None = None
     public: bool = False
+    last_used_at: float | None = None
+    """When a request last used the key, as of the runtime's last flush of its uses
+    (`Runtime.list_tokens` adds those not yet flushed)."""
 
 
 @dataclass(frozen=True, slots=True)

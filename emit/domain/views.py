@@ -229,4 +229,5 @@ def token_to_wire(token: Token) -> dict[str, Any]:
         "public": token.public,
         "createdAt": iso(token.created_at),
         "revokedAt": iso(token.revoked_at),
+        "lastUsedAt": iso(token.last_used_at),
     }

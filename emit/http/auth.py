@@ -2,7 +2,8 @@
 ``?token=``) becomes a `Caller` — the admin, or a key of one space with its scopes.
 
 Keys are looked up through `Runtime.authenticate`, the one way a key becomes a token;
-this adds the admin key and a cache. A found key is remembered for ``cache_seconds``
+this adds the admin key and a cache, and notes each use of a space's key
+(`Runtime.note_key_use`: in memory, written in batches). A found key is remembered for ``cache_seconds``
 (trio time), so the hot path does not read SQLite on every request, and a key revoked
 through another process (the CLI) stops working within that time; one revoked through
 this server's API stops at once. Unknown keys are never remembered, so a key made by the
@@ -74,6 +75,7 @@ class Authenticator:
         now = trio.current_time()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[1] < self.cache_seconds:
+            self.runtime.note_key_use(cached[0].key_id)
             return cached[0]
         token = await self.runtime.authenticate(key)
         if token is None:
@@ -86,6 +88,7 @@ class Authenticator:
         else:
             rate = read_settings(space.settings).rate_limit
         caller = Caller(token.id, token.space_id, token.scopes, key_hash=digest, rate=rate)
+        self.runtime.note_key_use(token.id)
         if self.cache_seconds > 0:
             if len(self._cache) > 100_000:
                 self._cache.clear()

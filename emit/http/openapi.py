@@ -173,8 +173,9 @@ SCHEMAS: dict[str, Schema] = {
             "public": {"type": "boolean"},
             "createdAt": TIME,
             "revokedAt": nullable(TIME),
+            "lastUsedAt": nullable(TIME),
         },
-        ("id", "name", "scopes", "prefix", "public", "createdAt", "revokedAt"),
+        ("id", "name", "scopes", "prefix", "public", "createdAt", "revokedAt", "lastUsedAt"),
     ),
 }
 
@@ -357,6 +358,7 @@ OPERATIONS: dict[Callable[..., Any], Operation] = {
         ref("SpaceWithSettings"),
         obj(
             {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
                 "retryBackoff": nullable(BACKOFF),
                 "signingSecret": nullable({"type": "string", "minLength": 16, "maxLength": 256}),
                 "pushUrl": nullable({"type": "string", "format": "uri"}),

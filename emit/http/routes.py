@@ -462,7 +462,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/spaces", ADMIN, create_space, "Create a space", 201),
     Route("GET", "/api/v1/spaces", ADMIN, list_spaces, "List spaces"),
     Route("GET", "/api/v1/spaces/<space_id>", ADMIN, get_space, "A space and its settings"),
-    Route("PATCH", "/api/v1/spaces/<space_id>", ADMIN, update_space, "Change settings"),
+    Route("PATCH", "/api/v1/spaces/<space_id>", ADMIN, update_space, "Rename, change settings"),
     Route("DELETE", "/api/v1/spaces/<space_id>", ADMIN, delete_space, "Delete a space", 204),
     Route("POST", f"{S}/tokens", ADMIN, create_token, "Create a key (shown once)", 201),
     Route("GET", f"{S}/tokens", ADMIN, list_tokens, "List keys (prefixes only)"),

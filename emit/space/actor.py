@@ -154,7 +154,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 continue
             for reply, answer in effects.answers:
                 _resolve(reply, answer)  # an undelivered lease expires as usual
-            self.meter.durable(effects)
+            self.meter.durable(effects, self.clock.now())
             try:
                 self._after_commit(effects)
             except Exception:
@@ -286,7 +286,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         error = report.error
         if error is None:
             self.space.durable(effects)
-            self.meter.durable(effects)
+            self.meter.durable(effects, self.clock.now())
             for reply, answer in effects.answers:
                 if reply.done:  # the caller left before its answer: jobs it took go back
                     _deliveries(answer, undelivered)

@@ -57,6 +57,10 @@ class MemoryStore(Store):
                 self.tokens[token.id] = token
             for token_id, at in batch.revoked_tokens:
                 self.tokens[token_id] = replace(self.tokens[token_id], revoked_at=at)
+            for token_id, at in batch.token_uses:
+                used = self.tokens.get(token_id)  # gone with its space: nothing to note
+                if used is not None and (used.last_used_at or 0) < at:
+                    self.tokens[token_id] = replace(used, last_used_at=at)
             for row in batch.inserts:
                 self.jobs[row[0]] = dict(zip((*JOB_COLUMNS, "events"), row, strict=True))
             for row in batch.updates:

@@ -214,6 +214,8 @@ class Changes:
     deleted_spaces: list[str] = field(default_factory=list)
     tokens: list[Token] = field(default_factory=list)
     revoked_tokens: list[tuple[str, float]] = field(default_factory=list)
+    token_uses: list[tuple[str, float]] = field(default_factory=list)
+    """(token id, when it was last used): the later of it and the stored one is kept."""
     callbacks: list[Callback] = field(default_factory=list)
     """Outbox rows to insert or replace."""
     deleted_jobs: list[str] = field(default_factory=list)
@@ -232,6 +234,7 @@ class Changes:
             or self.deleted_spaces
             or self.tokens
             or self.revoked_tokens
+            or self.token_uses
             or self.callbacks
             or self.deleted_jobs
         )

@@ -106,6 +106,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX callbacks_job ON callbacks (job_id)
     """,
+    # 5: when each key was last used, written in batches (Runtime.flush_key_uses)
+    """
+    ALTER TABLE tokens ADD COLUMN last_used_at REAL
+    """,
 )
 
 

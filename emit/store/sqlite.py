@@ -95,8 +95,9 @@ _EXPIRED = (
     "AND completed_at < ? AND id NOT IN "
     "(SELECT job_id FROM callbacks WHERE state = 'pending') ORDER BY id LIMIT ?"
 )
-_PUT_TOKEN = "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_PUT_TOKEN = "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _REVOKE_TOKEN = "UPDATE tokens SET revoked_at = ? WHERE id = ?"
+_TOKEN_USED = "UPDATE tokens SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?"
 _PUT_CALLBACK = "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LENGTH = struct.Struct("<Q")
 _WRITER_PROCESS = Path(__file__).with_name("_writer_process.py")
@@ -143,7 +144,13 @@ def _steps(batches: list[Changes]) -> list[Step]:
                 rows.clear()
 
     for batch in batches:
-        if batch.spaces or batch.deleted_spaces or batch.tokens or batch.revoked_tokens:
+        if (
+            batch.spaces
+            or batch.deleted_spaces
+            or batch.tokens
+            or batch.revoked_tokens
+            or batch.token_uses
+        ):
             close()
             steps.extend(
                 (_PUT_SPACE, [(s.id, s.name, s.public_token, s.created_at, dumps(s.settings))])
@@ -156,6 +163,8 @@ def _steps(batches: list[Changes]) -> list[Step]:
                 steps.append(
                     (_REVOKE_TOKEN, [(at, token_id) for token_id, at in batch.revoked_tokens])
                 )
+            if batch.token_uses:
+                steps.append((_TOKEN_USED, [(at, token_id) for token_id, at in batch.token_uses]))
         if batch.deleted_jobs:
             close()
             rows = [(job_id,) for job_id in batch.deleted_jobs]
@@ -209,6 +218,7 @@ def _token_row(token: Token) -> tuple[Any, ...]:
         token.created_at,
         token.revoked_at,
         int(token.public),
+        token.last_used_at,
     )
 
 
@@ -227,6 +237,7 @@ def _token(row: tuple[Any, ...]) -> Token:
         row[6],
         row[7],
         bool(row[8]),
+        row[9],
     )
 
 
