@@ -288,7 +288,10 @@ def _same_origin() -> bool:
     return bool(host) and origin.split("://", 1)[-1] == host
 
 
-async def _admitted(route: str) -> bool:
+async def _admitted(route: str, space_id: str) -> bool:
+    """Whether this socket may stream the space: else it is closed with the reason
+    (4401 no session, 4403 another origin, 4404 no such space). The space is looked up
+    first so that no stream is ever kept for one that does not exist."""
     seen(websocket.scope).route = route
     if not signed_in():
         await _refuse(4401)
@@ -296,18 +299,18 @@ async def _admitted(route: str) -> bool:
     if not _same_origin():
         await _refuse(4403)
         return False
+    try:
+        await runtime().get_space(space_id)
+    except NotFound:
+        await _refuse(4404)
+        return False
     return True
 
 
 @pages.websocket("/spaces/<space_id>/jobs/live")
 async def space_live(space_id: str) -> None:
     """The space stream of the API (docs/realtime.md), opened by the session."""
-    if not await _admitted("/spaces/<space_id>/jobs/live"):
-        return
-    try:
-        await runtime().get_space(space_id)
-    except NotFound:
-        await _refuse(4404)
+    if not await _admitted("/spaces/<space_id>/jobs/live", space_id):
         return
     since = since_param(websocket.args.get("since"))
     instance = websocket.args.get("streamInstanceId")
@@ -318,7 +321,7 @@ async def space_live(space_id: str) -> None:
 async def job_live(space_id: str, job_id: str) -> None:
     """The job stream's full view, opened by the session: ``init`` carries the job's
     history too, and the stream stays open past a final event."""
-    if not await _admitted("/spaces/<space_id>/jobs/<job_id>/live"):
+    if not await _admitted("/spaces/<space_id>/jobs/<job_id>/live", space_id):
         return
     jobs = runtime().space(space_id)
     # Subscribe, then read: a change recorded in between is both in the read and sent,

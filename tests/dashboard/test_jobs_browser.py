@@ -166,6 +166,7 @@ def test_kill_retry_and_the_bulk_actions(browser: "Browser", served: Served) -> 
     page.get_by_role("button", name="Kill job").click()
     expect(page.locator("#job-status")).to_have_text("killed")
     expect(page.locator("#outcome-reason")).to_contain_text("killed from the dashboard")
+    shoot(page, "job-killed")
     page.get_by_role("button", name="Retry job").click()
     expect(page.locator("#job-status")).to_have_text("pending")
     expect(page.locator("#events li.event-retried")).to_have_count(1)
@@ -190,6 +191,7 @@ def test_kill_retry_and_the_bulk_actions(browser: "Browser", served: Served) -> 
         "Retried 2 of 2 jobs."
     )
     expect(rows).to_have_count(0)
+    shoot(page, "jobs-retried")
 
     # Kill every pending job at once
     page.get_by_label("Status").select_option("pending")

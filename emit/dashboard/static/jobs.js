@@ -187,7 +187,8 @@ function jobPage(root) {
     bar.value = p.percent || 0;
     bar.setAttribute("aria-label", label);
     line.querySelector(".pct").textContent = p.percent == null ? "" : `${p.percent}%`;
-    line.querySelector(".msg").textContent = p.message || "";
+    const none = !progress || typeof progress !== "object";
+    line.querySelector(".msg").textContent = none ? "none reported in this attempt" : p.message || "";
   }
 
   function setProgress(progress) {
