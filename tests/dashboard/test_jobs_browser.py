@@ -5,8 +5,10 @@ actions from the pages; the event timeline (the webhook's tries included) and th
 with their level filter. The test waits on the page's state (Playwright's expect), never
 on a fixed time. Screenshots of each page at 1280 and 390 px go to tests/artifacts/."""
 
+import json
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from . import test_browser
 from .test_browser import shoot, sign_in
 
 try:
-    from playwright.sync_api import Browser, Page, expect
+    from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 except ImportError:  # pragma: no cover - the test extras install it
     expect = None  # type: ignore[assignment]
 
@@ -202,6 +204,39 @@ def test_kill_retry_and_the_bulk_actions(browser: "Browser", served: Served) -> 
     expect(page.get_by_role("status").filter(has_text="Killed")).to_have_text("Killed 3 of 3 jobs.")
     counts = api.http.get(f"/api/v1/spaces/{api.space}/stats", headers=api.producer).json()
     assert counts["counts"]["killed"] == 3
+    page.context.close()
+
+
+def test_after_a_gap_the_table_reads_itself_again(browser: "Browser", served: Served) -> None:
+    """The page's socket is routed through the test: the first connection goes quiet (what
+    happens meanwhile is lost) and drops; the second says ``missed``, as a server that
+    restarted would. The table then re-reads itself."""
+    api = Api(served)
+    job_id = api.create("report")
+    page = open_page(browser, served)
+    sockets: list[WebSocketRoute] = []
+    quiet = threading.Event()
+
+    def route(ws: "WebSocketRoute") -> None:
+        sockets.append(ws)
+        if len(sockets) == 1:
+            server = ws.connect_to_server()
+            server.on_message(lambda message: None if quiet.is_set() else ws.send(message))
+        else:
+            hello = {"type": "connected", "seq": 0, "streamInstanceId": "restarted",
+                     "missed": True, "counts": {}}  # fmt: skip
+            ws.send(json.dumps(hello))
+
+    page.route_web_socket(re.compile(r"/jobs/live"), route)
+    page.goto(f"{served.url}/spaces/{api.space}/jobs")
+    badge = page.locator(f'tr[data-job-id="{job_id}"] .badge')
+    expect(badge).to_have_text("pending")
+    expect(page.locator("#live-state")).to_have_text("live")
+    quiet.set()  # from now on, nothing reaches the page
+    api.take("report")
+    sockets[0].close(code=1001)
+    expect(badge).to_have_text("delivered")
+    assert "since=" in sockets[1].url and "streamInstanceId=" in sockets[1].url
     page.context.close()
 
 

@@ -25,21 +25,26 @@ function socketUrl(path, query) {
   return url.href;
 }
 
-// A socket that comes back after a drop (not after a refusal), saying how it is in
-// the page's live-state element. `query()` gives the query of each (re)connection.
-function follow(path, query, onMessage) {
+// Whether the page is live: "live" only once it is connected *and* up to date.
+function liveState(text, on = false) {
   const state = document.getElementById("live-state");
+  state.textContent = text;
+  state.className = on ? "live-state on" : "live-state";
+}
+
+// A socket that comes back after a drop (not after a refusal). `query()` gives the
+// query of each (re)connection.
+function follow(path, query, onMessage) {
   const open = () => {
     const ws = new WebSocket(socketUrl(path, query()));
-    ws.onopen = () => { state.textContent = "live"; state.className = "live-state on"; };
+    ws.onopen = () => liveState("connecting…");
     ws.onmessage = (event) => onMessage(JSON.parse(event.data));
     ws.onclose = (event) => {
-      state.className = "live-state";
       if (REFUSED.has(event.code)) {
-        state.textContent = event.code === 4401 ? "not live: sign in again" : "not live";
+        liveState(event.code === 4401 ? "not live: sign in again" : "not live");
         return;
       }
-      state.textContent = "reconnecting…";
+      liveState("reconnecting…");
       setTimeout(open, 1000);
     };
   };
@@ -134,7 +139,7 @@ function jobsTable(root) {
       const waiting = held;
       held = [];
       for (const message of waiting) apply(message);
-      if (again) { again = false; reread(); }
+      if (again) { again = false; await reread(); }
     }
   }
 
@@ -143,7 +148,8 @@ function jobsTable(root) {
       if (message.type === "connected") {
         instance = message.streamInstanceId;
         // First connection (the page was read before it) or a gap: read the table again.
-        if (since === null || message.missed) reread();
+        if (since === null || message.missed) reread().then(() => liveState("live", true));
+        else liveState("live", true);
         since = message.seq;
         return;
       }
@@ -311,7 +317,7 @@ function jobPage(root) {
       for (const [name, shown] of Object.entries(message.times)) {
         document.getElementById(`time-${name}`).textContent = shown;
       }
-      catchUp();
+      catchUp().then(() => liveState("live", true));
       return;
     }
     if (message.type === "log") {
