@@ -17,7 +17,7 @@ from datetime import timedelta
 from quart_trio import QuartTrio
 
 from ..runtime import Runtime
-from . import access, spaces  # noqa: F401  (their routes, on the blueprint)
+from . import access, jobs, spaces  # noqa: F401  (their routes, on the blueprint)
 from . import settings as _settings  # noqa: F401  (a space's settings page)
 from .common import EXTENSION, Dashboard, pages, session_secret
 

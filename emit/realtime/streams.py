@@ -22,7 +22,7 @@ from ..domain import scopes
 from ..errors import NotFound, Unauthorized, Unavailable
 from ..http import access
 from ..http.auth import Authenticator, Caller
-from ..runtime import Runtime
+from ..runtime import Runtime, SpaceJobs
 from .hub import FINAL, JobMessage, Key, SpaceMessage, Subscription
 
 log = logging.getLogger("emit.realtime")
@@ -49,7 +49,7 @@ _SEQ_DIGITS = 18
 """Digits of the largest ``since`` read as a number: no stream reaches a seq that long."""
 
 
-def _since(text: str | None) -> int | None:
+def since_param(text: str | None) -> int | None:
     """The ``since`` query value (docs/realtime.md): a whole number in ASCII digits, or
     None when absent or anything else (``-1``, ``1.5``, ``²``), as if not given. One
     longer than any seq can be is above the latest seq, so the stream says ``missed``."""
@@ -93,6 +93,52 @@ async def _end(subscription: Subscription) -> None:
         await _close(subscription.close_code)
 
 
+async def serve_space_stream(
+    jobs: SpaceJobs, since: int | None, instance: str | None, key: Key | None
+) -> None:
+    """A space stream on the socket of this request, once its caller may see it: the
+    ``connected`` message, the replay asked for, then every message as it comes. Shared
+    by the API's stream and the dashboard's (which checks its session instead of a key)."""
+    with jobs.stream(since, instance, key) as start:
+        subscription, missed = start.subscription, start.missed
+        # The counts as of a commit, and the stream's seq at that same commit: a
+        # client starting fresh gets the messages after that seq only, so each change
+        # is counted once (the subscription, made first, already queues them). Changes
+        # recorded before a space's first stream were not queued: wait until they are
+        # durable, so the counts include them.
+        try:
+            await jobs.settled()
+            counts, at = await jobs.stream_snapshot()
+        except Unavailable:
+            await _refuse(1013)  # the space is reloading or its store failing: retry
+            return
+        replaying = since is not None and not missed
+        skip = 0 if replaying else at
+        await websocket.accept()
+        await _send(
+            {
+                "type": "connected",
+                "seq": start.seq if replaying else at,
+                "streamInstanceId": start.instance_id,
+                "missed": missed,
+                "counts": {status.value: n for status, n in counts.items()},
+            }
+        )
+        send = websocket.send  # the proxy looked up once, not once per message
+        entry: SpaceMessage
+        for entry in start.replay:
+            if subscription.close_code is not None:
+                break  # ended meanwhile (its key revoked, the space deleted)
+            await send(entry.text())
+        with subscription.scope:
+            async for entry in subscription.receive:
+                text = entry.text()
+                subscription.taken(text)
+                if entry.seq > skip:
+                    await send(text)
+        await _end(subscription)
+
+
 def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> None:
     @app.before_serving
     async def start_watching_keys() -> None:
@@ -108,47 +154,9 @@ def add_stream_routes(app: QuartTrio, runtime: Runtime, auth: Authenticator) -> 
         if scopes.READ not in caller.scopes or caller.space_id != space_id:
             await _refuse(4403)
             return
-        since = _since(websocket.args.get("since"))
+        since = since_param(websocket.args.get("since"))
         instance = websocket.args.get("streamInstanceId")
-        jobs = runtime.space(space_id)
-        with jobs.stream(since, instance, key) as start:
-            subscription, missed = start.subscription, start.missed
-            # The counts as of a commit, and the stream's seq at that same commit: a
-            # client starting fresh gets the messages after that seq only, so each change
-            # is counted once (the subscription, made first, already queues them). Changes
-            # recorded before a space's first stream were not queued: wait until they are
-            # durable, so the counts include them.
-            try:
-                await jobs.settled()
-                counts, at = await jobs.stream_snapshot()
-            except Unavailable:
-                await _refuse(1013)  # the space is reloading or its store failing: retry
-                return
-            replaying = since is not None and not missed
-            skip = 0 if replaying else at
-            await websocket.accept()
-            await _send(
-                {
-                    "type": "connected",
-                    "seq": start.seq if replaying else at,
-                    "streamInstanceId": start.instance_id,
-                    "missed": missed,
-                    "counts": {status.value: n for status, n in counts.items()},
-                }
-            )
-            send = websocket.send  # the proxy looked up once, not once per message
-            entry: SpaceMessage
-            for entry in start.replay:
-                if subscription.close_code is not None:
-                    break  # ended meanwhile (its key revoked, the space deleted)
-                await send(entry.text())
-            with subscription.scope:
-                async for entry in subscription.receive:
-                    text = entry.text()
-                    subscription.taken(text)
-                    if entry.seq > skip:
-                        await send(text)
-            await _end(subscription)
+        await serve_space_stream(runtime.space(space_id), since, instance, key)
 
     @app.websocket("/api/v1/realtime/<job_id>")
     async def job_stream(job_id: str) -> None:
