@@ -584,6 +584,9 @@ class Client(_Base):
     """A blocking client of one emit server, for one space (see docs/client.md)."""
 
     _sleep = staticmethod(time.sleep)
+    _monotonic = staticmethod(time.monotonic)
+    """A blocking program's clock and sleep (no trio clock runs there): tests replace
+    both, as they replace trio's clock for the async client."""
 
     def __init__(
         self,
@@ -755,10 +758,10 @@ class Client(_Base):
         """The job once it is final (completed, dead or killed): follows its WebSocket
         stream, then reads it (reading it again and again if the stream fails).
         `TimeoutError` after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._monotonic() + timeout
 
         def left() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
+            return None if deadline is None else max(0.0, deadline - self._monotonic())
 
         job = self.get(job_id)
         if job.status not in FINAL:
