@@ -509,6 +509,13 @@ def _settings(
     return url.rstrip("/"), api_key, space_id
 
 
+def jittered_backoff(attempt: int) -> float:
+    """Seconds to wait before try ``attempt + 1`` of a run of failures (0-based): `BACKOFF_BASE`
+    doubled each time, at most `BACKOFF_MAX`, jittered to between half and all of that so
+    that clients refused together do not come back together."""
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2.0**attempt) * random.uniform(0.5, 1.0)
+
+
 class _Retrying:
     """When to send a request again, and how long to wait first."""
 
@@ -522,21 +529,20 @@ class _Retrying:
         ``response`` (None: a connection error); None: do not."""
         if attempt >= self.retries:
             return None
-        backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**attempt)
         if response is None:
-            return backoff * random.uniform(0.5, 1.0) if call.safe else None
+            return jittered_backoff(attempt) if call.safe else None
         status = response.status_code
         if status == 503 and not call.safe and UNKNOWN_OUTCOME in response.text:
             return None
         if status in (502, 504) and call.safe:
             # A proxy's, while the server behind it restarts: whether a change got
             # through is unknown, so only what is safe to repeat is sent again.
-            return backoff * random.uniform(0.5, 1.0)
+            return jittered_backoff(attempt)
         if status not in (429, 503):
             return None
         after = _retry_after(response)
         if after is None:
-            return backoff * random.uniform(0.5, 1.0)
+            return jittered_backoff(attempt)
         return after + random.uniform(0, min(1.0, after / 4 + 0.1))  # never before it
 
 

@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import random
 import signal
 import threading
 import traceback
@@ -38,7 +37,7 @@ import httpx
 import trio
 import trio.lowlevel
 
-from .client import AsyncClient
+from .client import AsyncClient, jittered_backoff
 from .domain.views import Delivery
 from .errors import Conflict, EmitError, NotFound, RateLimited, Unavailable
 
@@ -56,8 +55,6 @@ GRACE = 30.0
 """Seconds running handlers get to finish after a stop before their jobs are failed."""
 HARD_STOP_FLUSH = 2.0
 """Seconds a second signal leaves to report the jobs it abandons."""
-BACKOFF_BASE = 0.5
-BACKOFF_MAX = 30.0
 MAX_ERROR = 8000
 """Characters of a handler's exception text sent as the job's error."""
 STOPPED = "the worker stopped before the handler finished; the job will be retried"
@@ -144,7 +141,7 @@ class _Backoff:
         self.failures = 0
 
     def next(self, error: BaseException | None = None) -> float:
-        delay = min(BACKOFF_MAX, BACKOFF_BASE * 2.0**self.failures) * random.uniform(0.5, 1.0)
+        delay = jittered_backoff(self.failures)
         self.failures += 1
         if isinstance(error, RateLimited) and error.retry_after:
             delay = max(delay, error.retry_after)
