@@ -501,16 +501,26 @@ def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _number(low: float, *, above: bool = False) -> Callable[[str], float]:
-    """An argument type: a finite number at least ``low`` (or ``above`` it)."""
+def _number(
+    low: float, *, above: bool = False, high: float | None = None
+) -> Callable[[str], float]:
+    """An argument type: a finite number at least ``low`` (or ``above`` it), and at most
+    ``high`` when given."""
     wanted = f"a number {'above' if above else 'of at least'} {low:g}"
+    if high is not None:
+        wanted += f" and at most {high:g}"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < low or (above and value == low):
+        if (
+            not math.isfinite(value)
+            or value < low
+            or (above and value == low)
+            or (high is not None and value > high)
+        ):
             raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
         return value
 

@@ -28,6 +28,10 @@ class EmitError(Exception):
         super().__init__(message)
         self.message = message
 
+    def summary(self) -> str:
+        """The refusal in one line, as the command line prints it: ``message (404 not_found)``."""
+        return f"{self.message} ({self.status} {self.code})"
+
     def to_wire(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
 

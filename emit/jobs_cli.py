@@ -545,7 +545,7 @@ def _failure(job_id: str, error: Exception) -> dict[str, Any]:
 
 def _reason(error: Exception) -> str:
     if isinstance(error, EmitError):
-        return f"{error.message} ({error.status} {error.code})"
+        return error.summary()
     return f"connection failed: {error}"
 
 
@@ -607,9 +607,9 @@ def _known(error: BaseException, url: str) -> tuple[int, str] | None:
         error = error.exceptions[0]
     match error:
         case InvalidRequest():
-            return USAGE, f"{error.message} (400 {error.code})"
+            return USAGE, error.summary()
         case EmitError():
-            return REFUSED, f"{error.message} ({error.status} {error.code})"
+            return REFUSED, error.summary()
         case httpx.TransportError():
             return REFUSED, f"cannot reach {url}: {error or type(error).__name__}"
     return None

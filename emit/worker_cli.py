@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 from typing import Any
 
 import httpx
 
+from .cli import _integer, _leaf, _number
 from .errors import EmitError
 from .worker import GRACE, POLL_WAIT, Worker
 
@@ -28,47 +28,22 @@ def add_worker_parser(commands: Any, add_log_flags: Any) -> None:
     )
     run.add_argument("target", metavar="MODULE:WORKER", help="where the Worker is")
     run.add_argument(
-        "--concurrency", type=_positive, default=8, help="handlers running at once (default 8)"
+        "--concurrency", type=_integer(1), default=8, help="handlers running at once (default 8)"
     )
     run.add_argument("--url", help="the server's base URL (default: $EMIT_URL)")
     run.add_argument("--key", help="a worker key (default: $EMIT_WORKER_KEY)")
     run.add_argument("--space", metavar="ID", help="the space's id (default: $EMIT_SPACE_ID)")
     run.add_argument(
         "--grace",
-        type=_seconds(0, math.inf),
+        type=_number(0),
         help=f"seconds running handlers get after a stop (default: the Worker's, {GRACE:g})",
     )
     run.add_argument(
         "--poll-wait",
-        type=_seconds(0, 60),
+        type=_number(0, high=60),
         help=f"seconds a poll waits for a job, up to 60 (default: the Worker's, {POLL_WAIT:g})",
     )
     add_log_flags(run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
-def _seconds(low: float, high: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"must be seconds from {low:g} to {high:g}, not {text!r}"
-            )
-        return value
-
-    return parse
 
 
 def load(target: str) -> Worker:
@@ -123,13 +98,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _leaf(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
 def _message(error: BaseException) -> str:
     if isinstance(error, EmitError):
-        return f"{error.message} ({error.status} {error.code})"
+        return error.summary()
     return str(error) or type(error).__name__
