@@ -884,9 +884,17 @@ class Runtime:
             raise Unavailable(f"not ready: the store is not taking writes: {exc}") from None
 
 
+def _store(data: str | os.PathLike[str] | Store | None, synchronous: str) -> Store:
+    if isinstance(data, Store):
+        return data
+    if data is None:
+        return MemoryStore()
+    return SQLiteStore(Path(data) / "emit.db", synchronous=synchronous)
+
+
 @asynccontextmanager
 async def open_runtime(
-    data: str | os.PathLike[str] | None = "emit-data",
+    data: str | os.PathLike[str] | Store | None = "emit-data",
     *,
     synchronous: str = "FULL",
     start_time: float | None = None,
@@ -898,7 +906,8 @@ async def open_runtime(
     key_uses_every: float = KEY_USES_EVERY,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
-    ``emit.db`` lives in it) or None for an in-memory store. Every space in the store is
+    ``emit.db`` lives in it), None for an in-memory store, or a `Store` of the caller's
+    (opened as the block starts and closed as it ends). Every space in the store is
     loaded before the block runs, with its deadlines: jobs whose deadline passed while
     emit was down are handled at once.
 
@@ -918,11 +927,7 @@ async def open_runtime(
 
     When each key was last used is noted in memory and written every ``key_uses_every``
     seconds, and as the block ends."""
-    store: Store = (
-        MemoryStore()
-        if data is None
-        else SQLiteStore(Path(data) / "emit.db", synchronous=synchronous)
-    )
+    store = _store(data, synchronous)
     await store.open()
     try:
         clock = Clock(start_time)

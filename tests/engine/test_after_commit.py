@@ -5,6 +5,7 @@ whose after-commit code raises restarts alone; the writer and other spaces carry
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,15 +18,18 @@ from emit.domain.model import Published
 from emit.domain.space import LiveSpace
 from emit.space import actor as space_actor
 from emit.store import records
+from emit.store.base import Store
 
 from .conftest import stall_commits
 
 
 async def test_a_failing_publish_restarts_its_space_only(
-    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: MockClock,
+    caplog: pytest.LogCaptureFixture,
+    new_store: Callable[[], Store],
 ) -> None:
     caplog.set_level(logging.WARNING, logger="actors")
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         bad = rt.space((await rt.create_space("bad")).id)
         good = rt.space((await rt.create_space("good")).id)
         kept = await good.create("kept")
@@ -56,7 +60,9 @@ async def test_a_failing_publish_restarts_its_space_only(
 
 
 async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
     handle = LiveSpace._handle
 
@@ -66,7 +72,7 @@ async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
         return handle(self, message, now, caller)
 
     monkeypatch.setattr(LiveSpace, "_handle", buggy_handle)
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         go = stall_commits(monkeypatch, rt)
         created: list[emit.JobView] = []
@@ -89,7 +95,9 @@ async def test_a_bug_waits_for_the_writes_in_flight_then_the_space_reloads(
 
 
 async def test_rows_that_cannot_be_made_are_a_bug_and_the_space_reloads(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
     # Rows that fail to be made after memory took the change are a bug, as one in the
     # rules is: nothing of the step is written and the space reloads, so memory never
@@ -102,7 +110,7 @@ async def test_rows_that_cannot_be_made_are_a_bug_and_the_space_reloads(
         return event_record(job_id, event)
 
     monkeypatch.setattr(space_actor, "event_record", failing)
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("j")
         await jobs.poll(ack=True)
@@ -119,13 +127,14 @@ async def test_rows_that_cannot_be_made_are_a_bug_and_the_space_reloads(
 
 async def test_data_nested_too_deep_to_frame_is_refused_and_changes_nothing(
     autojump_clock: MockClock,
+    new_store: Callable[[], Store],
 ) -> None:
     # JSON that orjson takes alone but not once framed as an event (255 levels at
     # most) is bad input: refused before the space sees it.
     deep: Any = 1
     for _ in range(254):
         deep = [deep]
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("j")
         await jobs.poll(ack=True)

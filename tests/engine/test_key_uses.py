@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -12,6 +12,7 @@ from trio.testing import MockClock
 
 import emit
 from emit.runtime import KEY_USES_EVERY
+from emit.store.base import Store
 from emit.store.memory import MemoryStore
 
 START = 1_800_000_000.0
@@ -65,15 +66,15 @@ async def test_a_failed_flush_keeps_the_uses_for_the_next(autojump_clock: MockCl
             assert store.tokens[token.id].last_used_at == START
 
 
-async def test_the_last_use_survives_a_restart(tmp_path: Path) -> None:
+async def test_the_last_use_survives_a_restart(new_store: Callable[[], Store]) -> None:
     with trio.fail_after(60):
-        async with emit.open_runtime(tmp_path) as rt:
+        async with emit.open_runtime(new_store()) as rt:
             space = (await rt.create_space("s")).id
             token = await rt.create_token(space, name="k", preset="worker")
             rt.note_key_use(token.id)
             at = rt.key_uses[token.id]
         # Stopping wrote it: the next start reads it from the store
-        async with emit.open_runtime(tmp_path) as rt:
+        async with emit.open_runtime(new_store()) as rt:
             assert rt.key_uses == {}
             [found] = [t for t in await rt.list_tokens(space) if t.id == token.id]
             assert found.last_used_at == at

@@ -4,6 +4,8 @@ restarts; each runtime counts in a registry of its own, and a deleted space's se
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import pytest
 import trio
@@ -15,6 +17,7 @@ import actors
 import emit
 from emit.callbacks.policy import CallbackPolicy
 from emit.space.actor import SpaceActor
+from emit.store.base import Store
 
 from .conftest import crash_when_told
 
@@ -32,9 +35,11 @@ def value(rt: emit.Runtime, name: str, **labels: str) -> float | None:
     return samples(rt).get((name, frozenset(labels.items())))
 
 
-async def test_jobs_created_finished_and_counted_by_status(autojump_clock: MockClock) -> None:
+async def test_jobs_created_finished_and_counted_by_status(
+    autojump_clock: MockClock, new_store: Callable[[], Store]
+) -> None:
     with trio.fail_after(60):
-        async with emit.open_runtime(None) as rt:
+        async with emit.open_runtime(new_store()) as rt:
             space = (await rt.create_space("s")).id
             jobs = rt.space(space)
             assert value(rt, "emit_jobs_created_total", space=space) == 0
@@ -59,9 +64,11 @@ async def test_jobs_created_finished_and_counted_by_status(autojump_clock: MockC
             assert rows is not None and rows >= 3 + 3  # three job rows, three events at least
 
 
-async def test_lease_expiries_are_counted_by_kind(autojump_clock: MockClock) -> None:
+async def test_lease_expiries_are_counted_by_kind(
+    autojump_clock: MockClock, new_store: Callable[[], Store]
+) -> None:
     with trio.fail_after(60):
-        async with emit.open_runtime(None) as rt:
+        async with emit.open_runtime(new_store()) as rt:
             space = (await rt.create_space("s")).id
             jobs = rt.space(space)
             unacked = await jobs.create("unacked", timeout_seconds=5)
@@ -77,7 +84,9 @@ async def test_lease_expiries_are_counted_by_kind(autojump_clock: MockClock) -> 
             assert value(rt, "emit_jobs", space=space, status="pending") == 1
 
 
-async def test_webhook_tries_are_counted_by_outcome(autojump_clock: MockClock) -> None:
+async def test_webhook_tries_are_counted_by_outcome(
+    autojump_clock: MockClock, new_store: Callable[[], Store]
+) -> None:
     broken: list[httpx.Request] = []
     tried_twice = trio.Event()
 
@@ -92,7 +101,7 @@ async def test_webhook_tries_are_counted_by_outcome(autojump_clock: MockClock) -
     policy = CallbackPolicy(tries=2, first_delay=1.0)
     with trio.fail_after(60):
         async with emit.open_runtime(
-            None,
+            new_store(),
             allow_private_callbacks=True,
             callback_policy=policy,
             callback_transport=httpx.MockTransport(receive),
@@ -110,9 +119,11 @@ async def test_webhook_tries_are_counted_by_outcome(autojump_clock: MockClock) -
             assert value(rt, "emit_callbacks_total", outcome="retrying") == 1
 
 
-async def test_open_streams_are_counted_by_kind(autojump_clock: MockClock) -> None:
+async def test_open_streams_are_counted_by_kind(
+    autojump_clock: MockClock, new_store: Callable[[], Store]
+) -> None:
     with trio.fail_after(60):
-        async with emit.open_runtime(None) as rt:
+        async with emit.open_runtime(new_store()) as rt:
             jobs = rt.space((await rt.create_space("s")).id)
             job = await jobs.create("watched")
             assert value(rt, "emit_stream_subscribers", kind="space") == 0
@@ -124,11 +135,13 @@ async def test_open_streams_are_counted_by_kind(autojump_clock: MockClock) -> No
 
 
 async def test_a_restarted_space_is_counted_and_keeps_its_counts(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
     crash_when_told(monkeypatch, SpaceActor, "space")
     with trio.fail_after(60):
-        async with emit.open_runtime(None) as rt:
+        async with emit.open_runtime(new_store()) as rt:
             space = (await rt.create_space("s")).id
             jobs = rt.space(space)
             await jobs.create("before")

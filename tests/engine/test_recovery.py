@@ -1,21 +1,26 @@
 """Recovery: a runtime reopened on its data directory rebuilds every space's queue,
 deadlines and counters from the store, and handles at once the deadlines that passed
-while it was down. Real SQLite file, real clock (no autojump: the store uses threads)."""
+while it was down. On every store (real time: no autojump clock here); the tests that
+read the SQLite file itself run on SQLite alone."""
 
 import enum
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 import emit
 from emit import JobStatus
 from emit.domain.job import Job
 from emit.isotime import iso
+from emit.store.base import Store
 from emit.store.records import INLINE_ENTRY, INLINE_EVENTS
 
 
-async def test_every_state_survives_a_restart(tmp_path: Path) -> None:
-    async with emit.open_runtime(tmp_path) as rt:
+async def test_every_state_survives_a_restart(new_store: Callable[[], Store]) -> None:
+    async with emit.open_runtime(new_store()) as rt:
         space = await rt.create_space("s")
         jobs = rt.space(space.id)
         pending = await jobs.create("p", priority=5)
@@ -31,7 +36,7 @@ async def test_every_state_survives_a_restart(tmp_path: Path) -> None:
         await jobs.complete(done.id, {"ok": True})
         keyed = await jobs.create("k", idempotency_key="once")
         counts = await jobs.counts()
-    async with emit.open_runtime(tmp_path) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space(space.id)
         assert await jobs.counts() == counts
         for job, status in [
@@ -54,8 +59,10 @@ async def test_every_state_survives_a_restart(tmp_path: Path) -> None:
         assert newer.id > keyed.id
 
 
-async def test_deadlines_that_passed_while_down_are_handled_at_once(tmp_path: Path) -> None:
-    async with emit.open_runtime(tmp_path) as rt:
+async def test_deadlines_that_passed_while_down_are_handled_at_once(
+    new_store: Callable[[], Store],
+) -> None:
+    async with emit.open_runtime(new_store()) as rt:
         space = await rt.create_space("s")
         jobs = rt.space(space.id)
         delivered = await jobs.create("d", timeout_seconds=60)
@@ -65,7 +72,7 @@ async def test_deadlines_that_passed_while_down_are_handled_at_once(tmp_path: Pa
         await jobs.claim(running.id)
         await jobs.ack(running.id)
     # Back an hour later.
-    async with emit.open_runtime(tmp_path, start_time=time.time() + 3600) as rt:
+    async with emit.open_runtime(new_store(), start_time=time.time() + 3600) as rt:
         jobs = rt.space(space.id)
         counts = await jobs.counts()
         assert counts[JobStatus.PENDING] == 2 and counts[JobStatus.DEAD] == 1
@@ -75,13 +82,13 @@ async def test_deadlines_that_passed_while_down_are_handled_at_once(tmp_path: Pa
         assert {d.id for d in await jobs.poll(count=5)} == {delivered.id, scheduled.id}
 
 
-async def test_spaces_and_tokens_survive_a_restart(tmp_path: Path) -> None:
-    async with emit.open_runtime(tmp_path) as rt:
+async def test_spaces_and_tokens_survive_a_restart(new_store: Callable[[], Store]) -> None:
+    async with emit.open_runtime(new_store()) as rt:
         space = await rt.create_space("email")
         token = await rt.create_token(space.id, name="worker", preset="worker")
         revoked = await rt.create_token(space.id, name="old", scopes=["jobs:create"])
         await rt.revoke_token(space.id, revoked.id)
-    async with emit.open_runtime(tmp_path) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         assert [s.name for s in await rt.list_spaces()] == ["email"]
         found = await rt.authenticate(token.key)
         assert found is not None and found.scopes == token.scopes
@@ -101,18 +108,19 @@ class _Level(enum.IntEnum):
     HIGH = 9
 
 
+@pytest.mark.stores("sqlite", "postgresql")  # the one in memory keeps the values given
 async def test_enum_values_a_caller_passes_are_written_as_their_plain_values(
-    tmp_path: Path,
+    new_store: Callable[[], Store],
 ) -> None:
     """The store's writer takes only exact str, int and float values; an enum passed as
     a name, a priority or a log line is written as the value it stands for."""
-    async with emit.open_runtime(tmp_path) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         space = await rt.create_space(_Kind.SEND)
         jobs = rt.space(space.id)
         job = await jobs.create(_Kind.SEND, priority=_Level.HIGH, idempotency_key=_Kind.SEND)
         await jobs.claim(job.id)
         await jobs.log(job.id, "info", _Kind.SEND)
-    async with emit.open_runtime(tmp_path) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space(space.id)
         stored = await jobs.get(job.id)
         assert (type(stored.name), stored.name, type(stored.priority)) == (str, "send", int)
@@ -150,8 +158,10 @@ async def test_a_long_history_survives_a_restart_whole_and_in_order(tmp_path: Pa
     assert own_rows == [11, *range(INLINE_EVENTS + 1, len(after) + 1)]
 
 
-async def test_a_job_is_read_with_its_events_as_of_one_commit(tmp_path: Path) -> None:
-    async with emit.open_runtime(tmp_path) as rt:
+async def test_a_job_is_read_with_its_events_as_of_one_commit(
+    new_store: Callable[[], Store],
+) -> None:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("j")
         await jobs.poll(ack=True)

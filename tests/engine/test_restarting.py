@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,16 +18,19 @@ import emit
 from emit.domain.space import LiveSpace
 from emit.isotime import iso
 from emit.space.actor import SpaceActor
+from emit.store.base import Store
 from emit.store.writer import StoreWriter
 
 from .conftest import crash_when_told
 
 
 async def test_every_space_runs_again_after_the_writer_actor_crashes(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
     crash_when_told(monkeypatch, StoreWriter, "writer")
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         touched = rt.space((await rt.create_space("touched")).id)
         untouched = rt.space((await rt.create_space("untouched")).id)
         scheduled = await untouched.create("later", scheduled_for=iso(rt.clock.now() + 60))
@@ -47,7 +51,10 @@ async def test_every_space_runs_again_after_the_writer_actor_crashes(
 
 
 async def test_every_space_runs_again_after_the_spaces_supervisor_gives_up(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    new_store: Callable[[], Store],
 ) -> None:
     """One space crashes and then cannot load: its restarts fail in a loop until the
     spaces supervisor gives up (its intensity is reachable). The root restarts the
@@ -62,7 +69,7 @@ async def test_every_space_runs_again_after_the_spaces_supervisor_gives_up(
 
     monkeypatch.setattr(SpaceActor, "started", failing_started)
     crash_when_told(monkeypatch, SpaceActor, "space")
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         bad = rt.space((await rt.create_space("bad")).id)
         untouched = rt.space((await rt.create_space("untouched")).id)
         scheduled = await untouched.create("later", scheduled_for=iso(rt.clock.now() + 120))
@@ -81,7 +88,9 @@ async def test_every_space_runs_again_after_the_spaces_supervisor_gives_up(
 
 
 async def test_restarting_a_big_space_again_and_again_keeps_memory_flat(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
     handle = LiveSpace._handle
 
@@ -93,7 +102,7 @@ async def test_restarting_a_big_space_again_and_again_keeps_memory_flat(
     monkeypatch.setattr(LiveSpace, "_handle", crashing_handle)
     frozen: list[int] = []
     try:
-        async with emit.open_runtime(None) as rt:
+        async with emit.open_runtime(new_store()) as rt:
             jobs = rt.space((await rt.create_space("big")).id)
             for _ in range(11):  # over 10,000 live jobs: the load freezes them
                 await jobs.create_many([{"name": "j"}] * 1000)
@@ -112,11 +121,14 @@ async def test_restarting_a_big_space_again_and_again_keeps_memory_flat(
 
 
 async def test_a_space_that_crashes_is_a_warning_naming_it_and_the_cause(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    new_store: Callable[[], Store],
 ) -> None:
     crash_when_told(monkeypatch, SpaceActor, "space")
     caplog.set_level(logging.WARNING)
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         space = await rt.create_space("s")
         jobs = rt.space(space.id)
         await jobs.create("before")

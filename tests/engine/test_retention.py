@@ -3,7 +3,7 @@ own timer; live jobs stay; a key lasts as long as its job."""
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -14,14 +14,15 @@ from trio.testing import MockClock
 import emit
 from emit.domain.settings import Retention
 from emit.errors import InvalidRequest, NotFound
+from emit.store.base import Store
 
 FOREVER = Retention(completed=None, dead=None, killed=None)
 
 
 @pytest.fixture
-async def rt() -> AsyncIterator[emit.Runtime]:
+async def rt(new_store: Callable[[], Store]) -> AsyncIterator[emit.Runtime]:
     retention = Retention(completed=60, dead=120, killed=None)
-    async with emit.open_runtime(None, retention=retention, sweep_every=10) as runtime:
+    async with emit.open_runtime(new_store(), retention=retention, sweep_every=10) as runtime:
         yield runtime
 
 
@@ -96,9 +97,10 @@ async def test_a_space_setting_overrides_the_server_default(
 
 async def test_a_changed_retention_takes_effect_without_a_restart(
     autojump_clock: MockClock,
+    new_store: Callable[[], Store],
 ) -> None:
     with trio.fail_after(7200):
-        async with emit.open_runtime(None, retention=FOREVER, sweep_every=10) as rt:
+        async with emit.open_runtime(new_store(), retention=FOREVER, sweep_every=10) as rt:
             jobs = rt.space((await rt.create_space("s")).id)
             made = await finished(jobs)
             await trio.sleep(3600)
@@ -147,6 +149,7 @@ async def test_a_job_retried_before_the_sweep_stays(
 
 async def test_a_job_whose_webhook_is_being_delivered_stays_until_it_is_done(
     autojump_clock: MockClock,
+    new_store: Callable[[], Store],
 ) -> None:
     answers = [503, 503, 200]
 
@@ -156,7 +159,7 @@ async def test_a_job_whose_webhook_is_being_delivered_stays_until_it_is_done(
     transport = httpx.MockTransport(handler)
     with trio.fail_after(7200):
         async with emit.open_runtime(
-            None,
+            new_store(),
             retention=Retention(completed=1),
             callback_transport=transport,
             allow_private_callbacks=True,

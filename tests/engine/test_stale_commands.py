@@ -5,6 +5,7 @@ answered from memory."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,14 +16,17 @@ import emit
 from emit.domain.commands import RecordCallback
 from emit.domain.model import EventType
 from emit.domain.records import Callback
+from emit.store.base import Store
 
 from .conftest import stall_commits
 
 
 async def test_a_stale_complete_reads_the_store_while_a_write_is_in_flight(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         finished = await jobs.create("finished")
         await jobs.poll(ack=True)
@@ -62,9 +66,11 @@ async def test_a_stale_complete_reads_the_store_while_a_write_is_in_flight(
 
 
 async def test_a_job_ended_in_a_write_in_flight_is_answered_from_memory(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("j")
         await jobs.poll(ack=True)
@@ -93,12 +99,14 @@ async def test_a_job_ended_in_a_write_in_flight_is_answered_from_memory(
 
 
 async def test_a_webhook_note_on_a_final_job_is_not_lost_to_a_read_while_it_is_in_flight(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
     # A webhook try noted on a job only the store has changes that job in a write of
     # its own: until that write is durable the store's copy is behind, so a command
     # naming the job meanwhile (here a retry) must not read it from the store.
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("j")
         await jobs.kill(job.id)  # durable: only the store has it now

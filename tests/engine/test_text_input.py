@@ -3,13 +3,13 @@ lone surrogate (not Unicode, refused by JSON and SQLite alike) and read-only map
 Real SQLite file: a value the store cannot write would fail a group commit there."""
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 import emit
+from emit.store.base import Store
 
 BAD = "bad \ud800 text"
 
@@ -49,10 +49,11 @@ CALLS: dict[str, tuple[Call, str]] = {
 
 @pytest.mark.parametrize("where", CALLS)
 async def test_a_lone_surrogate_is_refused_naming_the_field_and_changes_nothing(
-    tmp_path: Path, where: str
+    where: str,
+    new_store: Callable[[], Store],
 ) -> None:
     call, field = CALLS[where]
-    async with emit.open_runtime(tmp_path) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("n")
         await jobs.poll(ack=True)
@@ -64,12 +65,14 @@ async def test_a_lone_surrogate_is_refused_naming_the_field_and_changes_nothing(
         assert (after.status, after.events) == (before.status, before.events)
         assert len(await rt.list_spaces()) == 1
         assert (await jobs.complete(job.id, "done")).status == "completed"  # still serving
-    async with emit.open_runtime(tmp_path) as rt:  # and nothing half-written on disk
+    async with emit.open_runtime(new_store()) as rt:  # and nothing half-written on disk
         assert (await rt.space(jobs.space_id).get(job.id)).status == "completed"
 
 
-async def test_read_only_mappings_are_taken_and_kept_as_plain_json(tmp_path: Path) -> None:
-    async with emit.open_runtime(tmp_path) as rt:
+async def test_read_only_mappings_are_taken_and_kept_as_plain_json(
+    new_store: Callable[[], Store],
+) -> None:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         headers: Any = MappingProxyType({"X-Trace": "t"})
         backoff: Any = MappingProxyType({"initialSeconds": 1, "factor": 2, "maxSeconds": 4})
@@ -85,13 +88,15 @@ async def test_read_only_mappings_are_taken_and_kept_as_plain_json(tmp_path: Pat
         }  # fmt: skip
         failed = await jobs.fail(job.id, "once")
         assert failed.status == "scheduled"  # the backoff was read: a retry in 1 s
-    async with emit.open_runtime(tmp_path) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         again = await rt.store.get_job(job.id)  # what the sender reads (reads redact it)
         assert again is not None and again.callback_headers == {"X-Trace": "t"}
 
 
-async def test_a_lone_surrogate_in_a_query_finds_nothing_or_is_refused(tmp_path: Path) -> None:
-    async with emit.open_runtime(tmp_path) as rt:
+async def test_a_lone_surrogate_in_a_query_finds_nothing_or_is_refused(
+    new_store: Callable[[], Store],
+) -> None:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         job = await jobs.create("n")
         with pytest.raises(emit.InvalidRequest) as caught:

@@ -3,10 +3,13 @@ durable, in minute buckets of wall time, the hour sliding on the autojump clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 from trio.testing import MockClock
 
 import emit
+from emit.store.base import Store
 from emit.throughput import WINDOW, Minute, Throughput
 
 
@@ -42,9 +45,10 @@ async def _finish(jobs: emit.SpaceJobs, name: str, *, die: bool = False) -> None
 
 async def test_the_runtime_counts_completions_and_deaths_by_minute(
     autojump_clock: MockClock,
+    new_store: Callable[[], Store],
 ) -> None:
     with trio.fail_after(2 * 3600):  # the autojump clock's hours, not real ones
-        async with emit.open_runtime(None, start_time=1_800_000_000.0) as rt:
+        async with emit.open_runtime(new_store(), start_time=1_800_000_000.0) as rt:
             space = (await rt.create_space("s")).id
             other = (await rt.create_space("other")).id
             jobs = rt.space(space)

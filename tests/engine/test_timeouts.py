@@ -4,18 +4,23 @@ how to find out), never that nothing happened."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import trio
 from trio.testing import MockClock
 
 import emit
+from emit.store.base import Store
 from emit.store.records import Changes
 
 
 async def test_an_ask_timeout_says_the_outcome_is_unknown(
-    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    new_store: Callable[[], Store],
 ) -> None:
-    async with emit.open_runtime(None) as rt:
+    async with emit.open_runtime(new_store()) as rt:
         jobs = rt.space((await rt.create_space("s")).id)
         store = rt.store
         commit = store.commit
