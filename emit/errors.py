@@ -10,7 +10,8 @@ The hierarchy (spec §2)::
     ├── Conflict        409       the job's state does not allow it, or the lease is stale
     ├── PayloadTooLarge 413       body over the limit
     ├── RateLimited     429       over the per-key rate; .retry_after seconds
-    └── Unavailable     503       shutting down or storage failing; nothing was accepted
+    └── Unavailable     503       shutting down, storage failing, or the space moving to
+                                  another node; nothing was accepted; .retry_after if known
 
 A refused call changes nothing: every check runs before any state is touched.
 """
@@ -82,3 +83,9 @@ class RateLimited(EmitError):
 class Unavailable(EmitError):
     code = "unavailable"
     status = 503
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds after which a retry may succeed, when known (a space moving to
+        another node): the HTTP answer's ``Retry-After``."""

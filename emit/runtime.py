@@ -83,7 +83,7 @@ from .isotime import iso, parse_iso
 from .metrics import Metrics
 from .realtime.hub import EventHub, Key, SpaceMessage, Subscription
 from .registry import NewToken, check_name, make_space, make_token
-from .space.actor import SpaceActor
+from .space.actor import MOVE_RETRY, SpaceActor
 from .store.base import Store
 from .store.memory import MemoryStore
 from .store.records import Changes
@@ -520,12 +520,23 @@ class SpaceJobs:
         return [JobView.of(job) for job in jobs], total
 
 
-class SpaceStarter(actors.Actor[None]):
-    """Starts every space of the store each time it starts. It is started after the
-    spaces supervisor at the root (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
+@dataclasses.dataclass(frozen=True, slots=True)
+class StopMoved:
+    """A space this node wrote at ``epoch`` moved to another node: stop it for good,
+    unless this node holds it again meanwhile (then `Runtime.gained` replaced it)."""
+
+    space_id: str
+    epoch: int
+
+
+class SpaceStarter(actors.Actor[StopMoved]):
+    """Starts every space of the store (with nodes sharing it, every space this node
+    owns) each time it starts. It is started after the spaces supervisor at the root
+    (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
     writer, or of the supervisor itself), which comes back with no spaces, restarts it
     too: every space then runs again, with its timers, without waiting for a request to
-    name it. It handles no messages."""
+    name it. It also stops the spaces that find they moved (`StopMoved`): a space cannot
+    stop itself for good."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -534,6 +545,11 @@ class SpaceStarter(actors.Actor[None]):
         # The first start is the runtime's own: a space that cannot load fails it. After
         # a restart, one broken space must not keep the others down.
         await self.runtime.start_spaces(strict=self.context.incarnation == 0)
+
+    async def receive(self, message: StopMoved) -> None:
+        owned = self.runtime.owned
+        if owned is not None and message.space_id not in owned:
+            await self.runtime.stop_space(message.space_id)
 
 
 class KeyUseFlusher(actors.Actor[None]):
@@ -600,6 +616,12 @@ class Runtime:
         (and for the statuses its setting leaves out)."""
         self.key_uses: dict[str, float] = {}
         """Keys used since the last flush: token id → when last (`note_key_use`)."""
+        self.owned: dict[str, int] | None = None
+        """With nodes sharing the store (``open_runtime(shared=True)``): the spaces this
+        node owns, each with the epoch it holds it at (`gained`, `lost`); it runs those
+        alone, and the store refuses its writes to any other. None: this node owns every
+        space."""
+        self.starter: actors.ActorRef[StopMoved] | None = None
 
     def _notify_callbacks(self, callbacks: list[Callback]) -> None:
         # A hint: the outbox is durable, and the sender loads it on every start.
@@ -634,6 +656,57 @@ class Runtime:
         except actors.ActorError as exc:
             raise Unavailable(f"the store is not taking writes: {exc}") from None
 
+    def _epoch(self, space_id: str) -> int | None:
+        """The epoch at which this node owns the space (None: it owns every space);
+        `Unavailable`, with when to retry, if another node does or none yet."""
+        if self.owned is None:
+            return None
+        epoch = self.owned.get(space_id)
+        if epoch is None:
+            raise Unavailable(
+                f"space {space_id} is not served by this node now (moving); retry",
+                retry_after=MOVE_RETRY,
+            )
+        return epoch
+
+    def _moved(self, space_id: str, epoch: int) -> None:
+        """A space found its writes refused: another node holds it now."""
+        if self.owned is not None and self.owned.get(space_id) == epoch:
+            del self.owned[space_id]
+        if self.starter is not None:
+            with contextlib.suppress(actors.ActorError):
+                self.starter.tell_nowait(StopMoved(space_id, epoch))
+
+    async def gained(self, space_id: str, epoch: int) -> None:
+        """This node now owns the space at ``epoch`` (the cluster's membership claimed
+        it): start it afresh from the store, with that epoch on every write."""
+        if self.owned is None:
+            raise RuntimeError("gained() is for a runtime opened with shared=True")
+        await self.stop_space(space_id)  # an incarnation of an earlier epoch, if any
+        self.owned[space_id] = epoch
+        await self._space_ref(space_id)
+
+    async def lost(self, space_id: str) -> None:
+        """This node no longer owns the space (its lease lapsed or it handed it over):
+        stop it at once. Writes in flight settle; parked long polls get an empty answer;
+        everything else is refused with when to retry."""
+        if self.owned is None:
+            raise RuntimeError("lost() is for a runtime opened with shared=True")
+        self.owned.pop(space_id, None)
+        await self.stop_space(space_id)
+
+    async def stop_space(self, space_id: str) -> None:
+        """Stop the space's actor for good, if it runs (a later request may start it
+        again, where this node owns it)."""
+        ref = self.spaces.whereis(space_id)
+        if ref is None:
+            return
+        if isinstance(ref, actors.ActorRef):
+            with contextlib.suppress(actors.ActorError):
+                await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
+        with contextlib.suppress(actors.ChildNotFound):
+            await self.spaces.stop_child(space_id)
+
     def _spec(self, space_id: str) -> actors.ActorSpec[Any]:
         return actors.ActorSpec(
             space_id,
@@ -647,6 +720,8 @@ class Runtime:
                 self._wake,
                 self.metrics,
                 notify_slack=self._notify_slack,
+                epoch=self._epoch(space_id),
+                moved=self._moved,
             ),
             capacity=4096,
             # Requests still queued when a space stops for good are refused untouched
@@ -658,6 +733,8 @@ class Runtime:
     async def _space_ref(self, space_id: str) -> actors.ActorRef[Any]:
         if space_id in self.deleting:
             raise NotFound(f"no space {space_id!r}")
+        if self.owned is not None and space_id not in self.owned:
+            self._epoch(space_id)  # refused: another node's, or moving
         ref = self.spaces.whereis(space_id)
         if isinstance(ref, actors.ActorRef) and not ref.stopped:
             return ref
@@ -682,6 +759,8 @@ class Runtime:
         """Load every space now (rather than on first use): recovery at start. Not
         ``strict``: a space that fails to load is logged and left to its next request."""
         for space in await self.store.list_spaces():
+            if self.owned is not None and space.id not in self.owned:
+                continue  # another node's
             try:
                 await self._space_ref(space.id)
             except EmitError as exc:
@@ -694,7 +773,8 @@ class Runtime:
     async def create_space(self, name: str) -> Space:
         space, public = make_space(name, self.clock.now())
         await self._commit(Changes(spaces=[space], tokens=[public]))
-        await self._space_ref(space.id)
+        if self.owned is None:  # else it runs where the cluster places it
+            await self._space_ref(space.id)
         return space
 
     async def list_spaces(self) -> list[Space]:
@@ -904,6 +984,7 @@ async def open_runtime(
     retention: Retention | None = None,
     sweep_every: float = SWEEP_EVERY,
     key_uses_every: float = KEY_USES_EVERY,
+    shared: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
     ``emit.db`` lives in it), None for an in-memory store, or a `Store` of the caller's
@@ -926,7 +1007,12 @@ async def open_runtime(
     dead and killed ones), swept every ``sweep_every`` seconds.
 
     When each key was last used is noted in memory and written every ``key_uses_every``
-    seconds, and as the block ends."""
+    seconds, and as the block ends.
+
+    ``shared``: other nodes share the store. The runtime then runs no space until told
+    it owns it (`Runtime.gained`, with the epoch of its claim) and stops one as soon as
+    it does not (`Runtime.lost`); every write of a space carries that epoch, and a store
+    shared by nodes refuses it once another node has claimed the space."""
     store = _store(data, synchronous)
     await store.open()
     try:
@@ -963,6 +1049,8 @@ async def open_runtime(
             if allow_private_callbacks:
                 policy = dataclasses.replace(policy, allow_private=True)
             runtime = Runtime(store, clock, system, writer, spaces, policy, metrics)
+            if shared:
+                runtime.owned = {}
             if retention is not None:
                 runtime.retention = retention
             # Before any space: a callback a space queues always finds the sender.
@@ -979,7 +1067,7 @@ async def open_runtime(
                 shutdown=policy.timeout + 1,
             )
             # Last: every space loads now, and again after any restart of those before.
-            await system.spawn(lambda: SpaceStarter(runtime), key="space-starter")
+            runtime.starter = await system.spawn(lambda: SpaceStarter(runtime), key="space-starter")
             # After the spaces, so that a sweeper that fails restarts alone.
             await system.spawn(
                 lambda: Sweeper(runtime, runtime.retention, sweep_every), key="sweeper"

@@ -17,7 +17,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited
+from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited, Unavailable
 from ..metrics import UNMATCHED, HttpMeter
 from ..runtime import Runtime
 from .access import NO_ROUTE, SEEN, AccessLog, seen
@@ -107,7 +107,7 @@ def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ())
 
 def error_response(error: EmitError) -> Response:
     headers: tuple[tuple[str, str], ...] = ()
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | Unavailable) and error.retry_after is not None:
         headers = (("Retry-After", retry_after(error.retry_after)),)
     elif isinstance(error, PayloadTooLarge):
         # The rest of the body was never read: the connection cannot carry another request.

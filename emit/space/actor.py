@@ -28,7 +28,7 @@ from typing import Any
 import actors
 
 from ..clock import Clock
-from ..domain.commands import GiveBack, SpaceCommand, StreamSnapshot, SweepJobs
+from ..domain.commands import GiveBack, ReleasePollers, SpaceCommand, StreamSnapshot, SweepJobs
 from ..domain.job import Job
 from ..domain.records import Callback
 from ..domain.settings import SpaceSettings, read_settings
@@ -38,7 +38,7 @@ from ..domain.views import Delivery
 from ..errors import NotFound, Unavailable
 from ..metrics import Metrics
 from ..realtime.hub import EventHub
-from ..store.base import Expired, OutcomeUnknown, Store
+from ..store.base import Expired, Fenced, OutcomeUnknown, Store
 from ..store.records import Changes, event_record, job_row, log_row, state_row
 from ..store.writer import Commit, Settle, Source, Write, Written
 
@@ -65,8 +65,19 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         wake: Callable[[str, SpaceSettings, list[tuple[str, str]]], None] | None = None,
         metrics: Metrics | None = None,
         notify_slack: Callable[[str, SpaceSettings, list[Notice]], None] | None = None,
+        epoch: int | None = None,
+        moved: Callable[[str, int], None] | None = None,
     ) -> None:
         self.space_id = space_id
+        self.fence = None if epoch is None else (space_id, epoch)
+        """Every write of this incarnation carries it (`Changes.fence`): with nodes
+        sharing a store, the epoch at which this node owns the space."""
+        self.moved = moved
+        """Told (space id, epoch) when the store refuses a write because another node
+        took the space over: the runtime then stops this space for good."""
+        self.lost = False
+        """The space moved to another node: refuse everything, and wait to be stopped
+        for good (never reload: the space is no longer this node's)."""
         self.store = store
         self.writer = writer
         self.clock = clock
@@ -181,12 +192,13 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 self._watch()
                 await self._flush(self.space.give_back(undelivered, self.clock.now()))
             return None
-        if self.ending is not None:
+        if self.ending is not None and not (self.lost and isinstance(message, ReleasePollers)):
             # Memory is not to be trusted: refuse, untouched, until the writes in flight
             # are reported and the supervisor starts a new incarnation from the store.
+            # (A space that moved still lets its parked polls go, empty, as it stops.)
             if isinstance(message, GiveBack):
                 return None  # a tell (raising would crash at once): its leases expire
-            raise Unavailable(self.ending)
+            raise Unavailable(self.ending, retry_after=MOVE_RETRY if self.lost else None)
         self._watch()
         if isinstance(message, GiveBack):  # told: nobody waits for an answer
             await self._flush(self.space.give_back(message.deliveries, self.clock.now()))
@@ -263,6 +275,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             return
         if changes is None:
             changes = _changes(effects)
+        changes.fence = self.fence
         self.batch += 1
         write = Write(changes, self.context.ref, self.batch, self.source)
         try:
@@ -298,15 +311,24 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 self.crash = exc
                 self._end(_RESTARTING)
         else:
-            if isinstance(error, OutcomeUnknown):
+            if isinstance(error, Fenced):
+                failure = Unavailable(_MOVED, retry_after=MOVE_RETRY)
+                if not self.lost and self.moved is not None and self.fence is not None:
+                    self.moved(*self.fence)
+                self.lost = True
+            elif isinstance(error, OutcomeUnknown):
                 failure = Unavailable(_MAY_OR_MAY_NOT)
             else:
                 failure = Unavailable("storage failed; nothing was accepted")
             for reply, _ in effects.answers:
                 _resolve(reply, failure)
-            self._end("storage failed; the space is reloading, nothing was accepted")
+            self._end(
+                _MOVED
+                if self.lost
+                else "storage failed; the space is reloading, nothing was accepted"
+            )
         if self.ending is not None:
-            if not self.batches:
+            if not self.batches and not self.lost:
                 self.context.stop()  # every caller has its outcome: end, and reload
                 if self.crash is not None:
                     crash, self.crash = self.crash, None
@@ -350,7 +372,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
         refuse new messages with ``reason``."""
         if self.ending is None:
             self.ending = reason
-        if not self.batches:
+        if not self.batches and not self.lost:
             self.context.stop()
 
 
@@ -378,6 +400,9 @@ def _changes(effects: Effects) -> Changes:
     return changes
 
 
+_MOVED = "the space moved to another node; nothing was accepted, retry"
+MOVE_RETRY = 1.0
+"""Seconds a caller is told to wait (``Retry-After``) while a space moves between nodes."""
 _MAY_OR_MAY_NOT = (
     "storage failed while saving this change: it may or may not have been saved"
     " (retry with an idempotency key, or read it back)"

@@ -21,6 +21,18 @@ class OutcomeUnknown(Exception):
     so, rather than "nothing was accepted"."""
 
 
+class Fenced(Exception):
+    """The store refused a transaction because it held writes of spaces this node no
+    longer owns at the epoch they were written for (``spaces``): another node took them
+    over. Nothing of the transaction was applied; the writes of other spaces may be
+    committed again without these. Only a store that several nodes share checks fences
+    (`Changes.fence`); the others have one node, which owns every space."""
+
+    def __init__(self, spaces: frozenset[str]) -> None:
+        super().__init__(f"no longer the owner of {', '.join(sorted(spaces))}")
+        self.spaces = spaces
+
+
 class StoreOpenFailed(Exception):
     """The store could not be opened: its file or directory cannot be read or written,
     is not a database, is damaged, or has a newer schema. The message names the file and

@@ -13,7 +13,7 @@ import trio
 from ..domain.job import Job
 from ..domain.model import FINAL, Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
-from .base import Expired, SpaceState, Store
+from .base import Expired, Fenced, SpaceState, Store
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
@@ -36,6 +36,10 @@ class MemoryStore(Store):
         """How many transactions were committed (group commit shows as fewer of them)."""
         self.fail_next: Exception | None = None
         """Tests set this to make the next commit fail as a disk would."""
+        self.owners: dict[str, int] | None = None
+        """Tests set this to act as a store several nodes share: space id → the epoch
+        this node owns it at. A commit holding writes fenced for a space at another epoch
+        (or not owned) is then refused whole (`Fenced`), as a shared store does."""
 
     async def open(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -48,6 +52,15 @@ class MemoryStore(Store):
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
+        if self.owners is not None:
+            owners = self.owners
+            fenced = frozenset(
+                b.fence[0]
+                for b in batches
+                if b.fence is not None and owners.get(b.fence[0]) != b.fence[1]
+            )
+            if fenced:
+                raise Fenced(fenced)
         for batch in batches:
             for space in batch.spaces:
                 self.spaces[space.id] = space

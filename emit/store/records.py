@@ -223,6 +223,11 @@ class Changes:
     reclaim_pages: int = 0
     """Free pages to give back to the file system after the deletes, at most (SQLite's
     ``incremental_vacuum``; nothing on a database made without it)."""
+    fence: tuple[str, int] | None = None
+    """(space id, epoch): the space whose writes these are, and the epoch at which this
+    node owns it. A store shared by nodes commits them only while this node still holds
+    the space at that epoch, checked inside the transaction (`base.Fenced`); None for
+    writes of no one space, and wherever one node owns every space."""
 
     def __bool__(self) -> bool:
         return bool(

@@ -21,7 +21,7 @@ import actors
 
 from ..errors import Unavailable
 from ..metrics import Metrics
-from .base import Store
+from .base import Fenced, Store
 from .records import Changes
 
 MAX_PENDING = 4096
@@ -101,6 +101,15 @@ def _rows(changes: Changes) -> int:
     )
 
 
+def _moved(batch: list[_Item], error: Exception) -> list[_Item]:
+    """The writes of ``batch`` that ``error`` refused because their spaces moved to
+    another node (`Fenced`); none for any other error."""
+    if not isinstance(error, Fenced):
+        return []
+    spaces = error.spaces
+    return [item for item in batch if item[0].fence is not None and item[0].fence[0] in spaces]
+
+
 def _take_group(pending: list[_Item]) -> tuple[list[_Item], list[_Item], int]:
     """The writes for the next transaction, in order, the rest, and the group's rows."""
     rows = 0
@@ -174,6 +183,20 @@ class StoreWriter(actors.Actor[Write | Commit | Settle]):
                 try:
                     await self.store.commit([changes for changes, _, _ in batch])
                 except Exception as exc:
+                    refused = _moved(batch, exc)
+                    if refused:
+                        # Those spaces moved to another node: refuse their writes (and,
+                        # as for any failed write, their sources' later ones; a refusal
+                        # of its own, as below), and commit the others again without them.
+                        assert isinstance(exc, Fenced)
+                        moved = Fenced(exc.spaces)
+                        for _, done, source in refused:
+                            if source is not None:
+                                self.failed_sources[source] = moved
+                            self._done(done, exc)
+                        gone = {id(item) for item in refused}
+                        self.pending = [i for i in batch if id(i) not in gone] + self.pending
+                        continue
                     error = exc
                     # Kept apart from ``exc``: its traceback holds this frame, and so the
                     # sources, which would keep the weak keys alive for good.

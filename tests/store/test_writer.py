@@ -125,3 +125,36 @@ async def test_a_client_with_a_full_mailbox_holds_up_nobody_and_loses_nothing(
         with trio.fail_after(5):
             await stuck.arrived.wait()
         assert [r.batch for r in stuck.reports] == [0, 1, 2, 3, 4]
+
+
+async def test_writes_of_a_space_that_moved_are_refused_and_the_others_committed(
+    autojump_clock: MockClock,
+) -> None:
+    """With nodes sharing the store, a transaction holding writes of a space this node
+    lost is refused whole (`Fenced`); the writer refuses those writes, and their
+    source's later ones untried, and commits the rest of the group without them."""
+    store = MemoryStore()
+    await store.open()
+    store.owners = {"A": 1, "B": 2}  # B moved on: this node wrote it at epoch 1
+    writer = StoreWriter(store)
+    client = Client(expect=3)
+    mine = Space("01SPACE000000000000000000A", "a", "emit_pub_a", 1000.0, {})
+    async with actors.open_system() as system:
+        ref = await system.spawn(lambda: writer)
+        to = await system.spawn(lambda: client)
+        a, b = Source(), Source()
+        # Queued before the writer runs: one group, were it not for the fence.
+        ref.tell_nowait(Write(Changes(spaces=[mine], fence=("A", 1)), to, 1, a))
+        ref.tell_nowait(Write(Changes(spaces=[SPACE], fence=("B", 1)), to, 2, b))
+        ref.tell_nowait(Write(Changes(fence=("A", 1)), to, 3, a))
+        await client.arrived.wait()
+        client.expect, client.arrived = 4, trio.Event()
+        await ref.send(Write(Changes(spaces=[SPACE], fence=("B", 1)), to, 4, b))
+        await client.arrived.wait()
+    assert [(r.batch, type(r.error).__name__) for r in client.reports] == [
+        (2, "Fenced"), (1, "NoneType"), (3, "NoneType"), (4, "Fenced"),
+    ]  # fmt: skip
+    assert client.reports[0].error.spaces == frozenset({"B"})  # type: ignore[union-attr]
+    assert list(store.spaces) == [mine.id]  # B's space never reached the store
+    assert store.commits == 1  # the group, once, without B's write
+    assert writer.transactions == 1
