@@ -28,7 +28,13 @@ import trio
 import actors
 
 from .callbacks.policy import CallbackPolicy
-from .callbacks.sender import CallbackSender, CallbacksQueued, PushWake, SlackNotices
+from .callbacks.sender import (
+    CallbackSender,
+    CallbacksQueued,
+    PushWake,
+    ScanOutbox,
+    SlackNotices,
+)
 from .clock import Clock
 from .codec import JSON, JSONInput, loads
 from .domain.commands import (
@@ -677,13 +683,21 @@ class Runtime:
             with contextlib.suppress(actors.ActorError):
                 self.starter.tell_nowait(StopMoved(space_id, epoch))
 
+    def owns(self, space_id: str) -> bool:
+        """Whether this node owns the space now (always, alone on its store)."""
+        return self.owned is None or space_id in self.owned
+
     async def gained(self, space_id: str, epoch: int) -> None:
         """This node now owns the space at ``epoch`` (the cluster's membership claimed
-        it): start it afresh from the store, with that epoch on every write."""
+        it): start it afresh from the store, with that epoch on every write, and send
+        the callbacks its last owner left pending."""
         if self.owned is None:
             raise RuntimeError("gained() is for a runtime opened with shared=True")
         await self.stop_space(space_id)  # an incarnation of an earlier epoch, if any
         self.owned[space_id] = epoch
+        if self.callbacks is not None:
+            with contextlib.suppress(actors.ActorError):
+                self.callbacks.tell_nowait(ScanOutbox())
         await self._space_ref(space_id)
 
     async def lost(self, space_id: str) -> None:
@@ -1062,6 +1076,7 @@ async def open_runtime(
                     policy,
                     callback_transport,
                     metrics=metrics,
+                    owns=runtime.owns,
                 ),
                 key="callbacks",
                 shutdown=policy.timeout + 1,

@@ -87,8 +87,18 @@ class SlackNotices:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanOutbox:
+    """Read the outbox now for callbacks not scheduled yet: this node has just come to
+    own a space, whose callbacks its last owner may have left pending."""
+
+
+@dataclass(frozen=True, slots=True)
 class _Rearm:
     """Look at the timer again (a retry was scheduled by a delivery task)."""
+
+
+def _every_space(space_id: str) -> bool:
+    return True
 
 
 class _Refused(Exception):
@@ -146,7 +156,7 @@ def _headers(extra: object) -> dict[bytes, bytes]:
     return headers
 
 
-class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | _Rearm]):
+class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | ScanOutbox | _Rearm]):
     def __init__(
         self,
         store: Store,
@@ -156,8 +166,12 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | _R
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
+        self.owns = owns or _every_space
+        """Whether this node owns a space now: with nodes sharing the store, each sends
+        the callbacks of its own spaces alone, so each callback has one sender."""
         self.metrics = metrics or Metrics()
         self.record = record
         self.clock = clock
@@ -179,7 +193,8 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | _R
             transport=self.transport, timeout=self.policy.timeout, follow_redirects=False
         )
         for callback in await self.store.pending_callbacks():
-            self._schedule(callback)
+            if self.owns(callback.space_id):
+                self._schedule(callback)
         self.rescan_at = trio.current_time() + RESCAN_SECONDS
 
     async def stopped(self) -> None:
@@ -189,8 +204,12 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | _R
         self.known.add(callback.id)
         heapq.heappush(self.heap, (callback.next_at, next(self.seq), callback))
 
-    async def receive(self, message: CallbacksQueued | PushWake | SlackNotices | _Rearm) -> object:
-        if isinstance(message, CallbacksQueued):
+    async def receive(
+        self, message: CallbacksQueued | PushWake | SlackNotices | ScanOutbox | _Rearm
+    ) -> object:
+        if isinstance(message, ScanOutbox):
+            self.context.nursery.start_soon(self._rescan, True)
+        elif isinstance(message, CallbacksQueued):
             for callback in message.callbacks:
                 if callback.id not in self.known:
                     self._schedule(callback)
@@ -303,19 +322,28 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | _R
             _, _, callback = heapq.heappop(self.heap)
             if callback.id in self.in_flight:
                 continue
+            if not self.owns(callback.space_id):
+                self.known.discard(callback.id)  # its space moved: its new owner sends it
+                continue
             self.in_flight.add(callback.id)
             self.context.nursery.start_soon(self._deliver, callback)
 
-    async def _rescan(self) -> None:
-        """Schedule what the outbox holds and the sender was never told of."""
+    async def _rescan(self, gained: bool = False) -> None:
+        """Schedule what the outbox holds and the sender was never told of (or, after
+        this node ``gained`` a space, what its last owner left)."""
         try:
             pending = await self.store.pending_callbacks()
         except Exception:  # the store is failing: the next rescan tries again
             log.exception("the outbox could not be read")
             return
-        found = [callback for callback in pending if callback.id not in self.known]
+        found = [
+            callback
+            for callback in pending
+            if callback.id not in self.known and self.owns(callback.space_id)
+        ]
         if found:
-            log.warning("%d callbacks found in the outbox untold: scheduled now", len(found))
+            if not gained:
+                log.warning("%d callbacks found in the outbox untold: scheduled now", len(found))
             for callback in found:
                 self._schedule(callback)
             self._poke()
@@ -417,6 +445,11 @@ class CallbackSender(actors.Actor[CallbacksQueued | PushWake | SlackNotices | _R
                 self.known.discard(callback.id)
                 return  # the job's space is gone: so is its callback
             except Exception as exc:
+                if not self.owns(callback.space_id):
+                    # Its space moved to another node before this try was recorded: the
+                    # new owner finds the callback pending and sends it (at least once).
+                    self.known.discard(callback.id)
+                    return
                 # Not recorded (the space reloading, the disk full): record this outcome
                 # again, with backoff, rather than make the try again (a receiver that
                 # said 200 would get the same webhook every second).

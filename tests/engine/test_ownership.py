@@ -6,12 +6,15 @@ acting as a shared store (`MemoryStore.owners`); the PostgreSQL store checks the
 fence inside its transactions."""
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
+import httpx
 import pytest
 import trio
 from trio.testing import MockClock, wait_all_tasks_blocked
 
 import emit
+from emit.callbacks.policy import CallbackPolicy
 from emit.errors import Unavailable
 from emit.store.memory import MemoryStore
 
@@ -120,3 +123,52 @@ async def test_a_runtime_alone_on_its_store_owns_every_space(autojump_clock: Moc
         assert (await rt.space(space.id).create("j")).name == "j"
         with pytest.raises(RuntimeError, match="shared=True"):
             await rt.gained(space.id, 1)
+
+
+async def test_a_callback_is_sent_by_its_spaces_owner_and_the_next_owner_takes_it_over(
+    autojump_clock: MockClock,
+) -> None:
+    """Two nodes on one shared store: the first owner's try fails (503) and is recorded
+    with a retry due; the space moves; the new owner finds the callback pending in the
+    outbox and sends it; the old owner sends nothing more."""
+    store = MemoryStore()
+    store.owners = {}
+    tries: list[str] = []
+    answers = {"a": 503, "b": 200}
+    tried = {"a": trio.Event(), "b": trio.Event()}
+
+    def receiver(node: str) -> httpx.MockTransport:
+        def answer(request: httpx.Request) -> httpx.Response:
+            tries.append(node)
+            tried[node].set()
+            return httpx.Response(answers[node])
+
+        return httpx.MockTransport(answer)
+
+    def node(name: str) -> AbstractAsyncContextManager[emit.Runtime]:
+        return emit.open_runtime(
+            store,
+            shared=True,
+            allow_private_callbacks=True,
+            callback_policy=CallbackPolicy(first_delay=30.0),
+            callback_transport=receiver(name),
+        )
+
+    async with node("a") as a, node("b") as b:
+        space = await a.create_space("s")
+        await claimed(a, store, space.id, 1)
+        jobs = a.space(space.id)
+        job = await jobs.create("j", callback_url="https://hooks.test/done")
+        await jobs.claim(job.id)
+        await jobs.complete(job.id)
+        await tried["a"].wait()
+        await wait_all_tasks_blocked()  # its try recorded, the retry due in 30 s or more
+        await a.lost(space.id)  # its lease lapsed: a stops the space
+        await claimed(b, store, space.id, 2)
+        with trio.fail_after(120):
+            await tried["b"].wait()
+        await trio.sleep(600)  # long past every retry a could have had
+        assert tries == ["a", "b"]
+        events = [e.type for e in (await b.space(space.id).get(job.id)).events or ()]
+        assert events.count("callback_failed") == 1 and events.count("callback_sent") == 1
+        assert store.callbacks[next(iter(store.callbacks))].state == "delivered"
