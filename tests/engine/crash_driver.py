@@ -1,4 +1,5 @@
-"""Run in a subprocess by test_crash_recovery.py: works on a data directory under load
+"""Run in a subprocess by test_crash_recovery.py: works on a data directory (or a
+PostgreSQL URL) under load
 and prints every change emit acknowledged, so the test can kill -9 it at any moment and
 check afterwards that nothing acknowledged was lost.
 

@@ -1,7 +1,7 @@
 """kill -9 at random moments loses no acknowledged change and never leaves a job with
-two live leases. The engine runs in a subprocess on a real SQLite file under load
-(crash_driver.py); the test kills it several times, restarts it, and checks everything
-it had acknowledged. Random but seeded: the same kill points on every run."""
+two live leases. The engine runs in a subprocess on a real SQLite file, or a real
+PostgreSQL database, under load (crash_driver.py); the test kills it several times,
+restarts it, and checks everything it had acknowledged. Random but seeded: the same kill points on every run."""
 
 import json
 import random
@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DRIVER = Path(__file__).with_name("crash_driver.py")
 
 
-def driver(data: Path, *args: str) -> subprocess.Popen[str]:
+def driver(data: Path | str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(DRIVER), str(data), *args],
         stdout=subprocess.PIPE,
@@ -32,14 +34,23 @@ def check_leases(events: list[list[object]]) -> None:
             leased = False
 
 
-def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the driver keeps its data: a data directory, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path
+    url: str = request.getfixturevalue("database_url")
+    return url
+
+
+def test_kill_9_loses_no_acknowledged_change(location: Path | str) -> None:
     rng = random.Random(20261128)
-    init = driver(tmp_path, "init")
+    init = driver(location, "init")
     space_id = init.communicate(timeout=60)[0].strip()
     created: set[str] = set()
     completed: set[str] = set()
     for _ in range(6):
-        proc = driver(tmp_path, "run", space_id)
+        proc = driver(location, "run", space_id)
         assert proc.stdout is not None
         kill_after = rng.randint(3, 40)
         for seen, line in enumerate(proc.stdout, start=1):
@@ -55,7 +66,7 @@ def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
             (created if kind == "created" else completed).update(ids)
         assert proc.returncode == -9
 
-    dump = driver(tmp_path, "dump", space_id)
+    dump = driver(location, "dump", space_id)
     state = json.loads(dump.communicate(timeout=120)[0])
     jobs = {job["id"]: job for job in state["jobs"]}
     assert created, "the driver acknowledged nothing: the test proved nothing"
@@ -72,5 +83,6 @@ def test_kill_9_loses_no_acknowledged_change(tmp_path: Path) -> None:
     for job in jobs.values():
         counted[job["status"]] += 1
     assert counted == state["counts"], "recovered counters disagree with the jobs"
-    db = sqlite3.connect(tmp_path / "emit.db")
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if isinstance(location, Path):
+        db = sqlite3.connect(location / "emit.db")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
