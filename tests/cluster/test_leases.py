@@ -231,3 +231,14 @@ def test_a_claim_that_waited_on_a_live_lease_gets_nothing(db: str, conn: Conn) -
             claimed = in_thread(lambda: leases.claim(claimer, "s", "b", 10))
             wait_until(lambda: waiting_on_a_lock(conn), "the claim waits on the row lock")
         assert claimed() is None
+
+
+def test_a_renewal_waits_for_the_nodes_own_group_commit(db: str, conn: Conn) -> None:
+    spaces = {f"s{n}": 1 for n in range(5)}
+    leases.claim_all(conn, spaces, "a", 10)
+    with connect(db) as writer, connect(db) as renewer:
+        with writer.transaction():
+            leases.fence_all(writer, "a", spaces)
+            renewed = in_thread(lambda: leases.renew(renewer, "a", spaces, 10))
+            wait_until(lambda: waiting_on_a_lock(conn), "the renewal waits on the row locks")
+        assert renewed() == set(spaces)
