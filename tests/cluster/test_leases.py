@@ -242,3 +242,50 @@ def test_a_renewal_waits_for_the_nodes_own_group_commit(db: str, conn: Conn) -> 
             renewed = in_thread(lambda: leases.renew(renewer, "a", spaces, 10))
             wait_until(lambda: waiting_on_a_lock(conn), "the renewal waits on the row locks")
         assert renewed() == set(spaces)
+
+
+def test_no_write_lands_after_the_next_claim_under_contention(db: str, conn: Conn) -> None:
+    """Two nodes fight over one space on short leases for a second: each claims it
+    when it can, then writes under its epoch until fenced. Every committed write comes
+    before (in commit order, by a sequence drawn inside the write's transaction) the
+    claim of every later epoch, and was made by that epoch's node."""
+    conn.execute("CREATE SEQUENCE seq")
+    conn.execute("CREATE TABLE writes (node TEXT, epoch BIGINT, seq BIGINT)")
+    conn.execute("CREATE TABLE claims (node TEXT, epoch BIGINT, seq BIGINT)")
+    stop = time.monotonic() + 1.0
+
+    def node(name: str) -> tuple[int, int]:
+        claims = writes = 0
+        with connect(db) as c:
+            while time.monotonic() < stop:
+                epoch = leases.claim(c, "s", name, 0.02)
+                if epoch is None:
+                    continue
+                c.execute("INSERT INTO claims VALUES (%s, %s, nextval('seq'))", (name, epoch))
+                claims += 1
+                while time.monotonic() < stop:
+                    try:
+                        with c.transaction():
+                            leases.fence(c, "s", name, epoch)
+                            c.execute(
+                                "INSERT INTO writes VALUES (%s, %s, nextval('seq'))", (name, epoch)
+                            )
+                    except Fenced:
+                        break
+                    writes += 1
+        return claims, writes
+
+    results = [in_thread(lambda name=name: node(name)) for name in ("a", "b")]
+    done = [result() for result in results]
+    assert all(claims > 1 and writes > 1 for claims, writes in done), done
+    late = conn.execute(
+        """
+        SELECT w.node, w.epoch, w.seq, c.node, c.epoch, c.seq FROM writes w JOIN claims c
+            ON c.epoch > w.epoch AND c.seq < w.seq
+        """
+    ).fetchall()
+    assert late == []
+    strangers = conn.execute(
+        "SELECT count(*) FROM writes w JOIN claims c USING (epoch) WHERE c.node <> w.node"
+    ).fetchone()
+    assert strangers == (0,)
