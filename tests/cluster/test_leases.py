@@ -3,6 +3,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -275,7 +276,7 @@ def test_no_write_lands_after_the_next_claim_under_contention(db: str, conn: Con
                     writes += 1
         return claims, writes
 
-    results = [in_thread(lambda name=name: node(name)) for name in ("a", "b")]
+    results = [in_thread(functools.partial(node, name)) for name in ("a", "b")]
     done = [result() for result in results]
     assert all(claims > 1 and writes > 1 for claims, writes in done), done
     late = conn.execute(
