@@ -87,8 +87,17 @@ def _lease(seconds: float) -> float:
 # ----------------------------------------------------------------------- the nodes
 
 
-def heartbeat(conn: psycopg.Connection[Any], node_id: str, url: str, lease_seconds: float) -> None:
-    """Register the node, or keep it live for another ``lease_seconds``."""
+def heartbeat(
+    conn: psycopg.Connection[Any],
+    node_id: str,
+    url: str,
+    lease_seconds: float,
+    *,
+    starting: bool = False,
+) -> None:
+    """Register the node, or keep it live for another ``lease_seconds``. The first
+    heartbeat of a process is ``starting``: the node's start time is now (a node that
+    restarts under the same id keeps its row)."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             """
@@ -97,9 +106,11 @@ def heartbeat(conn: psycopg.Connection[Any], node_id: str, url: str, lease_secon
                     clock_timestamp() + make_interval(secs => %(lease)s))
             ON CONFLICT (id) DO UPDATE
                SET url = excluded.url, heartbeat_at = excluded.heartbeat_at,
-                   expires_at = excluded.expires_at
+                   expires_at = excluded.expires_at,
+                   started_at = CASE WHEN %(starting)s THEN excluded.started_at
+                                     ELSE nodes.started_at END
             """,
-            {"id": node_id, "url": url, "lease": _lease(lease_seconds)},
+            {"id": node_id, "url": url, "lease": _lease(lease_seconds), "starting": starting},
         )
 
 
@@ -245,15 +256,15 @@ def owners(
     """Who holds each space's live lease (of ``space_ids``, or of every space), for
     routing a request to it. A space whose lease has expired is missing: it is moving."""
     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-        cur.execute(
-            """
+        query = """
             SELECT o.space_id, o.node_id, n.url, o.epoch
               FROM space_owners o JOIN nodes n ON n.id = o.node_id
              WHERE o.expires_at > clock_timestamp()
-               AND (%(all)s OR o.space_id = ANY(%(spaces)s::text[]))
-            """,
-            {"all": space_ids is None, "spaces": sorted(space_ids or ())},
-        )
+        """
+        if space_ids is None:
+            cur.execute(query)
+        else:  # by the primary key
+            cur.execute(query + " AND o.space_id = ANY(%s::text[])", (sorted(space_ids),))
         return {space: Owner(node, url, epoch) for space, node, url, epoch in cur.fetchall()}
 
 

@@ -131,6 +131,7 @@ class Membership:
         successful renewal began, plus the lease."""
         self._tick_started = -math.inf
         self._failing_since: float | None = None
+        self._registered = False  # a heartbeat of this process went through
         self._left = trio.Event()
         self._lock = trio.Lock()  # one tick (or the leaving) at a time
         # One call to the database at a time: a call given up on (its thread abandoned)
@@ -183,7 +184,7 @@ class Membership:
         held = dict(self._held)
         # Past the leases' end, the renewal is of no use: the spaces are lost anyway.
         deadline = self._valid_until if held else started + config.lease_seconds
-        observed = await self._db(self._observe, held, deadline=deadline)
+        observed = await self._db(self._observe, held, not self._registered, deadline=deadline)
         if observed is None:
             if self._failing_since is None:
                 self._failing_since = started
@@ -192,6 +193,7 @@ class Membership:
                 await self._lose(held, "the database was out of reach for a whole lease")
             return
         self._failing_since = None
+        self._registered = True
         self._valid_until = started + config.lease_seconds
         self._live = observed.live
 
@@ -249,9 +251,11 @@ class Membership:
 
     # ------------------------------------------------- in the worker thread
 
-    def _observe(self, conn: psycopg.Connection[Any], held: Mapping[str, int]) -> Observed:
+    def _observe(
+        self, conn: psycopg.Connection[Any], held: Mapping[str, int], starting: bool
+    ) -> Observed:
         config = self.config
-        leases.heartbeat(conn, config.node_id, config.url, config.lease_seconds)
+        leases.heartbeat(conn, config.node_id, config.url, config.lease_seconds, starting=starting)
         renewed = leases.renew(conn, config.node_id, held, config.lease_seconds)
         live = tuple(sorted({config.node_id, *(node.id for node in leases.live_nodes(conn))}))
         # Here, off the event loop: hashing 100,000 spaces takes a quarter of a second.

@@ -28,10 +28,16 @@ def test_a_heartbeat_keeps_a_node_live(conn: Conn) -> None:
     ]
     expire(conn, node_id="a")
     assert [n.id for n in leases.live_nodes(conn)] == ["b"]
+    (b,) = leases.live_nodes(conn)
     leases.heartbeat(conn, "a", "http://a:2", 10)
-    (a, _) = leases.live_nodes(conn)
+    leases.heartbeat(conn, "b", "http://b:1", 10)
+    (a, b_again) = leases.live_nodes(conn)
     assert (a.id, a.url) == ("a", "http://a:2")
-    assert a.started_at <= a.heartbeat_at < a.expires_at
+    assert a.started_at < a.heartbeat_at < a.expires_at
+    assert b_again.started_at == b.started_at <= b.heartbeat_at < b_again.heartbeat_at
+    leases.heartbeat(conn, "b", "http://b:1", 10, starting=True)  # b restarted
+    (_, b_restarted) = leases.live_nodes(conn)
+    assert b_restarted.started_at > b_again.heartbeat_at
 
 
 def test_a_claim_takes_a_free_or_expired_space_with_the_next_epoch(conn: Conn) -> None:
