@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 import trio
 import trio.testing
@@ -356,3 +357,18 @@ def test_a_config_is_checked(change: dict[str, Any], message: str) -> None:
 
 def test_a_tick_is_a_third_of_the_lease() -> None:
     assert MembershipConfig("a", "http://a", lease_seconds=9).every == 3
+
+
+async def test_a_pool_gives_the_connections(url: str) -> None:
+    """As the node runs it: psycopg-pool's connections, idle and not in autocommit."""
+    with psycopg_pool.ConnectionPool(url, min_size=1, max_size=2, open=True) as pool:
+        placement = Recorder("a", Log())
+        membership = Membership(MembershipConfig("a", "http://a"), pool.connection, placement)
+        with trio.fail_after(LIMIT):
+            await membership.run_once()
+            await membership.run_once()
+            assert set(placement.running) == set(SPACES)
+            await membership.leave()
+        assert placement.running == {}
+        with pool.connection() as conn:
+            assert leases.owners(conn) == {}
