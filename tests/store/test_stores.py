@@ -1,13 +1,17 @@
-"""The store contract, against a real SQLite file and against the in-memory store: both
-must read back exactly what was committed. Real time (no autojump): SQLite work runs in
-threads, and the autojump clock would jump while a thread works."""
+"""The store contract, against a real SQLite file, a PostgreSQL database and the
+in-memory store: each must read back exactly what was committed. Real time (no
+autojump): SQLite and PostgreSQL work runs in threads, and the autojump clock would jump
+while a thread works."""
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import trio
 
 from emit.domain import lifecycle
 from emit.domain.job import Job
@@ -16,6 +20,7 @@ from emit.domain.records import Callback, LogLine, Space, Token
 from emit.ids import new_id
 from emit.store.base import Expired, Store, StoreOpenFailed
 from emit.store.memory import MemoryStore
+from emit.store.postgres import PostgresStore
 from emit.store.records import (
     INLINE_ENTRY,
     INLINE_EVENTS,
@@ -58,13 +63,31 @@ async def events_of(store: Store, job_id: str) -> list[Event]:
     return found[1]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    made: Store = SQLiteStore(tmp_path / "emit.db") if request.param == "sqlite" else MemoryStore()
-    await made.open()
-    await made.commit([Changes(spaces=[SPACE])])
+    made: Store
+    if request.param == "sqlite":
+        made = SQLiteStore(tmp_path / "emit.db")
+    elif request.param == "postgresql":
+        made = PostgresStore(request.getfixturevalue("database_url"))
+    else:
+        made = MemoryStore()
+    with trio.fail_after(30):
+        await made.open()
+        await made.commit([Changes(spaces=[SPACE])])
     yield made
-    await made.close()
+    with trio.fail_after(30):
+        await made.close()
+
+
+def rows_of(store: Store, query: str) -> list[tuple[Any, ...]]:
+    """What ``query`` reads straight from the store's database (SQL both speak)."""
+    if isinstance(store, SQLiteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            return db.execute(query).fetchall()
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.url) as connection:
+        return connection.execute(query.encode()).fetchall()
 
 
 async def test_a_job_reads_back_exactly(store: Store) -> None:
@@ -173,7 +196,7 @@ async def test_one_commit_is_one_transaction(store: Store, tmp_path: Path) -> No
     clash = Changes(inserts=[job_row(make_job(1))])  # the same primary key again
     if isinstance(store, MemoryStore):
         store.fail_next = sqlite3.IntegrityError("as SQLite would")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         await store.commit([first, clash])
     assert await store.get_job(make_job(1).id) is None  # the first batch rolled back too
 
@@ -253,11 +276,9 @@ async def test_events_in_the_job_row_and_in_rows_of_their_own_read_back_in_order
         text, rows = split(events[start : start + 7])
         await store.commit([Changes(updates=[state_row(job, text)], events=rows)])
     assert await events_of(store, job.id) == events
-    if isinstance(store, SQLiteStore):
-        db = sqlite3.connect(tmp_path / "emit.db")
-        seqs = [seq for (seq,) in db.execute("SELECT seq FROM job_events ORDER BY seq")]
-        [(inline,)] = db.execute("SELECT events FROM jobs")
-        db.close()
+    if not isinstance(store, MemoryStore):
+        seqs = [seq for (seq,) in rows_of(store, "SELECT seq FROM job_events ORDER BY seq")]
+        [(inline,)] = rows_of(store, "SELECT events FROM jobs")
         assert inline.count('"progress"') == INLINE_EVENTS - 1 > 0
         assert seqs == [3, *range(INLINE_EVENTS + 1, INLINE_EVENTS + 12)]
 
@@ -357,9 +378,8 @@ async def test_a_deleted_job_goes_with_its_events_logs_and_callbacks(store: Stor
     assert len(await events_of(store, kept.id)) == 1
     assert len(await store.get_logs(kept.id, after=0, limit=10, level=None, q=None)) == 1
     assert await store.get_callback(f"CB{kept.id}") is not None
-    if isinstance(store, SQLiteStore):
-        db = sqlite3.connect(store.path)
-        assert db.execute("SELECT count(*) FROM job_events").fetchone()[0] == 1
+    if not isinstance(store, MemoryStore):
+        assert rows_of(store, "SELECT count(*) FROM job_events") == [(1,)]
 
 
 async def test_a_new_database_gives_freed_pages_back(tmp_path: Path) -> None:
