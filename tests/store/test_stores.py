@@ -202,6 +202,7 @@ async def test_one_commit_is_one_transaction(store: Store, tmp_path: Path) -> No
 
 
 async def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
+    """SQLite only: its journal and sync settings (PostgreSQL's are the server's)."""
     store = SQLiteStore(tmp_path / "emit.db")
     await store.open()
     await store.close()
@@ -214,6 +215,8 @@ async def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> 
 
 
 async def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """SQLite only, by its ``user_version``; PostgreSQL's ``schema_version``: in
+    test_opening.py."""
     path = tmp_path / "emit.db"
     for _ in range(2):
         store = SQLiteStore(path)
@@ -228,6 +231,7 @@ async def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path)
 
 
 async def test_committed_data_survives_reopening(tmp_path: Path) -> None:
+    """SQLite only (a file reopened); PostgreSQL's reopening: in test_opening.py."""
     path = tmp_path / "emit.db"
     store = SQLiteStore(path)
     await store.open()
@@ -284,6 +288,8 @@ async def test_events_in_the_job_row_and_in_rows_of_their_own_read_back_in_order
 
 
 async def test_events_written_before_schema_3_read_back_with_later_ones(tmp_path: Path) -> None:
+    """SQLite only: a database from before schema 3, which PostgreSQL never had (its
+    first schema holds the events column)."""
     path = tmp_path / "emit.db"
     db = sqlite3.connect(path, isolation_level=None)
     for script in MIGRATIONS[:2]:  # a store as emit left it before events moved into rows
@@ -383,6 +389,8 @@ async def test_a_deleted_job_goes_with_its_events_logs_and_callbacks(store: Stor
 
 
 async def test_a_new_database_gives_freed_pages_back(tmp_path: Path) -> None:
+    """SQLite only: its incremental vacuum (`Changes.reclaim_pages`); PostgreSQL's
+    autovacuum does this on its own."""
     store = SQLiteStore(tmp_path / "emit.db")
     await store.open()
     await store.commit([Changes(spaces=[SPACE])])
