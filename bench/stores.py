@@ -7,8 +7,10 @@ transactions of ``--group`` writes each, as the store writer's group commit make
 under load, and in transactions of one write each (the commit round trip alone).
 SQLite (synchronous=FULL, a file in a temporary directory) against PostgreSQL (``--url``,
 or a throwaway local cluster with fsync on, so both wait for the disk), each store's
-commits one after the other as the writer sends them. Prints commits/s, rows/s and
-jobs/s for each store and group size.
+commits one after the other as the writer sends them. Prints commits/s, rows/s, jobs/s
+and this process's CPU per job (SQLite's writer process and the PostgreSQL server are
+other processes: this is what the event loop's process spends) for each store and group
+size.
 """
 
 from __future__ import annotations
@@ -71,18 +73,19 @@ def lifecycle_writes(jobs: int, now: float) -> list[list[Changes]]:
     return stages
 
 
-async def measure(store: Store, jobs: int, group: int) -> tuple[float, int, int]:
-    """Seconds, commits and rows to write ``jobs`` lifecycles ``group`` writes a commit."""
+async def measure(store: Store, jobs: int, group: int) -> tuple[float, float, int, int]:
+    """Seconds, CPU seconds of this process (its threads included), commits and rows to
+    write ``jobs`` lifecycles ``group`` writes a commit."""
     stages = lifecycle_writes(jobs, time.time())
     commits = rows = 0
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for stage in stages:
         for start in range(0, len(stage), group):
             batches = stage[start : start + group]
             await store.commit(batches)
             commits += 1
             rows += sum(len(b.inserts) + len(b.updates) + len(b.logs) for b in batches)
-    return time.perf_counter() - began, commits, rows
+    return time.perf_counter() - began, time.process_time() - cpu, commits, rows
 
 
 @contextlib.contextmanager
@@ -103,18 +106,20 @@ async def run(url: str, jobs: int, groups: list[int], directory: Path) -> None:
         ("sqlite", lambda n: SQLiteStore(directory / f"bench{n}.db")),
         ("postgresql", lambda n: PostgresStore(url)),
     ]
-    print(f"{'store':<11} {'group':>5} {'commits/s':>10} {'rows/s':>9} {'jobs/s':>8}")
+    print(
+        f"{'store':<11} {'group':>5} {'commits/s':>10} {'rows/s':>9} {'jobs/s':>8} {'cpu µs/job':>11}"
+    )
     for group in groups:
         count = jobs if group > 1 else max(1, jobs // 10)
         for n, (name, make) in enumerate(makers):
             store = make(group * 10 + n)
             await store.open()
             await store.commit([Changes(spaces=[SPACE])])
-            seconds, commits, rows = await measure(store, count, group)
+            seconds, cpu, commits, rows = await measure(store, count, group)
             await store.close()
             print(
                 f"{name:<11} {group:>5} {commits / seconds:>10,.0f} {rows / seconds:>9,.0f} "
-                f"{count / seconds:>8,.0f}"
+                f"{count / seconds:>8,.0f} {cpu / count * 1e6:>11,.0f}"
             )
             if isinstance(store, PostgresStore):  # the next round starts empty too
                 with psycopg.connect(url, autocommit=True) as db:

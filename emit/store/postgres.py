@@ -29,11 +29,11 @@ from ..domain.model import Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
 from ..ids import id_bound
 from .base import Expired, OutcomeUnknown, SpaceState, Store, StoreOpenFailed
-from .plan import Step, plan
+from .plan import plan
 from .postgres_schema import NewerSchema, migrate
+from .postgres_writes import Bound, Writes
 from .records import (
     JOB_COLUMNS,
-    STATE_COLUMNS,
     Changes,
     EventRow,
     LogRow,
@@ -47,7 +47,6 @@ from .records import (
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
-Statements = list[tuple[str, list[tuple[Any, ...]]]]
 
 READERS = 8
 """Reader connections at most (one at least, kept open)."""
@@ -55,64 +54,9 @@ CONNECT_TIMEOUT = 10
 """Seconds to wait for a connection, unless the URL says otherwise (libpq waits forever)."""
 
 
-def _placeholders(n: int) -> str:
-    return ", ".join(["%s"] * n)
-
-
-def _upsert(table: str, columns: tuple[str, ...], values: str | None = None) -> str:
-    """Insert, or replace the row with the same id (SQLite's INSERT OR REPLACE)."""
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) "
-        f"VALUES ({values or _placeholders(len(columns))}) ON CONFLICT (id) DO UPDATE SET "
-        + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
-    )
-
-
-_SPACE_COLUMNS = ("id", "name", "public_token", "created_at", "settings")
-_TOKEN_COLUMNS = ("id", "space_id", "name", "prefix", "key_hash", "scopes", "created_at",
-                  "revoked_at", "public", "last_used_at")  # fmt: skip
-_CALLBACK_COLUMNS = ("id", "job_id", "space_id", "url", "headers", "body", "attempts",
-                     "next_at", "state", "created_at", "last_error")  # fmt: skip
-
 _JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 _JOB_WITH_EVENTS = f"SELECT {', '.join(JOB_COLUMNS)}, events FROM jobs"
 _LIVE = ["scheduled", "pending", "delivered", "running"]
-_SQL: dict[Step, tuple[str, ...]] = {
-    Step.INSERT_JOBS: (
-        f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, events) "
-        f"VALUES ({_placeholders(len(JOB_COLUMNS) + 1)})",
-    ),
-    Step.UPDATE_JOBS: (  # a job's new events are appended to those its row holds
-        f"UPDATE jobs SET {', '.join(f'{c} = %s' for c in STATE_COLUMNS)}, "
-        "events = events || %s WHERE id = %s",
-    ),
-    Step.INSERT_EVENTS: ("INSERT INTO job_events VALUES (%s, %s, %s, %s, %s, %s)",),
-    Step.INSERT_LOGS: ("INSERT INTO job_logs VALUES (%s, %s, %s, %s, %s, %s)",),
-    Step.PUT_CALLBACKS: (_upsert("callbacks", _CALLBACK_COLUMNS),),
-    Step.PUT_SPACES: (_upsert("spaces", _SPACE_COLUMNS),),
-    Step.DELETE_SPACE: (
-        "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE space_id = %s)",
-        "DELETE FROM job_logs WHERE job_id IN (SELECT id FROM jobs WHERE space_id = %s)",
-        "DELETE FROM jobs WHERE space_id = %s",
-        "DELETE FROM callbacks WHERE space_id = %s",
-        "DELETE FROM tokens WHERE space_id = %s",
-        "DELETE FROM spaces WHERE id = %s",
-    ),
-    Step.PUT_TOKENS: (  # `token_row` holds `public` as 0 or 1, as SQLite keeps it
-        _upsert("tokens", _TOKEN_COLUMNS, "%s, %s, %s, %s, %s, %s, %s, %s, %s <> 0, %s"),
-    ),
-    Step.REVOKE_TOKENS: ("UPDATE tokens SET revoked_at = %s WHERE id = %s",),
-    Step.NOTE_TOKEN_USES: (
-        "UPDATE tokens SET last_used_at = greatest(coalesce(last_used_at, 0), %s) WHERE id = %s",
-    ),
-    Step.DELETE_JOBS: (
-        "DELETE FROM job_events WHERE job_id = %s",
-        "DELETE FROM job_logs WHERE job_id = %s",
-        "DELETE FROM callbacks WHERE job_id = %s",
-        "DELETE FROM jobs WHERE id = %s",
-    ),
-    Step.RECLAIM_PAGES: (),  # PostgreSQL's own vacuum reuses and returns freed space
-}
 _EXPIRED = (
     # By the status index, in id order, which is creation order: a job that finished
     # before the cutoff was created before it, so ids past the cutoff's are never read.
@@ -120,7 +64,7 @@ _EXPIRED = (
     "AND completed_at < %s AND NOT EXISTS (SELECT FROM callbacks "
     "WHERE callbacks.job_id = jobs.id AND callbacks.state = 'pending') ORDER BY id LIMIT %s"
 )
-_PROBE: Statements = [("UPDATE schema_version SET version = version", [()])]
+_PROBE: list[Bound] = [("UPDATE schema_version SET version = version", [])]
 """A real write for readiness (`check_writable`): the one row rewritten as it is."""
 
 logger = logging.getLogger("emit.store")
@@ -156,6 +100,7 @@ class PostgresStore(Store):
         self.readers = readers
         self._writer: Connection | None = None
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
+        self._writes: Writes | None = None
         self._commit_lock = trio.Lock()
         self._closed = False
         self.failure: str | None = None
@@ -186,6 +131,14 @@ class PostgresStore(Store):
         writer = self._connect()
         try:
             migrate(writer)
+            columns = writer.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema()"
+            )
+            types: dict[str, dict[str, str]] = {}
+            for table, column, kind in columns:
+                types.setdefault(table, {})[column] = kind
+            writes = Writes(types)
             pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
                 self.url,
                 kwargs=self._settings(),
@@ -198,7 +151,7 @@ class PostgresStore(Store):
         except BaseException:
             writer.close()
             raise
-        self._writer, self._pool = writer, pool
+        self._writer, self._pool, self._writes = writer, pool, writes
 
     async def open(self) -> None:
         self._closed = False
@@ -227,16 +180,20 @@ class PostgresStore(Store):
     # ------------------------------------------------------------------- writes
 
     async def commit(self, batches: list[Changes]) -> None:
-        statements = [(sql, rows) for kind, rows in plan(batches) for sql in _SQL[kind]]
+        steps = plan(batches)
+        writes = self._writes
         # An empty transaction never writes: it proves nothing.
-        await self._tracked(statements, proves=bool(statements))
+        await self._tracked(
+            lambda: writes.statements(steps) if writes is not None else [], proves=bool(steps)
+        )
 
     async def check_writable(self) -> None:
         if self.failure is not None:
-            await self._tracked(_PROBE, proves=True)
+            await self._tracked(lambda: _PROBE, proves=True)
 
-    async def _tracked(self, statements: Statements, *, proves: bool) -> None:
-        """One transaction, keeping `failure` (readiness) up to date with how it went."""
+    async def _tracked(self, statements: Callable[[], list[Bound]], *, proves: bool) -> None:
+        """One transaction of ``statements`` (made in the worker thread, off the event
+        loop), keeping `failure` (readiness) up to date with how it went."""
         try:
             # Shielded, and the thread is never abandoned: a transaction, once begun,
             # runs to its end and its answer is read, whatever happens to the caller.
@@ -244,7 +201,7 @@ class PostgresStore(Store):
                 async with self._commit_lock:
                     if self._closed:
                         raise RuntimeError("the store is closed")
-                    if statements:
+                    if proves:
                         await trio.to_thread.run_sync(self._transaction, statements)
         except Exception as error:
             self._failed(error)
@@ -280,14 +237,16 @@ class PostgresStore(Store):
                 self._drop_writer()
         raise AssertionError("unreachable")
 
-    def _transaction(self, statements: Statements) -> None:
+    def _transaction(self, statements: Callable[[], list[Bound]]) -> None:
         """In a worker thread, under the commit lock: one transaction, all or nothing."""
+        bound = statements()
         writer = self._begin()
         try:
-            # A prelude that must run in every write transaction goes here, first.
-            with writer.cursor() as cursor:
-                for sql, rows in statements:
-                    cursor.executemany(sql, rows)
+            # Pipelined: the statements go in one round trip, and an error stops those
+            # after it. A prelude that every write transaction must run goes here, first.
+            with writer.pipeline(), writer.cursor() as cursor:
+                for sql, params in bound:
+                    cursor.execute(sql, params)
         except BaseException:
             self._roll_back(writer)  # never reached COMMIT: nothing was saved
             raise

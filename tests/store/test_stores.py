@@ -6,6 +6,7 @@ while a thread works."""
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +404,45 @@ async def test_a_new_database_gives_freed_pages_back(tmp_path: Path) -> None:
     assert db.execute("PRAGMA page_count").fetchone()[0] <= pages - 50
     assert db.execute("PRAGMA freelist_count").fetchone()[0] > 0  # the rest: reused
     await store.close()
+
+
+async def test_a_group_that_changes_one_row_twice_keeps_every_change_in_order(
+    store: Store,
+) -> None:
+    """Group commit puts consecutive writes of one job (and of one token or callback) in
+    one transaction, where a store may write each table's rows at once: the rows must
+    end as written one after the other."""
+    job = make_job(1)
+    token = Token("01TOKA", SPACE.id, "a", "emit_a", "hash-a", frozenset(), 1.0, None, False)
+    hook = Callback("01CB", job.id, SPACE.id, "https://h", None, "{}", 0, 5.0, "pending", 0)
+    created = lifecycle.created(job, 1000.0)
+    batches = [Changes(inserts=[job_row(job, _inline(job.id, created))], tokens=[token])]
+    events = list(created)
+
+    def step(new: list[Event]) -> None:  # the job's state as of this step, its events
+        events.extend(new)
+        batches.append(Changes(updates=[state_row(job, _inline(job.id, new))]))
+
+    step(lifecycle.deliver(job, 1001.0, "LEASE"))
+    step(lifecycle.ack(job, 1002.0, "LEASE"))
+    step(lifecycle.complete(job, 1003.0, "ok", {"n": 1}, "LEASE"))
+    # Token changes close what came before (`plan`): batches 2 and 3 go together.
+    batches[2].token_uses += [(token.id, 7.0), (token.id, 6.0)]  # the later use stays
+    batches[2].revoked_tokens += [(token.id, 9.0), (token.id, 8.0)]  # the last one stays
+    other = replace(hook, id="01CB2", created_at=2.5)  # beside an int where floats go
+    batches[2].callbacks.append(hook)
+    batches[3].callbacks += [replace(hook, attempts=1, state="delivered"), other]
+    await store.commit(batches)
+    got = await store.get_job_with_events(job.id)
+    assert got is not None
+    assert job_row(got[0]) == job_row(job) and got[0].status is JobStatus.COMPLETED
+    assert got[1] == events
+    assert await store.get_callback(hook.id) == replace(hook, attempts=1, state="delivered")
+    assert await store.get_callback(other.id) == other
+    [stored] = await store.list_tokens(SPACE.id)
+    assert stored == replace(token, last_used_at=7.0, revoked_at=8.0)
+
+
+def _inline(job_id: str, events: list[Event]) -> str:
+    records = [event_record(job_id, e) for e in events]
+    return "".join(r for r in records if isinstance(r, str))
