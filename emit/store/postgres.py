@@ -3,9 +3,9 @@ nodes can share. psycopg 3's blocking API in worker threads (its async API is as
 only): one writer connection that commits the store writer's groups, one at a time, and
 a small pool of reader connections.
 
-A commit is one transaction, each of `plan`'s steps one ``executemany`` (which psycopg
-pipelines: one round trip a step, not one a row), and it returns only once COMMIT has
-been answered, so nothing is read or answered before it is durable. A failure before
+A commit is one transaction, each of `plan`'s steps one statement (`postgres_writes`),
+pipelined, and it returns only once COMMIT has been answered, so nothing is read or
+answered before it is durable. A failure before
 COMMIT rolls the transaction back and raises the error; a connection lost during COMMIT
 leaves its outcome unknown (`CommitUncertain`), and the next commit connects again.
 """
@@ -29,7 +29,7 @@ from ..domain.model import Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
 from ..ids import id_bound
 from .base import Expired, OutcomeUnknown, SpaceState, Store, StoreOpenFailed
-from .plan import plan
+from .plan import Planned, plan
 from .postgres_schema import NewerSchema, migrate
 from .postgres_writes import Bound, Writes
 from .records import (
@@ -181,11 +181,13 @@ class PostgresStore(Store):
 
     async def commit(self, batches: list[Changes]) -> None:
         steps = plan(batches)
-        writes = self._writes
         # An empty transaction never writes: it proves nothing.
-        await self._tracked(
-            lambda: writes.statements(steps) if writes is not None else [], proves=bool(steps)
-        )
+        await self._tracked(lambda: self._statements(steps), proves=bool(steps))
+
+    def _statements(self, steps: list[Planned]) -> list[Bound]:
+        if self._writes is None:
+            raise RuntimeError("the store is not open")
+        return self._writes.statements(steps)
 
     async def check_writable(self) -> None:
         if self.failure is not None:
