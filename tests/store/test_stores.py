@@ -76,9 +76,19 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     with trio.fail_after(30):
         await made.open()
         await made.commit([Changes(spaces=[SPACE])])
-    yield made
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_bound_the_test, 60)
+        yield made
+        nursery.cancel_scope.cancel()
     with trio.fail_after(30):
         await made.close()
+
+
+async def _bound_the_test(seconds: float) -> None:
+    """Fail the test using the store if it takes longer (pytest-trio cancels a test
+    whose fixture raises)."""
+    with trio.fail_after(seconds):
+        await trio.sleep_forever()
 
 
 def rows_of(store: Store, query: str) -> list[tuple[Any, ...]]:
