@@ -146,6 +146,7 @@ class PostgresStore(Store):
                 max_size=max(1, self.readers),
                 open=False,
                 name="emit-store-readers",
+                timeout=CONNECT_TIMEOUT,  # a read waits this long for a connection, at most
             )
             pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except BaseException:
