@@ -12,6 +12,7 @@ leaves its outcome unknown (`CommitUncertain`), and the next commit connects aga
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import re
@@ -245,9 +246,13 @@ class PostgresStore(Store):
         bound = statements()
         writer = self._begin()
         try:
-            # Pipelined: the statements go in one round trip, and an error stops those
-            # after it. A prelude that every write transaction must run goes here, first.
-            with writer.pipeline(), writer.cursor() as cursor:
+            # A prelude that every write transaction must run goes here, first. Several
+            # statements are pipelined (one round trip; an error stops those after it);
+            # one is not: a pipeline costs more CPU than it saves there.
+            with contextlib.ExitStack() as stack:
+                if len(bound) > 1:
+                    stack.enter_context(writer.pipeline())
+                cursor = stack.enter_context(writer.cursor())
                 for sql, params in bound:
                     cursor.execute(sql, params)
         except BaseException:

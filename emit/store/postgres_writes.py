@@ -1,6 +1,6 @@
 """How a transaction's steps (`plan.Step`) become PostgreSQL statements: one statement a
 step, however many rows, each column's values bound as one array and the rows made again
-on the server by ``unnest``. A row a statement (``executemany``, even pipelined) cost
+on the server by ``unnest`` (one row is bound as it is). A row a statement (``executemany``, even pipelined) cost
 ~25 µs of Python a row in psycopg, on the interpreter the event loop shares; bound as
 arrays, a lifecycle's rows cost a few (bench/stores.py, docs/persistence.md).
 
@@ -10,15 +10,15 @@ that writing them one after the other would leave."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .plan import Planned, Step
 from .records import JOB_COLUMNS, STATE_COLUMNS
 
 Row = tuple[Any, ...]
-Bound = tuple[str, list[list[Any]]]
-"""A statement and its parameters: one list of values a column."""
+Bound = tuple[str, Sequence[Any]]
+"""A statement and its parameters: one list of values a column, or one row's values."""
 Types = Mapping[str, Mapping[str, str]]
 """Each table's columns' types, as ``information_schema.columns.data_type`` names them."""
 _Build = Callable[[list[Row]], list[Bound]]
@@ -59,13 +59,18 @@ _ARRAYS: dict[str, tuple[str, Callable[[Iterable[Any]], list[Any]]]] = {
 
 
 class _Rows:
-    """Rows of ``columns`` of ``table``, bound as one array a column: ``source`` is the
-    ``FROM`` item that makes them rows again (``u``), ``values`` the select list."""
+    """Rows of ``columns`` of ``table`` as a ``FROM`` item, ``u``, in two forms: ``many``
+    makes them from one array a column (`bind`), ``one`` from one row's values as they
+    are (a statement of one row, the usual one under light load: an array costs psycopg
+    ~4 µs to bind, 28 of them for a job's row, where a plain value costs a tenth of
+    that). ``values`` is the select list."""
 
     def __init__(self, types: Types, table: str, columns: tuple[str, ...]) -> None:
         kinds = [types[table][column] for column in columns]
-        arrays = ", ".join(f"%b::{_ARRAYS[kind][0]}" for kind in kinds)
-        self.source = f"unnest({arrays}) AS u({', '.join(columns)})"
+        arrays = [_ARRAYS[kind][0] for kind in kinds]
+        names = ", ".join(columns)
+        self.many = f"unnest({', '.join(f'%b::{a}' for a in arrays)}) AS u({names})"
+        self.one = f"(VALUES ({', '.join(f'%s::{a[:-2]}' for a in arrays)})) AS u({names})"
         self.values = ", ".join(
             f"u.{c} <> 0" if kind == "boolean" else f"u.{c}"
             for c, kind in zip(columns, kinds, strict=True)
@@ -113,17 +118,23 @@ class Writes:
         def rows(table: str, *columns: str) -> _Rows:
             return _Rows(types, table, columns)
 
-        def insert(into: _Rows) -> str:
+        def insert(into: _Rows, source: str) -> str:
             columns = ", ".join(into.columns)
-            return f"INSERT INTO {into.table} ({columns}) SELECT {into.values} FROM {into.source}"
+            return f"INSERT INTO {into.table} ({columns}) SELECT {into.values} FROM {source}"
 
-        def upsert(into: _Rows) -> str:  # SQLite's INSERT OR REPLACE
+        def upsert(into: _Rows, source: str) -> str:  # SQLite's INSERT OR REPLACE
             replace = ", ".join(f"{c} = EXCLUDED.{c}" for c in into.columns[1:])
-            return f"{insert(into)} ON CONFLICT (id) DO UPDATE SET {replace}"
+            return f"{insert(into, source)} ON CONFLICT (id) DO UPDATE SET {replace}"
 
-        def each(build: Callable[[_Rows], str], into: _Rows, merge: _Merge = None) -> _Build:
-            sql = build(into)
-            return lambda given: [(sql, into.bind(merge(given) if merge else given))]
+        def each(build: Callable[[_Rows, str], str], into: _Rows, merge: _Merge = None) -> _Build:
+            one, many = build(into, into.one), build(into, into.many)
+
+            def bound(given: list[Row]) -> list[Bound]:
+                if merge is not None:
+                    given = merge(given)
+                return [(one, given[0]) if len(given) == 1 else (many, into.bind(given))]
+
+            return bound
 
         def ids(*statements: str) -> _Build:
             return lambda given: [(sql, [_texts(row[0] for row in given)]) for sql in statements]
@@ -136,9 +147,9 @@ class Writes:
             Step.INSERT_JOBS: each(insert, rows("jobs", *JOB_COLUMNS, "events")),
             Step.UPDATE_JOBS: each(
                 # a job's new events are appended to those its row holds
-                lambda u: (
+                lambda u, source: (
                     f"UPDATE jobs SET {set_state}, events = jobs.events || u.events "
-                    f"FROM {u.source} WHERE jobs.id = u.id"
+                    f"FROM {source} WHERE jobs.id = u.id"
                 ),
                 state,
                 _merged_updates,
@@ -159,17 +170,17 @@ class Writes:
             ),
             Step.PUT_TOKENS: each(upsert, rows("tokens", *_TOKEN_COLUMNS), _last_id),
             Step.REVOKE_TOKENS: each(
-                lambda u: (
-                    f"UPDATE tokens SET revoked_at = u.revoked_at FROM {u.source} "
+                lambda u, source: (
+                    f"UPDATE tokens SET revoked_at = u.revoked_at FROM {source} "
                     "WHERE tokens.id = u.id"
                 ),
                 revoked,
                 lambda given: _last_by(1, given),
             ),
             Step.NOTE_TOKEN_USES: each(
-                lambda u: (
+                lambda u, source: (
                     "UPDATE tokens SET last_used_at = "
-                    f"greatest(coalesce(tokens.last_used_at, 0), u.last_used_at) FROM {u.source} "
+                    f"greatest(coalesce(tokens.last_used_at, 0), u.last_used_at) FROM {source} "
                     "WHERE tokens.id = u.id"
                 ),
                 used,
