@@ -442,11 +442,17 @@ async def test_a_group_that_changes_one_row_twice_keeps_every_change_in_order(
     other = replace(hook, id="01CB2", created_at=2.5)  # beside an int where floats go
     batches[2].callbacks.append(hook)
     batches[3].callbacks += [replace(hook, attempts=1, state="delivered"), other]
+    second = make_job(2)  # beside the first in the same statements
+    batches[0].inserts.append(job_row(second))
+    lifecycle.deliver(second, 1003.0, "LEASE2")
+    batches[3].updates.append(state_row(second))
     await store.commit(batches)
     got = await store.get_job_with_events(job.id)
     assert got is not None
     assert job_row(got[0]) == job_row(job) and got[0].status is JobStatus.COMPLETED
     assert got[1] == events
+    again = await store.get_job(second.id)
+    assert again is not None and job_row(again) == job_row(second)
     assert await store.get_callback(hook.id) == replace(hook, attempts=1, state="delivered")
     assert await store.get_callback(other.id) == other
     [stored] = await store.list_tokens(SPACE.id)
