@@ -149,7 +149,11 @@ class PostgresStore(Store):
                 name="emit-store-readers",
                 timeout=CONNECT_TIMEOUT,  # a read waits this long for a connection, at most
             )
-            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            try:
+                pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            except BaseException:
+                pool.close()
+                raise
         except BaseException:
             writer.close()
             raise
