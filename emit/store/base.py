@@ -1,6 +1,7 @@
 """The interface every store implements: one transaction per commit, reads of committed
-state only. `MemoryStore` (tests, embedding with ``None``) and `SQLiteStore` (real use)
-behave the same; the store tests run against both."""
+state only. `MemoryStore` (tests, embedding with ``None``), `SQLiteStore` (real use) and
+`PostgresStore` (several nodes sharing one database) behave the same; the store tests
+run against all three."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ class Fenced(Exception):
 
 class StoreOpenFailed(Exception):
     """The store could not be opened: its file or directory cannot be read or written,
-    is not a database, is damaged, or has a newer schema. The message names the file and
-    the cause, in one line."""
+    is not a database, is damaged, or has a newer schema; or its database server cannot
+    be reached or refuses it. The message names the file (or the database, without its
+    password) and the cause, in one line."""
 
 
 @dataclass(frozen=True, slots=True)

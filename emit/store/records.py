@@ -202,6 +202,44 @@ def callback_from_row(row: tuple[Any, ...]) -> Callback:
     return Callback(*values)
 
 
+def space_row(space: Space) -> tuple[Any, ...]:
+    return (space.id, space.name, space.public_token, space.created_at, dumps(space.settings))
+
+
+def space_from_row(row: tuple[Any, ...]) -> Space:
+    return Space(row[0], row[1], row[2], row[3], loads(row[4]))
+
+
+def token_row(token: Token) -> tuple[Any, ...]:
+    return (
+        token.id,
+        token.space_id,
+        token.name,
+        token.prefix,
+        token.key_hash,
+        dumps(sorted(token.scopes)),
+        token.created_at,
+        token.revoked_at,
+        int(token.public),
+        token.last_used_at,
+    )
+
+
+def token_from_row(row: tuple[Any, ...]) -> Token:
+    return Token(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        frozenset(loads(row[5])),
+        row[6],
+        row[7],
+        bool(row[8]),
+        row[9],
+    )
+
+
 @dataclass(slots=True)
 class Changes:
     """One batch of writes, applied in one transaction with the batches around it."""

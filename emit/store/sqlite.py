@@ -30,26 +30,26 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..codec import dumps, loads
+from ..codec import dumps
 from ..domain.job import Job
 from ..domain.model import Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
 from ..ids import id_bound
 from ._writer_process import PROBE
 from .base import Expired, OutcomeUnknown, SpaceState, Store, StoreOpenFailed
+from .plan import Step, plan
 from .records import (
     JOB_COLUMNS,
     STATE_COLUMNS,
     Changes,
     EventRow,
-    JobRow,
     LogRow,
-    StateRow,
     callback_from_row,
-    callback_row,
     job_events,
     job_from_row,
     log_from_row,
+    space_from_row,
+    token_from_row,
 )
 from .schema import migrate
 
@@ -99,6 +99,20 @@ _PUT_TOKEN = "INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 _REVOKE_TOKEN = "UPDATE tokens SET revoked_at = ? WHERE id = ?"
 _TOKEN_USED = "UPDATE tokens SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?"
 _PUT_CALLBACK = "INSERT OR REPLACE INTO callbacks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SQL: dict[Step, tuple[str, ...]] = {
+    Step.INSERT_JOBS: (_INSERT_JOB,),
+    Step.UPDATE_JOBS: (_UPDATE_JOB,),
+    Step.INSERT_EVENTS: (_INSERT_EVENT,),
+    Step.INSERT_LOGS: (_INSERT_LOG,),
+    Step.PUT_CALLBACKS: (_PUT_CALLBACK,),
+    Step.PUT_SPACES: (_PUT_SPACE,),
+    Step.DELETE_SPACE: _DELETE_SPACE,
+    Step.PUT_TOKENS: (_PUT_TOKEN,),
+    Step.REVOKE_TOKENS: (_REVOKE_TOKEN,),
+    Step.NOTE_TOKEN_USES: (_TOKEN_USED,),
+    Step.DELETE_JOBS: _DELETE_JOB,
+    Step.RECLAIM_PAGES: (_RECLAIM,),
+}
 _LENGTH = struct.Struct("<Q")
 _WRITER_PROCESS = Path(__file__).with_name("_writer_process.py")
 
@@ -116,71 +130,15 @@ class CommitUncertain(sqlite3.OperationalError, OutcomeUnknown):
     rolled back what was still open, and takes the next transaction."""
 
 
-Step = tuple[str, list[tuple[Any, ...]]]
+Statement = tuple[str, list[tuple[Any, ...]]]
 
 
-def _steps(batches: list[Changes]) -> list[Step]:
-    """One transaction's statements for the writer process, in an order that keeps every
-    batch's meaning: each table's rows of consecutive batches go in one statement (jobs
-    before their updates and events), and a batch that changes spaces or tokens first
-    closes what came before it, so that a deleted space's last jobs are deleted too."""
-    steps: list[Step] = []
-    inserts: list[JobRow] = []
-    updates: list[StateRow] = []
-    events: list[EventRow] = []
-    logs: list[LogRow] = []
-    callbacks: list[tuple[Any, ...]] = []
-
-    def close() -> None:
-        for sql, rows in (
-            (_INSERT_JOB, inserts),
-            (_UPDATE_JOB, updates),
-            (_INSERT_EVENT, events),
-            (_INSERT_LOG, logs),
-            (_PUT_CALLBACK, callbacks),
-        ):
-            if rows:
-                steps.append((sql, rows.copy()))
-                rows.clear()
-
-    for batch in batches:
-        if (
-            batch.spaces
-            or batch.deleted_spaces
-            or batch.tokens
-            or batch.revoked_tokens
-            or batch.token_uses
-        ):
-            close()
-            steps.extend(
-                (_PUT_SPACE, [(s.id, s.name, s.public_token, s.created_at, dumps(s.settings))])
-                for s in batch.spaces
-            )
-            for space_id in batch.deleted_spaces:
-                steps.extend((sql, [(space_id,)]) for sql in _DELETE_SPACE)
-            steps.extend((_PUT_TOKEN, [_token_row(token)]) for token in batch.tokens)
-            if batch.revoked_tokens:
-                steps.append(
-                    (_REVOKE_TOKEN, [(at, token_id) for token_id, at in batch.revoked_tokens])
-                )
-            if batch.token_uses:
-                steps.append((_TOKEN_USED, [(at, token_id) for token_id, at in batch.token_uses]))
-        if batch.deleted_jobs:
-            close()
-            rows = [(job_id,) for job_id in batch.deleted_jobs]
-            steps.extend((sql, rows) for sql in _DELETE_JOB)
-            if batch.reclaim_pages:
-                steps.append((_RECLAIM, [()] * batch.reclaim_pages))
-        inserts += batch.inserts
-        updates += batch.updates
-        events += batch.events
-        logs += batch.logs
-        callbacks += [callback_row(callback) for callback in batch.callbacks]
-    close()
-    return steps
+def _steps(batches: list[Changes]) -> list[Statement]:
+    """One transaction's statements for the writer process, in `plan`'s order."""
+    return [(sql, rows) for kind, rows in plan(batches) for sql in _SQL[kind]]
 
 
-def _encode(steps: list[Step]) -> bytes:
+def _encode(steps: list[Statement]) -> bytes:
     """A transaction for the writer process. marshal takes only the exact types; a
     subclass of str, int or float (an enum a caller passed as a name or a priority, say)
     makes it refuse, and the rows are then written with those values made plain."""
@@ -205,40 +163,6 @@ def _plain(value: Any) -> Any:
 
 
 _EXACT = frozenset({str, int, float, bytes, bool})
-
-
-def _token_row(token: Token) -> tuple[Any, ...]:
-    return (
-        token.id,
-        token.space_id,
-        token.name,
-        token.prefix,
-        token.key_hash,
-        dumps(sorted(token.scopes)),
-        token.created_at,
-        token.revoked_at,
-        int(token.public),
-        token.last_used_at,
-    )
-
-
-def _space(row: tuple[Any, ...]) -> Space:
-    return Space(row[0], row[1], row[2], row[3], loads(row[4]))
-
-
-def _token(row: tuple[Any, ...]) -> Token:
-    return Token(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        frozenset(loads(row[5])),
-        row[6],
-        row[7],
-        bool(row[8]),
-        row[9],
-    )
 
 
 class SQLiteStore(Store):
@@ -502,26 +426,26 @@ class SQLiteStore(Store):
                 if collecting:
                     gc.enable()
                 db.execute("COMMIT")
-            return SpaceState(_space(row), live, counts, max_seq, keys)
+            return SpaceState(space_from_row(row), live, counts, max_seq, keys)
 
         return await self._read(load)
 
     async def get_space(self, space_id: str) -> Space | None:
         def get(db: sqlite3.Connection) -> Space | None:
             row = db.execute("SELECT * FROM spaces WHERE id = ?", (space_id,)).fetchone()
-            return None if row is None else _space(row)
+            return None if row is None else space_from_row(row)
 
         return await self._read(get)
 
     async def list_spaces(self) -> list[Space]:
         return await self._read(
-            lambda db: [_space(r) for r in db.execute("SELECT * FROM spaces ORDER BY id")]
+            lambda db: [space_from_row(r) for r in db.execute("SELECT * FROM spaces ORDER BY id")]
         )
 
     async def token_by_hash(self, key_hash: str) -> Token | None:
         def get(db: sqlite3.Connection) -> Token | None:
             row = db.execute("SELECT * FROM tokens WHERE key_hash = ?", (key_hash,)).fetchone()
-            return None if row is None else _token(row)
+            return None if row is None else token_from_row(row)
 
         return await self._read(get)
 
@@ -539,7 +463,7 @@ class SQLiteStore(Store):
     async def list_tokens(self, space_id: str) -> list[Token]:
         return await self._read(
             lambda db: [
-                _token(r)
+                token_from_row(r)
                 for r in db.execute(
                     "SELECT * FROM tokens WHERE space_id = ? ORDER BY id", (space_id,)
                 )

@@ -1,13 +1,18 @@
-"""The store contract, against a real SQLite file and against the in-memory store: both
-must read back exactly what was committed. Real time (no autojump): SQLite work runs in
-threads, and the autojump clock would jump while a thread works."""
+"""The store contract, against a real SQLite file, a PostgreSQL database and the
+in-memory store: each must read back exactly what was committed. Real time (no
+autojump): SQLite and PostgreSQL work runs in threads, and the autojump clock would jump
+while a thread works."""
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import trio
 
 from emit.domain import lifecycle
 from emit.domain.job import Job
@@ -16,6 +21,7 @@ from emit.domain.records import Callback, LogLine, Space, Token
 from emit.ids import new_id
 from emit.store.base import Expired, Store, StoreOpenFailed
 from emit.store.memory import MemoryStore
+from emit.store.postgres import PostgresStore
 from emit.store.records import (
     INLINE_ENTRY,
     INLINE_EVENTS,
@@ -58,13 +64,41 @@ async def events_of(store: Store, job_id: str) -> list[Event]:
     return found[1]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    made: Store = SQLiteStore(tmp_path / "emit.db") if request.param == "sqlite" else MemoryStore()
-    await made.open()
-    await made.commit([Changes(spaces=[SPACE])])
-    yield made
-    await made.close()
+    made: Store
+    if request.param == "sqlite":
+        made = SQLiteStore(tmp_path / "emit.db")
+    elif request.param == "postgresql":
+        made = PostgresStore(request.getfixturevalue("database_url"))
+    else:
+        made = MemoryStore()
+    with trio.fail_after(30):
+        await made.open()
+        await made.commit([Changes(spaces=[SPACE])])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_bound_the_test, 60)
+        yield made
+        nursery.cancel_scope.cancel()
+    with trio.fail_after(30):
+        await made.close()
+
+
+async def _bound_the_test(seconds: float) -> None:
+    """Fail the test using the store if it takes longer (pytest-trio cancels a test
+    whose fixture raises)."""
+    with trio.fail_after(seconds):
+        await trio.sleep_forever()
+
+
+def rows_of(store: Store, query: str) -> list[tuple[Any, ...]]:
+    """What ``query`` reads straight from the store's database (SQL both speak)."""
+    if isinstance(store, SQLiteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            return db.execute(query).fetchall()
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.url) as connection:
+        return connection.execute(query.encode()).fetchall()
 
 
 async def test_a_job_reads_back_exactly(store: Store) -> None:
@@ -173,12 +207,13 @@ async def test_one_commit_is_one_transaction(store: Store, tmp_path: Path) -> No
     clash = Changes(inserts=[job_row(make_job(1))])  # the same primary key again
     if isinstance(store, MemoryStore):
         store.fail_next = sqlite3.IntegrityError("as SQLite would")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         await store.commit([first, clash])
     assert await store.get_job(make_job(1).id) is None  # the first batch rolled back too
 
 
 async def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
+    """SQLite only: its journal and sync settings (PostgreSQL's are the server's)."""
     store = SQLiteStore(tmp_path / "emit.db")
     await store.open()
     await store.close()
@@ -191,6 +226,8 @@ async def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> 
 
 
 async def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """SQLite only, by its ``user_version``; PostgreSQL's ``schema_version``: in
+    test_opening.py."""
     path = tmp_path / "emit.db"
     for _ in range(2):
         store = SQLiteStore(path)
@@ -205,6 +242,7 @@ async def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path)
 
 
 async def test_committed_data_survives_reopening(tmp_path: Path) -> None:
+    """SQLite only (a file reopened); PostgreSQL's reopening: in test_opening.py."""
     path = tmp_path / "emit.db"
     store = SQLiteStore(path)
     await store.open()
@@ -253,16 +291,16 @@ async def test_events_in_the_job_row_and_in_rows_of_their_own_read_back_in_order
         text, rows = split(events[start : start + 7])
         await store.commit([Changes(updates=[state_row(job, text)], events=rows)])
     assert await events_of(store, job.id) == events
-    if isinstance(store, SQLiteStore):
-        db = sqlite3.connect(tmp_path / "emit.db")
-        seqs = [seq for (seq,) in db.execute("SELECT seq FROM job_events ORDER BY seq")]
-        [(inline,)] = db.execute("SELECT events FROM jobs")
-        db.close()
+    if not isinstance(store, MemoryStore):
+        seqs = [seq for (seq,) in rows_of(store, "SELECT seq FROM job_events ORDER BY seq")]
+        [(inline,)] = rows_of(store, "SELECT events FROM jobs")
         assert inline.count('"progress"') == INLINE_EVENTS - 1 > 0
         assert seqs == [3, *range(INLINE_EVENTS + 1, INLINE_EVENTS + 12)]
 
 
 async def test_events_written_before_schema_3_read_back_with_later_ones(tmp_path: Path) -> None:
+    """SQLite only: a database from before schema 3, which PostgreSQL never had (its
+    first schema holds the events column)."""
     path = tmp_path / "emit.db"
     db = sqlite3.connect(path, isolation_level=None)
     for script in MIGRATIONS[:2]:  # a store as emit left it before events moved into rows
@@ -357,12 +395,13 @@ async def test_a_deleted_job_goes_with_its_events_logs_and_callbacks(store: Stor
     assert len(await events_of(store, kept.id)) == 1
     assert len(await store.get_logs(kept.id, after=0, limit=10, level=None, q=None)) == 1
     assert await store.get_callback(f"CB{kept.id}") is not None
-    if isinstance(store, SQLiteStore):
-        db = sqlite3.connect(store.path)
-        assert db.execute("SELECT count(*) FROM job_events").fetchone()[0] == 1
+    if not isinstance(store, MemoryStore):
+        assert rows_of(store, "SELECT count(*) FROM job_events") == [(1,)]
 
 
 async def test_a_new_database_gives_freed_pages_back(tmp_path: Path) -> None:
+    """SQLite only: its incremental vacuum (`Changes.reclaim_pages`); PostgreSQL's
+    autovacuum does this on its own."""
     store = SQLiteStore(tmp_path / "emit.db")
     await store.open()
     await store.commit([Changes(spaces=[SPACE])])
@@ -375,3 +414,51 @@ async def test_a_new_database_gives_freed_pages_back(tmp_path: Path) -> None:
     assert db.execute("PRAGMA page_count").fetchone()[0] <= pages - 50
     assert db.execute("PRAGMA freelist_count").fetchone()[0] > 0  # the rest: reused
     await store.close()
+
+
+async def test_a_group_that_changes_one_row_twice_keeps_every_change_in_order(
+    store: Store,
+) -> None:
+    """Group commit puts consecutive writes of one job (and of one token or callback) in
+    one transaction, where a store may write each table's rows at once: the rows must
+    end as written one after the other."""
+    job = make_job(1)
+    token = Token("01TOKA", SPACE.id, "a", "emit_a", "hash-a", frozenset(), 1.0, None, False)
+    hook = Callback("01CB", job.id, SPACE.id, "https://h", None, "{}", 0, 5.0, "pending", 0)
+    created = lifecycle.created(job, 1000.0)
+    batches = [Changes(inserts=[job_row(job, _inline(job.id, created))], tokens=[token])]
+    events = list(created)
+
+    def step(new: list[Event]) -> None:  # the job's state as of this step, its events
+        events.extend(new)
+        batches.append(Changes(updates=[state_row(job, _inline(job.id, new))]))
+
+    step(lifecycle.deliver(job, 1001.0, "LEASE"))
+    step(lifecycle.ack(job, 1002.0, "LEASE"))
+    step(lifecycle.complete(job, 1003.0, "ok", {"n": 1}, "LEASE"))
+    # Token changes close what came before (`plan`): batches 2 and 3 go together.
+    batches[2].token_uses += [(token.id, 7.0), (token.id, 6.0)]  # the later use stays
+    batches[2].revoked_tokens += [(token.id, 9.0), (token.id, 8.0)]  # the last one stays
+    other = replace(hook, id="01CB2", created_at=2.5)  # beside an int where floats go
+    batches[2].callbacks.append(hook)
+    batches[3].callbacks += [replace(hook, attempts=1, state="delivered"), other]
+    second = make_job(2)  # beside the first in the same statements
+    batches[0].inserts.append(job_row(second))
+    lifecycle.deliver(second, 1003.0, "LEASE2")
+    batches[3].updates.append(state_row(second))
+    await store.commit(batches)
+    got = await store.get_job_with_events(job.id)
+    assert got is not None
+    assert job_row(got[0]) == job_row(job) and got[0].status is JobStatus.COMPLETED
+    assert got[1] == events
+    again = await store.get_job(second.id)
+    assert again is not None and job_row(again) == job_row(second)
+    assert await store.get_callback(hook.id) == replace(hook, attempts=1, state="delivered")
+    assert await store.get_callback(other.id) == other
+    [stored] = await store.list_tokens(SPACE.id)
+    assert stored == replace(token, last_used_at=7.0, revoked_at=8.0)
+
+
+def _inline(job_id: str, events: list[Event]) -> str:
+    records = [event_record(job_id, e) for e in events]
+    return "".join(r for r in records if isinstance(r, str))
