@@ -38,7 +38,7 @@ from .domain.views import space_to_wire, token_to_wire
 from .errors import EmitError, InvalidRequest, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
-from .store.base import StoreOpenFailed
+from .store.base import Store, StoreOpenFailed
 from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .version import __version__
@@ -81,11 +81,44 @@ def check_not_lost(data: Path) -> None:
     )
 
 
-async def _with_store(data: Path, work: Any, *, create: bool = False) -> Any:
-    check_not_lost(data)
-    if not create and not (data / DB_NAME).exists():
-        raise NotFound(f"no emit data in {data} (check --data, or start emit serve there first)")
-    store = SQLiteStore(data / DB_NAME)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def store_url(text: str) -> str:
+    """``--store``'s value: a PostgreSQL URL (the SQLite store is the data directory's)."""
+    if not text.startswith(POSTGRES_SCHEMES):
+        raise argparse.ArgumentTypeError(
+            f"must be a postgresql:// URL (the SQLite store is the data directory's), not {text!r}"
+        )
+    return text
+
+
+def store_option(option: str | None) -> str | None:
+    """The PostgreSQL store of a command: ``--store``, else ``$EMIT_STORE``, else none
+    (the data directory's SQLite file)."""
+    text = option or os.environ.get("EMIT_STORE") or None
+    if text is not None and not text.startswith(POSTGRES_SCHEMES):
+        raise StartFailed(f"EMIT_STORE must be a postgresql:// URL, not {text!r}")
+    return text
+
+
+Where = Path | str
+"""Where a command's store is: the data directory (its SQLite file), or a PostgreSQL URL."""
+
+
+async def _with_store(data: Where, work: Any, *, create: bool = False) -> Any:
+    store: Store
+    if isinstance(data, str):
+        from .store.postgres import PostgresStore
+
+        store = PostgresStore(data)
+    else:
+        check_not_lost(data)
+        if not create and not (data / DB_NAME).exists():
+            raise NotFound(
+                f"no emit data in {data} (check --data, or start emit serve there first)"
+            )
+        store = SQLiteStore(data / DB_NAME)
     await store.open()
     try:
         return await work(store, Clock())
@@ -96,8 +129,8 @@ async def _with_store(data: Path, work: Any, *, create: bool = False) -> Any:
 # ------------------------------------------------------------------ spaces / tokens
 
 
-async def spaces_create(data: Path, name: str, as_json: bool) -> None:
-    async def work(store: SQLiteStore, clock: Clock) -> None:
+async def spaces_create(data: Where, name: str, as_json: bool) -> None:
+    async def work(store: Store, clock: Clock) -> None:
         space, public = make_space(name, clock.now())
         await store.commit([Changes(spaces=[space], tokens=[public])])
         if as_json:
@@ -108,8 +141,8 @@ async def spaces_create(data: Path, name: str, as_json: bool) -> None:
     await _with_store(data, work, create=True)
 
 
-async def spaces_list(data: Path, as_json: bool) -> None:
-    async def work(store: SQLiteStore, clock: Clock) -> None:
+async def spaces_list(data: Where, as_json: bool) -> None:
+    async def work(store: Store, clock: Clock) -> None:
         spaces = await store.list_spaces()
         if as_json:
             print(json.dumps({"spaces": [_space_json(space) for space in spaces]}))
@@ -120,7 +153,7 @@ async def spaces_list(data: Path, as_json: bool) -> None:
     await _with_store(data, work)
 
 
-async def find_space(store: SQLiteStore, given: str) -> Space:
+async def find_space(store: Store, given: str) -> Space:
     """The space ``given`` names: its id, or else its name when exactly one space has it.
     A name several spaces share is refused with their ids; none found points to
     ``emit spaces list``."""
@@ -139,14 +172,14 @@ async def find_space(store: SQLiteStore, given: str) -> Space:
 
 
 async def tokens_create(
-    data: Path,
+    data: Where,
     space_id: str,
     name: str,
     scopes: list[str] | None,
     preset: str | None,
     as_json: bool,
 ) -> None:
-    async def work(store: SQLiteStore, clock: Clock) -> None:
+    async def work(store: Store, clock: Clock) -> None:
         space = await find_space(store, space_id)
         token, made = make_token(space.id, name, scopes, preset, clock.now())
         await store.commit([Changes(tokens=[token])])
@@ -168,8 +201,8 @@ async def tokens_create(
     await _with_store(data, work)
 
 
-async def tokens_list(data: Path, space_id: str, as_json: bool) -> None:
-    async def work(store: SQLiteStore, clock: Clock) -> None:
+async def tokens_list(data: Where, space_id: str, as_json: bool) -> None:
+    async def work(store: Store, clock: Clock) -> None:
         space = await find_space(store, space_id)
         tokens = await store.list_tokens(space.id)
         if as_json:
@@ -183,8 +216,8 @@ async def tokens_list(data: Path, space_id: str, as_json: bool) -> None:
     await _with_store(data, work)
 
 
-async def tokens_revoke(data: Path, space_id: str, token_id: str) -> None:
-    async def work(store: SQLiteStore, clock: Clock) -> None:
+async def tokens_revoke(data: Where, space_id: str, token_id: str) -> None:
+    async def work(store: Store, clock: Clock) -> None:
         space = await find_space(store, space_id)
         tokens = {token.id: token for token in await store.list_tokens(space.id)}
         if token_id not in tokens:
@@ -316,7 +349,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     configure(args.log_level, args.log_format)
     data = data_dir(args.data)
-    check_not_lost(data)
+    if args.store is None:
+        check_not_lost(data)
     admin_key, admin_new = _admin_key(data)
     settings = HttpSettings(
         admin_key=admin_key,
@@ -334,7 +368,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     async with (
         open_runtime(
-            data,
+            args.store or data,
             synchronous=args.synchronous,
             allow_private_callbacks=args.allow_private_callbacks,
             callback_policy=policy,
@@ -368,6 +402,7 @@ async def serve(args: argparse.Namespace) -> None:
         # Only now that the server is up is anything made that must be shown once.
         welcome: list[str] = []
         if admin_new:
+            data.mkdir(parents=True, exist_ok=True)  # the SQLite store made it; PostgreSQL not
             _save_admin(data, admin_key)
             welcome.append(f"  admin key     {admin_key}  (saved in {data / ADMIN_FILE})")
         seed = None
@@ -385,7 +420,13 @@ async def serve(args: argparse.Namespace) -> None:
             ]
             seed = (space.id, producer.key, worker.key)
         base = urls[0].replace("0.0.0.0", "127.0.0.1")
-        print(f"emit {__version__} serving {base}  (data: {data})", flush=True)
+        if args.store:
+            from .store.postgres import redacted
+
+            kept = f"store: {redacted(args.store)}"
+        else:
+            kept = f"data: {data}"
+        print(f"emit {__version__} serving {base}  ({kept})", flush=True)
         print(f"  dashboard: {base}/  (sign in with the admin key)", flush=True)
         if welcome:
             print("First start: shown this once.", flush=True)
@@ -623,6 +664,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--data", help=f"the data directory (default: $EMIT_DATA, else ./{DEFAULT_DATA})"
         )
+        p.add_argument(
+            "--store",
+            type=store_url,
+            help="the PostgreSQL store to work on instead of the data directory's "
+            "(default: $EMIT_STORE, else none)",
+        )
         return p
 
     run = commands.add_parser("serve", help="run the HTTP server", description="Run the HTTP "
@@ -631,6 +678,13 @@ def _parser() -> argparse.ArgumentParser:
     run.env_prefix = ENV_PREFIX
     run.add_argument(
         "--data", help=f"the data directory, made if missing; default ./{DEFAULT_DATA}"
+    )
+    run.add_argument(
+        "--store",
+        type=store_url,
+        help="a PostgreSQL database to keep everything in (postgresql://USER:PASSWORD@HOST"
+        "/DB), instead of the data directory's SQLite file; the data directory then holds "
+        "only the admin key (default: none)",
     )
     run.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for all")
     # Every number is checked here, so a bad one is refused before anything is made.
@@ -758,19 +812,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             trio.run(serve, args)
-        elif args.command == "backup":
+            return 0
+        if args.command == "backup":
+            if store_option(None) is not None:
+                raise StartFailed(
+                    "emit backup copies the SQLite store of a data directory; back up a "
+                    "PostgreSQL store with PostgreSQL's own tools (pg_dump, or base backups "
+                    "with WAL archiving)"
+                )
             backup(data, Path(args.dest))
-        elif args.command == "spaces" and args.action == "create":
-            trio.run(spaces_create, data, args.name, args.json)
+            return 0
+        where: Where = store_option(args.store) or data
+        if args.command == "spaces" and args.action == "create":
+            trio.run(spaces_create, where, args.name, args.json)
         elif args.command == "spaces":
-            trio.run(spaces_list, data, args.json)
+            trio.run(spaces_list, where, args.json)
         elif args.action == "create":
             scopes = None if args.scopes is None else [s for s in args.scopes.split(",") if s]
-            trio.run(tokens_create, data, args.space_id, args.name, scopes, args.preset, args.json)
+            trio.run(tokens_create, where, args.space_id, args.name, scopes, args.preset, args.json)
         elif args.action == "list":
-            trio.run(tokens_list, data, args.space_id, args.json)
+            trio.run(tokens_list, where, args.space_id, args.json)
         else:
-            trio.run(tokens_revoke, data, args.space_id, args.token_id)
+            trio.run(tokens_revoke, where, args.space_id, args.token_id)
     except EmitError as error:
         print(f"emit: {error.message}", file=sys.stderr)
         return 2

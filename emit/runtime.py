@@ -983,6 +983,10 @@ def _store(data: str | os.PathLike[str] | Store | None, synchronous: str) -> Sto
         return data
     if data is None:
         return MemoryStore()
+    if isinstance(data, str) and data.startswith(("postgresql://", "postgres://")):
+        from .store.postgres import PostgresStore  # psycopg only for those who use it
+
+        return PostgresStore(data)
     return SQLiteStore(Path(data) / "emit.db", synchronous=synchronous)
 
 
@@ -1001,7 +1005,8 @@ async def open_runtime(
     shared: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
-    ``emit.db`` lives in it), None for an in-memory store, or a `Store` of the caller's
+    ``emit.db`` lives in it), a PostgreSQL URL (``postgresql://user:password@host/db``),
+    None for an in-memory store, or a `Store` of the caller's
     (opened as the block starts and closed as it ends). Every space in the store is
     loaded before the block runs, with its deadlines: jobs whose deadline passed while
     emit was down are handled at once.

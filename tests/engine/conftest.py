@@ -1,5 +1,6 @@
-"""Engine tests run the whole runtime on each store: in memory and a real SQLite file
-(tests/engine/stores.py). Tests that involve time also take ``autojump_clock``: deadlines,
+"""Engine tests run the whole runtime on each store: in memory, a real SQLite file and a
+real PostgreSQL database (tests/engine/stores.py; PostgreSQL's run skips where it is not
+installed, outside CI). Tests that involve time also take ``autojump_clock``: deadlines,
 backoff and long polls then pass instantly, on every store."""
 
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,7 @@ from emit.store.records import Changes
 from emit.store.sqlite import SQLiteStore
 from tests.engine.stores import ClockHeld
 
-STORES = ("memory", "sqlite")  # postgresql: once its store lands
+STORES = ("memory", "sqlite", "postgresql")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,8 +51,12 @@ def new_store(
     if store_kind == "memory":
         memory = MemoryStore()
         return lambda: ClockHeld(memory)
-    assert store_kind == "sqlite"
-    return lambda: ClockHeld(SQLiteStore(tmp_path / "emit.db"))
+    if store_kind == "sqlite":
+        return lambda: ClockHeld(SQLiteStore(tmp_path / "emit.db"))
+    from emit.store.postgres import PostgresStore
+
+    url: str = request.getfixturevalue("database_url")
+    return lambda: ClockHeld(PostgresStore(url))
 
 
 @pytest.fixture

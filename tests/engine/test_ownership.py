@@ -169,6 +169,6 @@ async def test_a_callback_is_sent_by_its_spaces_owner_and_the_next_owner_takes_i
             await tried["b"].wait()
         await trio.sleep(600)  # long past every retry a could have had
         assert tries == ["a", "b"]
-        events = [e.type for e in (await b.space(space.id).get(job.id)).events or ()]
+        events = [e.type.value for e in (await b.space(space.id).get(job.id)).events or ()]
         assert events.count("callback_failed") == 1 and events.count("callback_sent") == 1
         assert store.callbacks[next(iter(store.callbacks))].state == "delivered"
