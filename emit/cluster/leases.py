@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg.rows import tuple_row
 
-from .errors import Fenced
+from ..store.base import Fenced
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,4 +312,4 @@ def fence_all(
         elif not live:
             refused[space] = f"has an expired lease at epoch {at}"
     if refused:
-        raise Fenced(node_id, refused)
+        raise Fenced(refused, node_id)

@@ -24,14 +24,18 @@ class OutcomeUnknown(Exception):
 
 class Fenced(Exception):
     """The store refused a transaction because it held writes of spaces this node no
-    longer owns at the epoch they were written for (``spaces``): another node took them
-    over. Nothing of the transaction was applied; the writes of other spaces may be
-    committed again without these. Only a store that several nodes share checks fences
-    (`Changes.fence`); the others have one node, which owns every space."""
+    longer owns at the epoch they were written for: another node claimed them, or the
+    lease expired (`emit.cluster.leases.fence_all`, inside the transaction). Nothing of
+    the transaction was applied; the writes of other spaces may be committed again
+    without these. Only a store that several nodes share checks fences
+    (`Changes.fence`); alone on its store, a node owns every space."""
 
-    def __init__(self, spaces: frozenset[str]) -> None:
-        super().__init__(f"no longer the owner of {', '.join(sorted(spaces))}")
-        self.spaces = spaces
+    def __init__(self, reasons: Mapping[str, str], node_id: str | None = None) -> None:
+        self.node_id = node_id
+        self.spaces: dict[str, str] = dict(reasons)
+        """Each refused space, with why (whose lease it is)."""
+        why = "; ".join(f"space {space} {reason}" for space, reason in sorted(reasons.items()))
+        super().__init__(f"node {node_id} is fenced off: {why}" if node_id else why)
 
 
 class StoreOpenFailed(Exception):

@@ -54,11 +54,11 @@ class MemoryStore(Store):
             raise error
         if self.owners is not None:
             owners = self.owners
-            fenced = frozenset(
-                b.fence[0]
+            fenced = {
+                b.fence[0]: f"is not held at epoch {b.fence[1]}"
                 for b in batches
                 if b.fence is not None and owners.get(b.fence[0]) != b.fence[1]
-            )
+            }
             if fenced:
                 raise Fenced(fenced)
         for batch in batches:

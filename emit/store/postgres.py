@@ -25,11 +25,12 @@ import psycopg_pool
 import trio
 from psycopg.rows import TupleRow
 
+from ..cluster.leases import fence_all
 from ..domain.job import Job
 from ..domain.model import Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
 from ..ids import id_bound
-from .base import Expired, OutcomeUnknown, SpaceState, Store, StoreOpenFailed
+from .base import Expired, Fenced, OutcomeUnknown, SpaceState, Store, StoreOpenFailed
 from .plan import Planned, plan
 from .postgres_schema import NewerSchema, migrate
 from .postgres_writes import Bound, Writes
@@ -96,9 +97,14 @@ def _one_line(error: BaseException) -> str:
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, *, readers: int = READERS) -> None:
+    def __init__(self, url: str, *, readers: int = READERS, node_id: str | None = None) -> None:
         self.url = url
         self.readers = readers
+        self.node_id = node_id
+        """With nodes sharing the database, this node's id: every write of a space then
+        checks, inside its transaction, that this node holds the space at the epoch the
+        write carries (`Changes.fence`), and is refused whole otherwise (`Fenced`).
+        None: one node alone, which owns every space."""
         self._writer: Connection | None = None
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
         self._writes: Writes | None = None
@@ -187,8 +193,29 @@ class PostgresStore(Store):
 
     async def commit(self, batches: list[Changes]) -> None:
         steps = plan(batches)
+        fences = self._fences(batches)
         # An empty transaction never writes: it proves nothing.
-        await self._tracked(lambda: self._statements(steps), proves=bool(steps))
+        await self._tracked(lambda: self._statements(steps), proves=bool(steps), fences=fences)
+
+    def _fences(self, batches: list[Changes]) -> dict[str, int]:
+        """Each space the group writes, with the epoch its writes carry. Writes of one
+        space at two epochs (an incarnation's last writes beside its successor's) are
+        refused at the older one here, before anything is sent."""
+        if self.node_id is None:
+            return {}
+        held: dict[str, int] = {}
+        stale: dict[str, str] = {}
+        for batch in batches:
+            if batch.fence is None:
+                continue
+            space, epoch = batch.fence
+            known = held.setdefault(space, epoch)
+            if known != epoch:
+                stale[space] = f"was written at epochs {min(known, epoch)} and {max(known, epoch)}"
+                held[space] = max(known, epoch)
+        if stale:
+            raise Fenced(stale, self.node_id)
+        return held
 
     def _statements(self, steps: list[Planned]) -> list[Bound]:
         if self._writes is None:
@@ -199,7 +226,13 @@ class PostgresStore(Store):
         if self.failure is not None:
             await self._tracked(lambda: _PROBE, proves=True)
 
-    async def _tracked(self, statements: Callable[[], list[Bound]], *, proves: bool) -> None:
+    async def _tracked(
+        self,
+        statements: Callable[[], list[Bound]],
+        *,
+        proves: bool,
+        fences: Mapping[str, int] | None = None,
+    ) -> None:
         """One transaction of ``statements`` (made in the worker thread, off the event
         loop), keeping `failure` (readiness) up to date with how it went."""
         try:
@@ -210,7 +243,9 @@ class PostgresStore(Store):
                     if self._closed:
                         raise RuntimeError("the store is closed")
                     if proves:
-                        await trio.to_thread.run_sync(self._transaction, statements)
+                        await trio.to_thread.run_sync(self._transaction, statements, fences)
+        except Fenced:
+            raise  # the database is fine: another node holds those spaces
         except Exception as error:
             self._failed(error)
             raise
@@ -245,14 +280,19 @@ class PostgresStore(Store):
                 self._drop_writer()
         raise AssertionError("unreachable")
 
-    def _transaction(self, statements: Callable[[], list[Bound]]) -> None:
+    def _transaction(
+        self, statements: Callable[[], list[Bound]], fences: Mapping[str, int] | None = None
+    ) -> None:
         """In a worker thread, under the commit lock: one transaction, all or nothing."""
         bound = statements()
         writer = self._begin()
         try:
-            # A prelude that every write transaction must run goes here, first. Several
-            # statements are pipelined (one round trip; an error stops those after it);
-            # one is not: a pipeline costs more CPU than it saves there.
+            if fences and self.node_id is not None:
+                # First: the fence locks the spaces' lease rows until COMMIT, so no
+                # other node's claim can come between it and the writes.
+                fence_all(writer, self.node_id, fences)
+            # Several statements are pipelined (one round trip; an error stops those
+            # after it); one is not: a pipeline costs more CPU than it saves there.
             with contextlib.ExitStack() as stack:
                 if len(bound) > 1:
                     stack.enter_context(writer.pipeline())

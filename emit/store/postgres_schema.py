@@ -8,6 +8,8 @@ from __future__ import annotations
 import psycopg
 from psycopg.rows import TupleRow
 
+from ..cluster.schema import MIGRATION as CLUSTER
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: spaces, tokens, jobs (with their first events inline: records.INLINE_EVENTS),
     # events, logs, the webhook outbox. Times are wall-clock epoch seconds; JSON is text,
@@ -105,6 +107,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX callbacks_job ON callbacks (job_id);
     CREATE INDEX callbacks_space ON callbacks (space_id);
     """,
+    # 2: the nodes sharing the database, and who owns each space at which epoch (the
+    # cluster's membership and the fence of every write: emit/cluster/leases.py)
+    CLUSTER,
 )
 
 LOCK = 0x656D6974_0001
@@ -133,9 +138,9 @@ def migrate(connection: psycopg.Connection[TupleRow]) -> int:
                 f"({len(MIGRATIONS)}): upgrade emit"
             )
         for script in MIGRATIONS[version:]:
-            for statement in (s.strip() for s in script.split(";")):
-                if statement:
-                    connection.execute(statement)
+            # Whole: with no parameters, a script of several statements is one query
+            # (splitting it on semicolons would split its comments too).
+            connection.execute(script)
         if row is None:
             connection.execute("INSERT INTO schema_version (version) VALUES (%s)", (0,))
         connection.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))

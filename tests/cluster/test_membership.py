@@ -15,9 +15,9 @@ import trio
 import trio.testing
 
 from emit.cluster import leases
-from emit.cluster.errors import Fenced
 from emit.cluster.hashing import owner, ranking
 from emit.cluster.membership import Membership, MembershipConfig
+from emit.store.base import Fenced
 from tests.cluster.conftest import add_spaces, connect, expire
 
 Conn = psycopg.Connection[Any]
