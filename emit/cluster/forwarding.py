@@ -279,7 +279,7 @@ class Forwarder:
                 log.warning("could not reach the owner %s: %r", owner, error)
                 await _answer(
                     send,
-                    Unavailable("the node that holds this space cannot be reached; retry"),
+                    Unavailable(_lost(error)),
                     [(b"retry-after", _seconds(UNREACHABLE_RETRY_AFTER))],
                 )
             else:
@@ -441,6 +441,17 @@ async def _pump(owner: trio_websocket.WebSocketConnection, receive: Receive, sen
 
 _UNSENDABLE = frozenset({1004, 1005, 1006, 1015})
 """Close codes that say what a side saw, and may not be sent in a close frame."""
+
+
+def _lost(error: httpx.TransportError) -> str:
+    """The 503's message for a hop that failed: whether the owner may have the request."""
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return "the node that holds this space cannot be reached; nothing was sent: retry"
+    # Sent, and then the connection failed: the owner may have made the change.
+    return (
+        "the node that holds this space went away while answering: the change may or may "
+        "not have been made"
+    )
 
 
 def _passed_on(reason: trio_websocket.CloseReason | None) -> tuple[int, str | None]:

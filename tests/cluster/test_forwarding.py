@@ -225,9 +225,42 @@ async def test_an_unreachable_owner_is_a_503_with_retry_after(cluster: Cluster) 
             jobs_of(b), json={"name": "j"}, headers=b.headers("producer")
         )
         assert_unavailable(response, "1")
+        assert "nothing was sent" in response.json()["error"]["message"]
         ws = b.url.replace("http://", "ws://")
         url = f"{ws}/api/v1/realtime/spaces/{b.space}?token={b.keys['producer']}"
         assert await stream_until_closed(url) == ([], 1013)
+
+
+async def test_an_owner_lost_mid_request_is_a_503_with_the_outcome_unknown(
+    cluster: Cluster,
+) -> None:
+    b = cluster.b
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)  # the request arrived; the owner dies
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        cluster.router_b.places[b.space] = Remote(f"http://127.0.0.1:{port}")
+        with trio.fail_after(10):
+            response = await b.client.post(
+                jobs_of(b), json={"name": "j"}, headers=b.headers("producer")
+            )
+        nursery.cancel_scope.cancel()
+    assert_unavailable(response, "1")
+    assert "may or may not have been made" in response.json()["error"]["message"]
+
+
+async def test_a_body_over_the_limit_is_refused_where_it_arrives(cluster: Cluster) -> None:
+    b = cluster.b
+    with trio.fail_after(10):
+        response = await b.client.post(
+            jobs_of(b), content=b"x" * (2 * 1024 * 1024), headers=b.headers("producer")
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
 
 
 async def test_a_wrong_secret_is_refused_and_a_node_without_one_refuses_any(
