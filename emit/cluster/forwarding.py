@@ -231,7 +231,8 @@ class Forwarder:
         space_id = args.get("space_id")
         if space_id is None and "job_id" in args:
             if websocket:
-                key = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("token")
+                query = parse_qsl(scope["query_string"].decode("latin-1"))
+                key = next((value for name, value in query if name == "token"), None)
             else:
                 key = key_from_headers(_text(scope, b"x-api-key"), _text(scope, b"authorization"))
             try:
