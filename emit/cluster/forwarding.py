@@ -68,6 +68,8 @@ READ_TIMEOUT = 90.0
 """Seconds the owner may be silent: the longest long poll (60 s) and a margin."""
 CLOSE_TIMEOUT = 5.0
 """Seconds a socket's closing handshake with the owner may take."""
+GOING = "this node is stopping; reconnect"
+"""The reason a relayed socket is closed with as its node stops."""
 MAX_MESSAGE = 16 * 1024 * 1024
 """The largest WebSocket message relayed (Hypercorn's own limit)."""
 
@@ -172,6 +174,8 @@ class Forwarder:
         self.rules = url_map.bind("localhost")
         self.auth = auth
         self.max_body = max_body
+        self._relays: set[trio.CancelScope] = set()
+        """The relayed sockets' pumps: cancelled as the node stops."""
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT, pool=CONNECT_TIMEOUT),
             # One connection to the owner per request in flight (long polls hold theirs
@@ -187,6 +191,14 @@ class Forwarder:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def release(self) -> None:
+        """This node is stopping: close every relayed socket at once with 1001 (going
+        away), as the node's own streams are, rather than hold the shutdown until they are
+        cut. Forwarded requests are left to finish (a long poll within its wait, or the
+        server's grace)."""
+        for relay in list(self._relays):
+            relay.cancel()
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -393,7 +405,16 @@ class Forwarder:
                     refused = (1013, "the node that holds this space does not answer; retry")
                 else:
                     await send({"type": "websocket.accept", "subprotocol": owner.subprotocol})
-                    await _pump(owner, receive, send)
+                    with trio.CancelScope() as relay:
+                        self._relays.add(relay)
+                        try:
+                            await _pump(owner, receive, send)
+                        finally:
+                            self._relays.discard(relay)
+                    if relay.cancelled_caught:  # this node is stopping
+                        await send({"type": "websocket.close", "code": 1001, "reason": GOING})
+                        with trio.move_on_after(CLOSE_TIMEOUT):
+                            await owner.aclose(1001)
                 legs.cancel_scope.cancel()
         except* trio_websocket.ConnectionRejected as group:
             # The owner's server refused the handshake itself: it never does for a route

@@ -32,6 +32,8 @@ _NO_QUERY: dict[str, str] = {}
 
 UNDELIVERED = "emit.undelivered"
 """The ASGI scope key of a request's `Call.undelivered` hooks."""
+FORWARDER = "emit.forwarder"
+"""The app's extension holding its `Forwarder`, when it has a cluster secret."""
 GONE = 499
 """The status a request is counted under when its client left before the answer began
 (nginx's "client closed request")."""
@@ -272,4 +274,5 @@ def _forwarding(
     async def close_forwarding() -> None:
         await forwarder.aclose()
 
+    app.extensions[FORWARDER] = forwarder
     return forwarder

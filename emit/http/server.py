@@ -12,12 +12,12 @@ from wsproto.extensions import PerMessageDeflate
 
 from ..runtime import Runtime
 from ..tuning import tune_gc
-from .app import create_app
+from .app import FORWARDER, create_app
 from .connection import EmitConfig, use_emit_connections
 from .settings import HttpSettings
 
 if TYPE_CHECKING:
-    from ..cluster.forwarding import Router
+    from ..cluster.forwarding import Forwarder, Router
 
 
 class _NoDeflate(PerMessageDeflate):
@@ -75,4 +75,20 @@ async def serve(
     config.errorlog = None
     config.keep_alive_timeout = 75
     app = create_app(runtime, settings, router)
+    forwarder: Forwarder | None = app.extensions.get(FORWARDER)
+    if shutdown_trigger is not None and forwarder is not None:
+        shutdown_trigger = _releasing(shutdown_trigger, forwarder)
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+
+
+def _releasing(
+    trigger: Callable[[], Awaitable[None]], forwarder: Forwarder
+) -> Callable[[], Awaitable[None]]:
+    """``trigger``, then the sockets relayed to other nodes closed (1001) as the shutdown
+    begins, as this node's own streams are."""
+
+    async def releasing() -> None:
+        await trigger()
+        forwarder.release()
+
+    return releasing

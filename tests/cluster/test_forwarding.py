@@ -438,3 +438,29 @@ async def test_the_dashboard_of_a_space_through_a_non_owner(cluster: Cluster) ->
         path = f"/spaces/{b.space}/jobs/{job.id}/live"
         assert await stream_until_closed(ws_of(b, path), elsewhere) == ([], 4403)
     assert await counts(b) == {}
+
+
+async def test_a_stopping_node_closes_its_relayed_sockets_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a = cluster.a
+    stop = trio.Event()
+    settings = HttpSettings(admin_key=ADMIN_KEY, key_cache_seconds=0, cluster_secret=SECRET)
+    router = StaticRouter({a.space: Remote(a.url)})
+    path = f"/api/v1/realtime/spaces/{a.space}?token={a.keys['producer']}"
+    with trio.fail_after(10):
+        async with emit.open_runtime(tmp_path / "data") as rt_c, trio.open_nursery() as nursery:
+            [url_c] = await nursery.start(
+                partial(
+                    serve, rt_c, port=0, settings=settings, router=router,
+                    shutdown_trigger=stop.wait, graceful_timeout=30,
+                )
+            )  # fmt: skip
+            async with open_websocket_url(url_c.replace("http://", "ws://") + path) as ws:
+                assert (await receive(ws))["type"] == "connected"
+                assert a.rt.hub.statistics().space_streams == 1  # the relay's, on A
+                stop.set()  # well before the grace of 30 s: closed as the shutdown begins
+                assert await until_closed(ws) == ([], 1001)
+        # The owner's side of the relay is closed too.
+        while a.rt.hub.statistics().space_streams:
+            await trio.testing.wait_all_tasks_blocked(0.01)
