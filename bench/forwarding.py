@@ -6,8 +6,8 @@ keys and spaces; only A's space actor serves the space): node A owns the space, 
 forwards it to A (emit.cluster.forwarding, a static router). One raw HTTP/1.1 keep-alive
 client (bench/client.py) sends ``GET /api/v1/jobs/<id>`` one at a time, in windows taking
 turns between A directly and B (one hop), and prints p50 and p99 of each and what the hop
-adds. The nodes run with the access log off (``warning``), as the HTTP bench's server does
-not, so what is measured is the hop.
+adds. The nodes log at ``warning`` (no access log line per request): what is measured is
+the hop. Findings: docs/scaling-forwarding.md, "What it costs".
 """
 
 from __future__ import annotations
