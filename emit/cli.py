@@ -335,6 +335,30 @@ def metrics_token(option: str | None) -> str | None:
     return token.strip() or None
 
 
+def _cluster_flags(run: argparse.ArgumentParser) -> None:
+    from .http.settings import MIN_SECRET
+
+    def secret(text: str) -> str:
+        # The value is never echoed: an error line must not print the secret.
+        if text.strip() and len(text.strip()) < MIN_SECRET:
+            raise argparse.ArgumentTypeError(f"must have {MIN_SECRET} characters at least")
+        return text.strip()
+
+    run.add_argument(
+        "--cluster-secret",
+        type=secret,
+        metavar="SECRET",
+        help="the secret the nodes of a cluster share to forward requests to each other "
+        f"({MIN_SECRET} characters at least; without it, nothing is forwarded)",
+    )
+
+
+def cluster_secret(option: str | None) -> str | None:
+    """The cluster secret (``--cluster-secret``, else ``$EMIT_CLUSTER_SECRET``), or None
+    when not set or empty."""
+    return option or None
+
+
 def _save_admin(data: Path, key: str) -> None:
     fd = os.open(data / ADMIN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:
@@ -359,6 +383,7 @@ async def serve(args: argparse.Namespace) -> None:
         key_cache_seconds=args.key_cache_seconds,
         send_timeout=args.send_timeout,
         metrics_token=metrics_token(args.metrics_token),
+        cluster_secret=cluster_secret(args.cluster_secret),
     )
     policy = callback_policy(args)
     shutdown = trio.Event()
@@ -747,6 +772,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a token that may read GET /metrics, besides the admin key",
     )
     _retention_flags(run)
+    _cluster_flags(run)
 
     spaces = commands.add_parser("spaces", help="manage spaces").add_subparsers(
         dest="action", required=True

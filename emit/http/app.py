@@ -17,6 +17,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from ..cluster.forwarding import Forwarder, HopRefuser, Router
 from ..errors import EmitError, Forbidden, NotFound, PayloadTooLarge, RateLimited, Unavailable
 from ..metrics import UNMATCHED, HttpMeter
 from ..runtime import Runtime
@@ -31,6 +32,8 @@ _NO_QUERY: dict[str, str] = {}
 
 UNDELIVERED = "emit.undelivered"
 """The ASGI scope key of a request's `Call.undelivered` hooks."""
+FORWARDER = "emit.forwarder"
+"""The app's extension holding its `Forwarder`, when it has a cluster secret."""
 GONE = 499
 """The status a request is counted under when its client left before the answer began
 (nginx's "client closed request")."""
@@ -139,9 +142,10 @@ def _check_access(route: Route, caller: Caller, params: dict[str, str]) -> None:
         raise Forbidden("this key belongs to another space")
 
 
-def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
+def create_app(runtime: Runtime, settings: HttpSettings, router: Router | None = None) -> QuartTrio:
+    """The app. With ``settings.cluster_secret``, a request for a space ``router`` says
+    another node owns is forwarded to it (emit.cluster.forwarding)."""
     app = QuartTrio("emit")
-    app.asgi_app = AccessLog(HandOver(app.asgi_app, runtime.metrics.http))  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["JSON_SORT_KEYS"] = False
     auth = Authenticator(
@@ -244,4 +248,31 @@ def create_app(runtime: Runtime, settings: HttpSettings) -> QuartTrio:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return _closing_if_body_unread(response)
 
+    app.asgi_app = AccessLog(  # type: ignore[method-assign]
+        HandOver(_forwarding(app, auth, settings, router), runtime.metrics.http)
+    )
     return app
+
+
+def _forwarding(
+    app: QuartTrio, auth: Authenticator, settings: HttpSettings, router: Router | None
+) -> Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Any]:
+    """The app behind the cluster's hop: forwarding with a cluster secret, else only the
+    refusal of a forwarded request (then a look through the headers is all it costs)."""
+    if settings.cluster_secret is None:
+        return HopRefuser(app.asgi_app)
+    forwarder = Forwarder(
+        app.asgi_app,
+        secret=settings.cluster_secret,
+        router=router,
+        url_map=app.url_map,
+        auth=auth,
+        max_body=settings.max_body,
+    )
+
+    @app.after_serving
+    async def close_forwarding() -> None:
+        await forwarder.aclose()
+
+    app.extensions[FORWARDER] = forwarder
+    return forwarder

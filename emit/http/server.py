@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.protocol import ws_stream
@@ -11,9 +12,12 @@ from wsproto.extensions import PerMessageDeflate
 
 from ..runtime import Runtime
 from ..tuning import tune_gc
-from .app import create_app
+from .app import FORWARDER, create_app
 from .connection import EmitConfig, use_emit_connections
 from .settings import HttpSettings
+
+if TYPE_CHECKING:
+    from ..cluster.forwarding import Forwarder, Router
 
 
 class _NoDeflate(PerMessageDeflate):
@@ -46,12 +50,16 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     graceful_timeout: float = 10.0,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    router: Router | None = None,
 ) -> None:
     """Serve the HTTP API until cancelled or ``shutdown_trigger`` returns. Reports the
     bound URLs (port 0 picks a free port).
 
     Serving tunes the process's garbage collector for latency (``gc.freeze()`` and a
-    higher young-generation threshold): a program that embeds the server shares it."""
+    higher young-generation threshold): a program that embeds the server shares it.
+
+    In a cluster (``settings.cluster_secret``), ``router`` says which node owns each
+    space: requests for a space owned elsewhere are forwarded there."""
     # A server process: everything made so far lives as long as it does, so take it out of
     # the collector's sight, and collect the young generation less often. Full
     # collections stalled the event loop for 200+ ms under load (bench/realtime.py).
@@ -66,5 +74,21 @@ async def serve(
     config.accesslog = None
     config.errorlog = None
     config.keep_alive_timeout = 75
-    app = create_app(runtime, settings)
+    app = create_app(runtime, settings, router)
+    forwarder: Forwarder | None = app.extensions.get(FORWARDER)
+    if shutdown_trigger is not None and forwarder is not None:
+        shutdown_trigger = _releasing(shutdown_trigger, forwarder)
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+
+
+def _releasing(
+    trigger: Callable[[], Awaitable[None]], forwarder: Forwarder
+) -> Callable[[], Awaitable[None]]:
+    """``trigger``, then the sockets relayed to other nodes closed (1001) as the shutdown
+    begins, as this node's own streams are."""
+
+    async def releasing() -> None:
+        await trigger()
+        forwarder.release()
+
+    return releasing

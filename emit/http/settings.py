@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MIN_SECRET = 16
+"""Characters the cluster secret must have at least."""
+
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
@@ -21,9 +24,14 @@ class HttpSettings:
     WebSocket, a response nobody reads) is dropped after that, and its socket freed."""
     metrics_token: str | None = None
     """A key that may read ``GET /metrics`` and nothing else (the admin key may too)."""
+    cluster_secret: str | None = None
+    """The secret nodes of a cluster authenticate their forwarded requests with; None:
+    this node forwards nothing and refuses forwarded requests."""
 
     def __post_init__(self) -> None:
         if self.max_body < 1 or not self.rate > 0 or self.key_cache_seconds < 0:
             raise ValueError("max_body >= 1, rate > 0 and key_cache_seconds >= 0, please")
         if not self.send_timeout > 0:
             raise ValueError("send_timeout > 0, please")
+        if self.cluster_secret is not None and len(self.cluster_secret) < MIN_SECRET:
+            raise ValueError(f"the cluster secret must have {MIN_SECRET} characters at least")

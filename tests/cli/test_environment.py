@@ -57,7 +57,8 @@ def test_a_variable_sets_its_flag_and_a_flag_given_wins(monkeypatch: pytest.Monk
 def test_every_flag_can_be_set_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     given = {"--data": "d", "--host": "::1", "--synchronous": "EXTRA", "--log-level": "debug",
              "--log-format": "json", "--allow-private-callbacks": "true",
-             "--store": "postgresql://emit@db.internal/emit"}  # fmt: skip
+             "--store": "postgresql://emit@db.internal/emit",
+             "--cluster-secret": "s" * 16}  # fmt: skip
     for action in serve_options():
         flag = action.option_strings[-1]
         value = given.get(flag, "7")
