@@ -19,14 +19,16 @@ import argparse
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -42,6 +44,10 @@ from .store.base import Store, StoreOpenFailed
 from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .version import __version__
+
+if TYPE_CHECKING:  # psycopg and the engine only for the commands that use them
+    from .cluster.node import NodeConfig, OwnersRouter
+    from .runtime import Runtime
 
 DEFAULT_DATA = "emit-data"
 DB_NAME = "emit.db"
@@ -345,12 +351,62 @@ def _cluster_flags(run: argparse.ArgumentParser) -> None:
         return text.strip()
 
     run.add_argument(
+        "--node-id",
+        help="this node's name in the cluster (with --store): keep it stable across "
+        "restarts (default: the host's name and the port)",
+    )
+    run.add_argument(
+        "--node-url",
+        help="where the other nodes reach this one, http://HOST:PORT (with --store; "
+        "default: the URL it serves, with the host's name for 0.0.0.0)",
+    )
+    run.add_argument(
+        "--ownership-lease",
+        type=_number(0, above=True),
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a node holds a space without renewing: a dead node's spaces move "
+        "after this long (with --store)",
+    )
+    run.add_argument(
         "--cluster-secret",
         type=secret,
         metavar="SECRET",
         help="the secret the nodes of a cluster share to forward requests to each other "
         f"({MIN_SECRET} characters at least; without it, nothing is forwarded)",
     )
+
+
+def _default_node_id(port: int) -> str:
+    """A node's id when ``--node-id`` is not given: the host's name and the port, stable
+    across restarts (a node that comes back gets its spaces back); a fresh one for a
+    port picked at random."""
+    name = socket.gethostname()
+    return f"{name}:{port}" if port else f"{name}:{secrets.token_hex(4)}"
+
+
+def _node_url(served: str) -> str:
+    """Where the other nodes reach this one, when ``--node-url`` is not given: the URL it
+    serves, with the host's name for an address of every interface."""
+    for every in ("0.0.0.0", "[::]"):
+        served = served.replace(every, socket.gethostname())
+    return served
+
+
+async def _member(
+    rt: Runtime,
+    node: NodeConfig,
+    router: OwnersRouter,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    """Be a node of the cluster until the server stops: then leave first, so the other
+    nodes claim this node's spaces at once, while requests in flight finish."""
+    from .cluster.node import joined
+
+    async with joined(rt, node, router):
+        task_status.started()
+        await shutdown.wait()
 
 
 def cluster_secret(option: str | None) -> str | None:
@@ -391,9 +447,11 @@ async def serve(args: argparse.Namespace) -> None:
     async def shutdown_trigger() -> None:
         await shutdown.wait()
 
+    node_id = (args.node_id or _default_node_id(args.port)) if args.store else None
     async with (
         open_runtime(
             args.store or data,
+            node=node_id,
             synchronous=args.synchronous,
             allow_private_callbacks=args.allow_private_callbacks,
             callback_policy=policy,
@@ -401,6 +459,11 @@ async def serve(args: argparse.Namespace) -> None:
         ) as rt,
         trio.open_nursery() as nursery,
     ):
+        router = None
+        if node_id is not None:
+            from .cluster.node import OwnersRouter
+
+            router = OwnersRouter(rt, node_id)
 
         async def http(task_status: trio.TaskStatus[list[str]]) -> None:
             await serve_http(
@@ -410,6 +473,7 @@ async def serve(args: argparse.Namespace) -> None:
                 settings=settings,
                 shutdown_trigger=shutdown_trigger,
                 graceful_timeout=args.grace,
+                router=router,
                 task_status=task_status,
             )
             nursery.cancel_scope.cancel()  # served out: stop listening for signals
@@ -424,6 +488,14 @@ async def serve(args: argparse.Namespace) -> None:
             if not isinstance(cause, OSError):
                 raise
             raise StartFailed(f"cannot listen on {args.host}:{args.port}: {cause}") from None
+        node_line = None
+        if node_id is not None and router is not None:
+            from .cluster.node import NodeConfig
+
+            node = NodeConfig(node_id, args.node_url or _node_url(urls[0]), args.ownership_lease)
+            await nursery.start(_member, rt, node, router, shutdown)
+            forwarding = "on" if settings.cluster_secret else "off: no --cluster-secret"
+            node_line = f"  node {node.id} at {node.url}  (forwarding {forwarding})"
         # Only now that the server is up is anything made that must be shown once.
         welcome: list[str] = []
         if admin_new:
@@ -453,6 +525,8 @@ async def serve(args: argparse.Namespace) -> None:
             kept = f"data: {data}"
         print(f"emit {__version__} serving {base}  ({kept})", flush=True)
         print(f"  dashboard: {base}/  (sign in with the admin key)", flush=True)
+        if node_line is not None:
+            print(node_line, flush=True)
         if welcome:
             print("First start: shown this once.", flush=True)
             for line in welcome:

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -535,14 +535,22 @@ class StopMoved:
     epoch: int
 
 
-class SpaceStarter(actors.Actor[StopMoved]):
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartOwned:
+    """This node now owns the space: load it (`Runtime.gained` does not wait for that)."""
+
+    space_id: str
+
+
+class SpaceStarter(actors.Actor[StopMoved | StartOwned]):
     """Starts every space of the store (with nodes sharing it, every space this node
     owns) each time it starts. It is started after the spaces supervisor at the root
     (rest-for-one), so whatever restarts the spaces supervisor (a crash of the store
     writer, or of the supervisor itself), which comes back with no spaces, restarts it
     too: every space then runs again, with its timers, without waiting for a request to
-    name it. It also stops the spaces that find they moved (`StopMoved`): a space cannot
-    stop itself for good."""
+    name it. With nodes sharing the store, it also loads the spaces this node comes to
+    own (`StartOwned`), and stops those that find they moved (`StopMoved`): a space
+    cannot stop itself for good."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -552,9 +560,15 @@ class SpaceStarter(actors.Actor[StopMoved]):
         # a restart, one broken space must not keep the others down.
         await self.runtime.start_spaces(strict=self.context.incarnation == 0)
 
-    async def receive(self, message: StopMoved) -> None:
+    async def receive(self, message: StopMoved | StartOwned) -> None:
         owned = self.runtime.owned
-        if owned is not None and message.space_id not in owned:
+        if isinstance(message, StartOwned):
+            if owned is not None and message.space_id in owned:
+                try:
+                    await self.runtime._space_ref(message.space_id)
+                except EmitError as exc:  # a request, or the next gain, tries again
+                    log.warning("space %s did not load: %s", message.space_id, exc)
+        elif owned is not None and message.space_id not in owned:
             await self.runtime.stop_space(message.space_id)
 
 
@@ -627,7 +641,10 @@ class Runtime:
         node owns, each with the epoch it holds it at (`gained`, `lost`); it runs those
         alone, and the store refuses its writes to any other. None: this node owns every
         space."""
-        self.starter: actors.ActorRef[StopMoved] | None = None
+        self.starter: actors.ActorRef[StopMoved | StartOwned] | None = None
+        self.space_created: Callable[[str], Awaitable[None]] | None = None
+        """With nodes sharing the store: told of each space made here, so the cluster
+        places it at once (`emit.cluster.node.joined`)."""
 
     def _notify_callbacks(self, callbacks: list[Callback]) -> None:
         # A hint: the outbox is durable, and the sender loads it on every start.
@@ -689,8 +706,8 @@ class Runtime:
 
     async def gained(self, space_id: str, epoch: int) -> None:
         """This node now owns the space at ``epoch`` (the cluster's membership claimed
-        it): start it afresh from the store, with that epoch on every write, and send
-        the callbacks its last owner left pending."""
+        it): start it afresh from the store (soon, without waiting for its load), with
+        that epoch on every write, and send the callbacks its last owner left pending."""
         if self.owned is None:
             raise RuntimeError("gained() is for a runtime opened with shared=True")
         await self.stop_space(space_id)  # an incarnation of an earlier epoch, if any
@@ -698,7 +715,11 @@ class Runtime:
         if self.callbacks is not None:
             with contextlib.suppress(actors.ActorError):
                 self.callbacks.tell_nowait(ScanOutbox())
-        await self._space_ref(space_id)
+        # Loaded by the starter, not here: the membership's tick must not wait on a big
+        # space's load (a request meanwhile loads it as well, once).
+        if self.starter is not None:
+            with contextlib.suppress(actors.ActorError):
+                self.starter.tell_nowait(StartOwned(space_id))
 
     async def lost(self, space_id: str) -> None:
         """This node no longer owns the space (its lease lapsed or it handed it over):
@@ -748,6 +769,8 @@ class Runtime:
         if space_id in self.deleting:
             raise NotFound(f"no space {space_id!r}")
         if self.owned is not None and space_id not in self.owned:
+            if await self.store.get_space(space_id) is None:
+                raise NotFound(f"no space {space_id!r}")
             self._epoch(space_id)  # refused: another node's, or moving
         ref = self.spaces.whereis(space_id)
         if isinstance(ref, actors.ActorRef) and not ref.stopped:
@@ -787,8 +810,10 @@ class Runtime:
     async def create_space(self, name: str) -> Space:
         space, public = make_space(name, self.clock.now())
         await self._commit(Changes(spaces=[space], tokens=[public]))
-        if self.owned is None:  # else it runs where the cluster places it
+        if self.owned is None:
             await self._space_ref(space.id)
+        elif self.space_created is not None:  # it runs where the cluster places it
+            await self.space_created(space.id)
         return space
 
     async def list_spaces(self) -> list[Space]:
@@ -1003,6 +1028,7 @@ async def open_runtime(
     sweep_every: float = SWEEP_EVERY,
     key_uses_every: float = KEY_USES_EVERY,
     shared: bool = False,
+    node: str | None = None,
 ) -> AsyncIterator[Runtime]:
     """Run emit for the duration of the block. ``data`` is a directory (the SQLite file
     ``emit.db`` lives in it), a PostgreSQL URL (``postgresql://user:password@host/db``),
@@ -1031,8 +1057,20 @@ async def open_runtime(
     ``shared``: other nodes share the store. The runtime then runs no space until told
     it owns it (`Runtime.gained`, with the epoch of its claim) and stops one as soon as
     it does not (`Runtime.lost`); every write of a space carries that epoch, and a store
-    shared by nodes refuses it once another node has claimed the space."""
-    store = _store(data, synchronous)
+    shared by nodes refuses it once another node has claimed the space.
+
+    ``node``: this node's id, on a PostgreSQL store several nodes share (``data`` its
+    URL): ``shared``, and the store fences every write of a space with this node's lease
+    on it. `emit.cluster.node.joined` then joins the cluster."""
+    if node is not None:
+        if not (isinstance(data, str) and data.startswith(("postgresql://", "postgres://"))):
+            raise ValueError("a node of a cluster needs a PostgreSQL store (its URL as data)")
+        from .store.postgres import PostgresStore
+
+        store: Store = PostgresStore(data, node_id=node)
+        shared = True
+    else:
+        store = _store(data, synchronous)
     await store.open()
     try:
         clock = Clock(start_time)

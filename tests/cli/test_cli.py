@@ -48,7 +48,8 @@ class Served:
                 break
             if line.startswith("  space ") and not line.startswith("  space id"):
                 break  # a later start lists its spaces
-        self.url = self.lines[0].split()[3]
+        self.banner = next(line for line in self.lines if line.startswith("emit "))
+        self.url = self.banner.split()[3]
 
     def value(self, label: str) -> str:
         line = next(line for line in self.lines if line.strip().startswith(label))

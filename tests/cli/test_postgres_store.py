@@ -30,7 +30,8 @@ def test_serve_keeps_everything_in_postgresql(url: str, tmp_path: Path) -> None:
     served = Served(data, "--store", url)
     try:
         text = "\n".join(served.lines)
-        assert "(store: postgresql://emit@127.0.0.1:" in served.lines[0]
+        assert "(store: postgresql://emit@127.0.0.1:" in served.banner
+        assert any(line.startswith("  node ") and "forwarding off" in line for line in served.lines)
         assert "sekret" not in text
         space, producer = served.value("space id"), served.value("producer key")
         worker = served.value("worker key")

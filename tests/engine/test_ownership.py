@@ -37,6 +37,7 @@ async def claimed(rt: emit.Runtime, store: MemoryStore, space_id: str, epoch: in
     assert store.owners is not None
     store.owners[space_id] = epoch
     await rt.gained(space_id, epoch)
+    await wait_all_tasks_blocked()  # the space loads on its own, after the gain
 
 
 async def test_a_space_runs_only_once_this_node_owns_it(

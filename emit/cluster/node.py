@@ -1,0 +1,156 @@
+"""A node of a cluster: the runtime on a PostgreSQL store other nodes share, joined to
+them. `joined` runs the node's `Membership` (heartbeats, and this node's share of the
+spaces, claimed and handed over: the runtime starts and stops their actors), and keeps
+the table of owners that `OwnersRouter` forwards requests by.
+
+    async with emit.open_runtime(url, node="node-a") as rt:
+        router = OwnersRouter(rt, "node-a")
+        async with joined(rt, NodeConfig("node-a", "http://10.0.0.1:8787"), router):
+            ...  # serve HTTP with the router (emit.http.server.serve)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import psycopg_pool
+import trio
+
+from . import leases
+from .forwarding import LOCAL, Moving, Placement, Remote
+from .membership import DEFAULT_LEASE, Membership, MembershipConfig, all_spaces
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = logging.getLogger("emit.cluster")
+
+MOVING_RETRY_AFTER = 1.0
+"""Seconds a client is told to wait for a space that has no live owner right now."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: str
+    """The node's name: keep it stable across restarts, and a restarted node gets back
+    the spaces it had (the hash is of this id)."""
+    url: str
+    """Where the other nodes reach this one (``http://host:port``), to forward to it."""
+    lease: float = DEFAULT_LEASE
+    """Seconds an ownership lease lasts unless renewed: how long a dead node's spaces
+    wait before another node claims them."""
+
+
+class OwnersRouter:
+    """Where each space lives, as this node last read it (`forwarding.Router`): a space
+    this node owns is `Local`; another live node's is `Remote`; a space with no live
+    owner (its node died, its lease has not run out) is `Moving`; a space nobody knows
+    is `Local`, to be answered 404."""
+
+    def __init__(self, runtime: Runtime, node_id: str) -> None:
+        self.runtime = runtime
+        self.node_id = node_id
+        self.owners: dict[str, leases.Owner] = {}
+        self.spaces: frozenset[str] = frozenset()
+
+    def route(self, space_id: str) -> Placement:
+        if self.runtime.owns(space_id):
+            return LOCAL
+        owner = self.owners.get(space_id)
+        if owner is not None and owner.node_id != self.node_id:
+            return Remote(owner.url)
+        if owner is not None or space_id in self.spaces:
+            return Moving(MOVING_RETRY_AFTER)
+        return LOCAL
+
+    def update(self, owners: Mapping[str, leases.Owner], spaces: Iterable[str]) -> None:
+        self.owners = dict(owners)
+        self.spaces = frozenset(spaces)
+
+
+def _pool(url: str, lease: float) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+    """Connections for the membership and the owners table, apart from the store's: a
+    hung connection must not hold up a lease's renewal past the lease."""
+    return psycopg_pool.ConnectionPool(
+        url,
+        min_size=1,
+        max_size=2,
+        open=False,
+        timeout=lease,
+        kwargs={
+            "connect_timeout": max(1, int(lease / 2)),
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(lease / 3)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(lease * 1000),
+        },
+    )
+
+
+@asynccontextmanager
+async def joined(
+    runtime: Runtime, config: NodeConfig, router: OwnersRouter | None = None
+) -> AsyncIterator[Membership]:
+    """Join the cluster for the block: the runtime (opened with ``node=config.id`` on
+    the shared store) is told of each space this node gains and loses, and ``router``
+    learns the owners every tick. On leaving, the node stops its spaces and releases
+    their leases, so the other nodes claim them at once."""
+    url = getattr(runtime.store, "url", None)
+    if runtime.owned is None or not isinstance(url, str):
+        raise RuntimeError("joined() needs a runtime opened on a PostgreSQL URL with node=")
+    pool = _pool(url, config.lease)
+    await trio.to_thread.run_sync(pool.open)
+    membership = Membership(
+        MembershipConfig(config.id, config.url, config.lease), pool.connection, runtime
+    )
+
+    def read() -> tuple[dict[str, leases.Owner], list[str]]:
+        with pool.connection() as conn:
+            return leases.owners(conn), all_spaces(conn)
+
+    async def refresh() -> None:
+        if router is None:
+            return
+        try:
+            owners, spaces = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+        except psycopg.Error as exc:
+            log.warning("node %s could not read the spaces' owners: %s", config.id, exc)
+            return
+        router.update(owners, spaces)
+
+    async def keep_routing() -> None:
+        while True:
+            await refresh()
+            await trio.sleep(config.lease / 3)
+
+    runtime.space_created = _ticker(membership, refresh)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(membership.run)
+            nursery.start_soon(keep_routing)
+            try:
+                yield membership
+            finally:
+                with trio.CancelScope(shield=True):
+                    runtime.space_created = None
+                    await membership.leave()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(pool.close)
+
+
+def _ticker(membership: Membership, refresh: Any) -> Any:
+    async def created(space_id: str) -> None:
+        # Claimed now, if the hash gives the new space to this node, rather than at
+        # the next tick; the router learns of it either way.
+        await membership.run_once()
+        await refresh()
+
+    return created
