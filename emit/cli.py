@@ -492,7 +492,12 @@ async def serve(args: argparse.Namespace) -> None:
         if node_id is not None and router is not None:
             from .cluster.node import NodeConfig
 
-            node = NodeConfig(node_id, args.node_url or _node_url(urls[0]), args.ownership_lease)
+            node = NodeConfig(
+                node_id,
+                args.node_url or _node_url(urls[0]),
+                args.ownership_lease,
+                settings.cluster_secret,
+            )
             await nursery.start(_member, rt, node, router, shutdown)
             forwarding = "on" if settings.cluster_secret else "off: no --cluster-secret"
             node_line = f"  node {node.id} at {node.url}  (forwarding {forwarding})"

@@ -132,6 +132,17 @@ class Router(Protocol):
     def route(self, space_id: str) -> Placement: ...
 
 
+TICK_PATH = "/internal/v1/cluster/tick"
+"""``POST`` with the cluster secret: run the membership's tick now (a node that made a
+space asks the others to, so its owner claims it at once). 204 once done."""
+
+
+class Ticks(Protocol):
+    """A router that can also tick its node's membership (`TICK_PATH`)."""
+
+    async def tick(self) -> None: ...
+
+
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
@@ -213,6 +224,12 @@ class Forwarder:
                 **scope,
                 "headers": [(name, value) for name, value in scope["headers"] if name != _HOP],
             }
+            tick = getattr(self.router, "tick", None)
+            if scope["type"] == "http" and scope["path"] == TICK_PATH and tick is not None:
+                await tick()
+                await send({"type": "http.response.start", "status": 204, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
         placement = LOCAL if self.router is None else await self._placement(scope)
         if type(placement) is Local:
             await self.app(scope, receive, send)

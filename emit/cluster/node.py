@@ -12,17 +12,18 @@ the table of owners that `OwnersRouter` forwards requests by.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import psycopg
 import psycopg_pool
 import trio
 
 from . import leases
-from .forwarding import LOCAL, Moving, Placement, Remote
+from .forwarding import HOP_HEADER, LOCAL, TICK_PATH, Moving, Placement, Remote
 from .membership import DEFAULT_LEASE, Membership, MembershipConfig, all_spaces
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class NodeConfig:
     lease: float = DEFAULT_LEASE
     """Seconds an ownership lease lasts unless renewed: how long a dead node's spaces
     wait before another node claims them."""
+    secret: str | None = None
+    """The cluster secret: with it, a node that makes a space asks the others to claim
+    their share at once (`forwarding.TICK_PATH`), rather than at their next tick."""
 
 
 class OwnersRouter:
@@ -57,6 +61,14 @@ class OwnersRouter:
         self.node_id = node_id
         self.owners: dict[str, leases.Owner] = {}
         self.spaces: frozenset[str] = frozenset()
+        self.nodes: dict[str, str] = {}
+        """The live nodes: id → internal URL."""
+        self.ticker: Callable[[], Awaitable[None]] | None = None
+
+    async def tick(self) -> None:
+        """Another node asks: run the membership's tick now (`forwarding.TICK_PATH`)."""
+        if self.ticker is not None:
+            await self.ticker()
 
     def route(self, space_id: str) -> Placement:
         if self.runtime.owns(space_id):
@@ -68,9 +80,16 @@ class OwnersRouter:
             return Moving(MOVING_RETRY_AFTER)
         return LOCAL
 
-    def update(self, owners: Mapping[str, leases.Owner], spaces: Iterable[str]) -> None:
+    def update(
+        self,
+        owners: Mapping[str, leases.Owner],
+        spaces: Iterable[str],
+        nodes: Mapping[str, str] | None = None,
+    ) -> None:
         self.owners = dict(owners)
         self.spaces = frozenset(spaces)
+        if nodes is not None:
+            self.nodes = dict(nodes)
 
 
 def _pool(url: str, lease: float) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
@@ -110,26 +129,48 @@ async def joined(
         MembershipConfig(config.id, config.url, config.lease), pool.connection, runtime
     )
 
-    def read() -> tuple[dict[str, leases.Owner], list[str]]:
+    def read() -> tuple[dict[str, leases.Owner], list[str], dict[str, str]]:
         with pool.connection() as conn:
-            return leases.owners(conn), all_spaces(conn)
+            nodes = {node.id: node.url for node in leases.live_nodes(conn)}
+            return leases.owners(conn), all_spaces(conn), nodes
 
     async def refresh() -> None:
         if router is None:
             return
         try:
-            owners, spaces = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+            owners, spaces, nodes = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
         except psycopg.Error as exc:
             log.warning("node %s could not read the spaces' owners: %s", config.id, exc)
             return
-        router.update(owners, spaces)
+        router.update(owners, spaces, nodes)
+
+    async def tick() -> None:
+        await membership.run_once()
+        await refresh()
 
     async def keep_routing() -> None:
         while True:
             await refresh()
             await trio.sleep(config.lease / 3)
 
-    runtime.space_created = _ticker(membership, refresh)
+    async def created(space_id: str) -> None:
+        # Placed at once: this node ticks (it claims the space if the hash gives it
+        # here), and asks the others to (its owner claims it), rather than leave the
+        # space without an owner until their next tick.
+        await tick()
+        others = [] if router is None else [u for n, u in router.nodes.items() if n != config.id]
+        if others and config.secret:
+            async with (
+                httpx.AsyncClient(timeout=config.lease / 2, trust_env=False) as http,
+                trio.open_nursery() as nursery,
+            ):
+                for other in others:
+                    nursery.start_soon(_nudge, http, other, config.secret)
+            await refresh()
+
+    if router is not None:
+        router.ticker = tick
+    runtime.space_created = created
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(membership.run)
@@ -146,11 +187,9 @@ async def joined(
             await trio.to_thread.run_sync(pool.close)
 
 
-def _ticker(membership: Membership, refresh: Any) -> Any:
-    async def created(space_id: str) -> None:
-        # Claimed now, if the hash gives the new space to this node, rather than at
-        # the next tick; the router learns of it either way.
-        await membership.run_once()
-        await refresh()
-
-    return created
+async def _nudge(http: httpx.AsyncClient, url: str, secret: str) -> None:
+    """Ask the node at ``url`` to tick now; best effort (its own tick comes anyway)."""
+    try:
+        await http.post(url.rstrip("/") + TICK_PATH, headers={HOP_HEADER: secret})
+    except httpx.HTTPError as exc:
+        log.info("node at %s was not reached to place a new space: %s", url, exc)
