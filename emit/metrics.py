@@ -20,7 +20,7 @@ scraped, by a collector: nothing is kept up to date as it changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -183,6 +183,8 @@ class Metrics:
         self.http = HttpMeter(self.http_requests, self.http_duration)
         self._callbacks = {outcome: self.callbacks.labels(outcome) for outcome in CALLBACK_OUTCOMES}
         self.spaces: dict[str, Mapping[JobStatus, int]] = {}
+        self.pollers: dict[str, Callable[[], int]] = {}
+        """Per running space: how many long polls are parked on it now (read when scraped)."""
         """Each running space's durable counts by status (its actor's own dict, read when
         scraped)."""
         self.hub: EventHub | None = None
@@ -204,19 +206,29 @@ class Metrics:
             found = self.recent[space_id] = Throughput()
         return found
 
-    def track_space(self, space_id: str, counts: Mapping[JobStatus, int]) -> None:
-        """A space actor loaded: its durable counts are ``counts`` (kept up to date by it)."""
+    def track_space(
+        self,
+        space_id: str,
+        counts: Mapping[JobStatus, int],
+        pollers: Callable[[], int] | None = None,
+    ) -> None:
+        """A space actor loaded: its durable counts are ``counts`` (kept up to date by it),
+        and ``pollers`` says how many long polls are parked on it."""
         self.spaces[space_id] = counts
+        if pollers is not None:
+            self.pollers[space_id] = pollers
 
     def untrack_space(self, space_id: str, counts: Mapping[JobStatus, int]) -> None:
         """A space actor stopped: its counts are no longer live (unless a newer
         incarnation already tracks its own)."""
         if self.spaces.get(space_id) is counts:
             del self.spaces[space_id]
+            self.pollers.pop(space_id, None)
 
     def forget_space(self, space_id: str) -> None:
         """The space was deleted: its series go."""
         self.spaces.pop(space_id, None)
+        self.pollers.pop(space_id, None)
         self.recent.pop(space_id, None)
         self.jobs_created.remove(space_id)
         for status in FINAL:
@@ -255,10 +267,12 @@ class _Current(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
-        jobs, streams = families
+        jobs, streams, parked = families
         for space_id, counts in list(self.metrics.spaces.items()):
             for status, count in counts.items():
                 jobs.add_metric([space_id, status.value], count)
+        for space_id, pollers in list(self.metrics.pollers.items()):
+            parked.add_metric([space_id], pollers())
         hub = self.metrics.hub
         if hub is not None:
             statistics = hub.statistics()
@@ -267,7 +281,7 @@ class _Current(Collector):
         yield from families
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
             GaugeMetricFamily(
                 "emit_jobs",
@@ -278,5 +292,10 @@ class _Current(Collector):
                 "emit_stream_subscribers",
                 "Open WebSocket streams by kind (space or job).",
                 labels=["kind"],
+            ),
+            GaugeMetricFamily(
+                "emit_parked_polls",
+                "Long polls waiting for a job, by space (workers idle now).",
+                labels=["space"],
             ),
         )

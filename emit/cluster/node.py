@@ -153,11 +153,7 @@ async def joined(
             await refresh()
             await trio.sleep(config.lease / 3)
 
-    async def created(space_id: str) -> None:
-        # Placed at once: this node ticks (it claims the space if the hash gives it
-        # here), and asks the others to (its owner claims it), rather than leave the
-        # space without an owner until their next tick.
-        await tick()
+    async def nudge_others() -> None:
         others = [] if router is None else [u for n, u in router.nodes.items() if n != config.id]
         if others and config.secret:
             async with (
@@ -166,7 +162,14 @@ async def joined(
             ):
                 for other in others:
                     nursery.start_soon(_nudge, http, other, config.secret)
-            await refresh()
+
+    async def created(space_id: str) -> None:
+        # Placed at once: this node ticks (it claims the space if the hash gives it
+        # here), and asks the others to (its owner claims it), rather than leave the
+        # space without an owner until their next tick.
+        await tick()
+        await nudge_others()
+        await refresh()
 
     if router is not None:
         router.ticker = tick
@@ -181,6 +184,10 @@ async def joined(
                 with trio.CancelScope(shield=True):
                     runtime.space_created = None
                     await membership.leave()
+                    # Its spaces are free now: the others claim them at once, not at
+                    # their next tick.
+                    with trio.move_on_after(config.lease / 2):
+                        await nudge_others()
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

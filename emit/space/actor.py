@@ -127,7 +127,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             gc.collect()
             gc.freeze()
             self.froze = True
-        self.metrics.track_space(self.space_id, self.space.durable_counts)
+        self.metrics.track_space(self.space_id, self.space.durable_counts, self.space.pollers)
 
     async def stopped(self) -> None:
         if self.batches:

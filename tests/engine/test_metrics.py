@@ -165,3 +165,22 @@ async def test_each_runtime_counts_apart_and_a_deleted_space_leaves_no_series(
             assert value(two, "emit_jobs_created_total", space=space) is None
             await one.delete_space(space)
             assert not [key for key in samples(one) if ("space", space) in key[1]]
+
+
+async def test_parked_long_polls_are_counted_by_space(
+    autojump_clock: MockClock, new_store: Callable[[], Store]
+) -> None:
+    with trio.fail_after(60):
+        async with emit.open_runtime(new_store()) as rt:
+            space = (await rt.create_space("s")).id
+            jobs = rt.space(space)
+            assert value(rt, "emit_parked_polls", space=space) == 0
+            async with trio.open_nursery() as nursery:
+                for _ in range(2):
+                    nursery.start_soon(lambda: jobs.poll(wait=30))
+                await trio.testing.wait_all_tasks_blocked()
+                assert value(rt, "emit_parked_polls", space=space) == 2
+                await jobs.create("j")  # one poll takes it
+                await trio.testing.wait_all_tasks_blocked()
+                assert value(rt, "emit_parked_polls", space=space) == 1
+            assert value(rt, "emit_parked_polls", space=space) == 0  # the other timed out
