@@ -7,7 +7,7 @@ forwards it to A (emit.cluster.forwarding, a static router). One raw HTTP/1.1 ke
 client (bench/client.py) sends ``GET /api/v1/jobs/<id>`` one at a time, in windows taking
 turns between A directly and B (one hop), and prints p50 and p99 of each and what the hop
 adds. The nodes log at ``warning`` (no access log line per request): what is measured is
-the hop. Findings: docs/scaling-forwarding.md, "What it costs".
+the hop. Findings: docs/scaling.md, "What it costs".
 """
 
 from __future__ import annotations
