@@ -53,6 +53,8 @@ ADMIN_KEY = "emit_admin_" + "b" * 43
 SECRET = "bench-cluster-secret-0123456789"
 POLL_BATCH = b'{"count":50,"wait":1,"ack":true}'
 POLL_NOW = b'{"count":1}'
+LEASE = 10.0
+"""(1)'s nodes keep the default ownership lease."""
 
 
 # ------------------------------------------------------------------- CPU from /proc
@@ -166,9 +168,11 @@ def owners(url: str) -> dict[str, str]:
     return {space: node for space, node in rows}
 
 
-def settled(url: str, spaces: list[Space], nodes: list[Node], within: float = 60) -> dict[str, str]:
+def settled(
+    url: str, spaces: list[Space], nodes: list[Node], lease: float, within: float = 60
+) -> dict[str, str]:
     """Wait until every space has a live owner among ``nodes`` and the owners have not
-    changed for a second; the owners."""
+    changed for longer than a node takes to refresh its routes (lease/3); the owners."""
     names = {node.name for node in nodes}
     deadline = time.monotonic() + within
     last: dict[str, str] = {}
@@ -177,7 +181,10 @@ def settled(url: str, spaces: list[Space], nodes: list[Node], within: float = 60
         now = owners(url)
         if now != last:
             last, since = now, time.monotonic()
-        elif all(now.get(s.id) in names for s in spaces) and time.monotonic() - since > 1.0:
+        elif (
+            all(now.get(s.id) in names for s in spaces)
+            and time.monotonic() - since > lease / 3 + 0.5
+        ):
             return now
         time.sleep(0.1)
     raise RuntimeError(f"ownership did not settle: {last}")
@@ -190,6 +197,8 @@ class Config:
     spaces: list[Space]
     url: str | None = None
     windows: list[Window] = field(default_factory=list)
+    unavailable: int = 0
+    """503 answers, each sent again."""
     spread: str = "1"
     """How many of the loaded spaces each node owns, e.g. ``3/2/1``."""
 
@@ -224,26 +233,34 @@ async def lifecycle(config: Config, per_space: int, batch: int, workers: int) ->
     def connections() -> list[Connection]:
         return [Connection(url) for url in urls]
 
+    async def send(mine: list[Connection], path: str, key: bytes, body: bytes, status: int) -> Any:
+        """To a random node; a 503 (a space moving, or a node's routes a tick behind
+        its owner's claim) is refused before any work, so it is sent again."""
+        while True:
+            try:
+                return json.loads(await pick.choice(mine).post(path, key, body, status))
+            except RuntimeError as error:
+                if " -> 503: " not in str(error):
+                    raise
+                config.unavailable += 1
+                await trio.sleep(0.05)
+
     async def produce(space: Space, mine: list[Connection]) -> None:
         for start in range(0, per_space, batch):
             items = [
                 {"name": "bench", "payload": {"i": i}}
                 for i in range(start, min(per_space, start + batch))
             ]
-            await pick.choice(mine).post_json(space.jobs, space.producer, items, 201)
+            await send(mine, space.jobs, space.producer, json.dumps(items).encode(), 201)
 
     async def work(space: Space, mine: list[Connection], done: list[int]) -> None:
         while done[0] < per_space:
-            polled = await pick.choice(mine).post(
-                f"{space.jobs}/poll", space.worker, POLL_BATCH, 200
-            )
-            jobs = json.loads(polled)["jobs"]
+            jobs = (await send(mine, f"{space.jobs}/poll", space.worker, POLL_BATCH, 200))["jobs"]
             if not jobs:
                 continue
             items = [{"id": j["id"], "result": {"ok": True}, "leaseId": j["leaseId"]} for j in jobs]
-            answer: Any = await pick.choice(mine).post_json(
-                f"{space.jobs}/complete", space.worker, {"jobs": items}, 200
-            )
+            body = json.dumps({"jobs": items}).encode()
+            answer = await send(mine, f"{space.jobs}/complete", space.worker, body, 200)
             if any(item["status"] != 200 for item in answer["results"]):
                 raise RuntimeError(f"batch complete refused: {answer['results'][:3]}")
             done[0] += len(jobs)
@@ -296,6 +313,7 @@ def throughput(configs: list[Config], postmaster: int, args: argparse.Namespace)
     # Warm every node (connections, key caches, the owners' actors) before any window.
     for config in configs:
         trio.run(lifecycle, config, 100, args.batch, args.workers)
+        config.unavailable = 0
     for n in range(args.rounds):
         order = configs[n % len(configs) :] + configs[: n % len(configs)]
         for config in order:
@@ -309,7 +327,7 @@ def throughput(configs: list[Config], postmaster: int, args: argparse.Namespace)
     )
     print(
         f"    {'':<14}{'jobs/s median':>14}  {'range':>15}  {'nodes CPU':>9}  {'PG CPU':>7}  "
-        f"{'node µs/job':>11}  {'PG µs/job':>9}  {'client':>6}  spaces a node"
+        f"{'node µs/job':>11}  {'PG µs/job':>9}  {'client':>6}  {'503s':>4}  spaces a node"
     )
     for config in configs:
         ws = config.windows
@@ -323,7 +341,7 @@ def throughput(configs: list[Config], postmaster: int, args: argparse.Namespace)
             f"{min(rates):>6,.0f} - {max(rates):>6,.0f}  {node_cpu / seconds:>9.0%}  "
             f"{pg_cpu / seconds:>7.0%}  {node_cpu / jobs * 1e6:>11,.0f}  "
             f"{pg_cpu / jobs * 1e6:>9,.0f}  {sum(w.client_cpu for w in ws) / seconds:>6.0%}  "
-            f"{config.spread}"
+            f"{config.unavailable:>4}  {config.spread}"
         )
     steal = sum(w.steal for c in configs for w in c.windows)
     elapsed = sum(w.seconds for c in configs for w in c.windows)
@@ -385,7 +403,7 @@ def failover(url: str, data: Path, args: argparse.Namespace) -> list[float]:
         spaces = [make_space(nodes[0].url, f"fail-{n}") for n in range(args.spaces)]
         samples: list[float] = []
         for cycle in range(args.failovers):
-            now = settled(url, spaces, nodes)
+            now = settled(url, spaces, nodes, args.lease)
             space = spaces[cycle % len(spaces)]
             victim = next(node for node in nodes if node.name == now[space.id])
             others = [node for node in nodes if node is not victim]
@@ -462,7 +480,7 @@ def main(args: argparse.Namespace) -> None:
                 configs.append(Config("1 node SQLite", [sqlite], []))
                 for count in (1, 2, 3):
                     url = pg.create_database()
-                    nodes = [Node(f"pg{count}-{n}", data, url, 10.0) for n in range(1, count + 1)]
+                    nodes = [Node(f"pg{count}-{n}", data, url, LEASE) for n in range(1, count + 1)]
                     configs.append(
                         Config(f"{count} node{'s' if count > 1 else ''} PG", nodes, [], url)
                     )
@@ -470,8 +488,9 @@ def main(args: argparse.Namespace) -> None:
                     config.spaces = [
                         make_space(config.nodes[0].url, f"s{n}") for n in range(args.spaces)
                     ]
+                    config.spread = str(len(config.spaces))
                     if config.url is not None:
-                        found = settled(config.url, config.spaces, config.nodes)
+                        found = settled(config.url, config.spaces, config.nodes, LEASE)
                         counts = [
                             sum(found[s.id] == node.name for s in config.spaces)
                             for node in config.nodes
