@@ -197,6 +197,10 @@ class Config:
     spaces: list[Space]
     url: str | None = None
     windows: list[Window] = field(default_factory=list)
+    requests: int = 0
+    """Requests sent in the windows."""
+    direct: dict[str, str] | None = None
+    """Each space's owner's URL, when every request goes straight to its owner."""
     unavailable: int = 0
     """503 answers, each sent again."""
     spread: str = "1"
@@ -230,13 +234,16 @@ async def lifecycle(config: Config, per_space: int, batch: int, workers: int) ->
     finished = trio.Event()
     pick = random.Random(7)
 
-    def connections() -> list[Connection]:
+    def connections(space: Space) -> list[Connection]:
+        if config.direct is not None:
+            return [Connection(config.direct[space.id])]
         return [Connection(url) for url in urls]
 
     async def send(mine: list[Connection], path: str, key: bytes, body: bytes, status: int) -> Any:
         """To a random node; a 503 (a space moving, or a node's routes a tick behind
         its owner's claim) is refused before any work, so it is sent again."""
         while True:
+            config.requests += 1
             try:
                 return json.loads(await pick.choice(mine).post(path, key, body, status))
             except RuntimeError as error:
@@ -270,7 +277,8 @@ async def lifecycle(config: Config, per_space: int, batch: int, workers: int) ->
                 finished.set()
 
     plan = [
-        (space, connections(), [connections() for _ in range(workers)]) for space in config.spaces
+        (space, connections(space), [connections(space) for _ in range(workers)])
+        for space in config.spaces
     ]
     everyone = [c for _, p, ws in plan for c in [*p, *(c for w in ws for c in w)]]
     try:
@@ -313,7 +321,7 @@ def throughput(configs: list[Config], postmaster: int, args: argparse.Namespace)
     # Warm every node (connections, key caches, the owners' actors) before any window.
     for config in configs:
         trio.run(lifecycle, config, 100, args.batch, args.workers)
-        config.unavailable = 0
+        config.unavailable = config.requests = 0
     for n in range(args.rounds):
         order = configs[n % len(configs) :] + configs[: n % len(configs)]
         for config in order:
@@ -327,7 +335,7 @@ def throughput(configs: list[Config], postmaster: int, args: argparse.Namespace)
     )
     print(
         f"    {'':<14}{'jobs/s median':>14}  {'range':>15}  {'nodes CPU':>9}  {'PG CPU':>7}  "
-        f"{'node µs/job':>11}  {'PG µs/job':>9}  {'client':>6}  {'503s':>4}  spaces a node"
+        f"{'node µs/job':>11}  {'PG µs/job':>9}  {'client':>6}  {'req/job':>7}  {'503s':>4}  spaces a node"
     )
     for config in configs:
         ws = config.windows
@@ -341,7 +349,7 @@ def throughput(configs: list[Config], postmaster: int, args: argparse.Namespace)
             f"{min(rates):>6,.0f} - {max(rates):>6,.0f}  {node_cpu / seconds:>9.0%}  "
             f"{pg_cpu / seconds:>7.0%}  {node_cpu / jobs * 1e6:>11,.0f}  "
             f"{pg_cpu / jobs * 1e6:>9,.0f}  {sum(w.client_cpu for w in ws) / seconds:>6.0%}  "
-            f"{config.unavailable:>4}  {config.spread}"
+            f"{config.requests / jobs:>7.3f}  {config.unavailable:>4}  {config.spread}"
         )
     steal = sum(w.steal for c in configs for w in c.windows)
     elapsed = sum(w.seconds for c in configs for w in c.windows)
@@ -351,7 +359,7 @@ def throughput(configs: list[Config], postmaster: int, args: argparse.Namespace)
 
 def project(configs: list[Config]) -> None:
     """(2): N nodes on N machines, from the CPU each job costs a node and PostgreSQL."""
-    by_nodes = {len(c.nodes): c for c in configs if c.url is not None}
+    by_nodes = {len(c.nodes): c for c in configs if c.url is not None and c.direct is None}
     one = by_nodes[1]
     jobs = sum(w.jobs for w in one.windows)
     node_one = sum(w.node_cpu for w in one.windows) / jobs
@@ -377,6 +385,16 @@ def project(configs: list[Config]) -> None:
         f"{hop * 1e6:,.0f} µs more ({'; '.join(checks) or 'no other'}); PostgreSQL "
         f"{pg * 1e6:,.0f} µs a job"
     )
+    for config in configs:
+        if config.direct is not None:
+            cost = sum(w.node_cpu for w in config.windows) / sum(w.jobs for w in config.windows)
+            n = len(config.nodes)
+            print(
+                f"    {n} nodes, each request straight to its space's owner: {cost * 1e6:,.0f} µs "
+                f"a job all nodes together: of the {(node_wide - node_one) * 1e6:,.0f} µs more "
+                f"than one node, {(cost - node_one) * 1e6:,.0f} µs is being {n} nodes and "
+                f"{(node_wide - cost) * 1e6:,.0f} µs the hops"
+            )
     print(
         f"    {'N':>4}  {'µs CPU/job, all nodes':>22}  {'jobs/s, emit-bound':>19}  {'PG cores needed':>15}"
     )
@@ -496,6 +514,14 @@ def main(args: argparse.Namespace) -> None:
                             for node in config.nodes
                         ]
                         config.spread = "/".join(str(n) for n in sorted(counts, reverse=True))
+                three = configs[-1]
+                found = owners(str(three.url))
+                where = {node.name: node.url for node in three.nodes}
+                direct = {space.id: where[found[space.id]] for space in three.spaces}
+                configs.append(
+                    Config("3 PG, owner", three.nodes, three.spaces, three.url, direct=direct)
+                )
+                configs[-1].spread = three.spread
                 throughput(configs, postmaster, args)
         finally:
             for config in configs:
