@@ -13,8 +13,11 @@ for the disk exactly as SQLite's synchronous=FULL does. Measures, in one run:
       (as behind a load balancer), so a request for a space owned elsewhere is
       forwarded. --spaces spaces, so the work spreads over the owners. For one node on
       SQLite (FULL) and 1, 2 and 3 nodes on PostgreSQL (one database each, all started
-      once), rounds interleaved across the configurations; jobs/s from the first create
-      to the last complete, median and range over --rounds.
+      once), and the 3 nodes again with every request sent straight to its space's
+      owner (no hop: it splits what a third node costs between the hops and being one
+      more node); rounds interleaved across the configurations; jobs/s from the first
+      create to the last complete, median and range over --rounds. A 503 (a space
+      moving, or a node's routes a tick behind) is sent again and counted.
   (2) CPU per job over the same windows: every node's processes (user + system, from
       /proc) and PostgreSQL's server processes (the postmaster, its live children, and
       what its exited children used); from them a projection of N nodes on N machines.
