@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import trio
@@ -34,6 +35,9 @@ from emit.store.base import Store
 from emit.store.postgres import PostgresStore
 from emit.store.records import Changes, event_record, job_row, log_row, state_row
 from emit.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from tests.postgres import Cluster
 
 SPACE = Space("01BENCHSPACE00000000000000", "bench", "emit_pub_bench", 0.0, {})
 PAYLOAD = '{"to":"someone@example.com","template":"welcome","vars":{"n":%d,"pad":"%s"}}'
@@ -89,15 +93,34 @@ async def measure(store: Store, jobs: int, group: int) -> tuple[float, float, in
 
 
 @contextlib.contextmanager
-def local_postgres() -> Iterator[str]:
-    """A throwaway cluster (the tests' own), with fsync and full page writes on."""
+def durable_postgres() -> Iterator[Cluster]:
+    """A throwaway cluster (the tests' own), restarted with fsync and full page writes
+    on: the tests start it with ``-c fsync=off`` on the command line, which outranks
+    ``ALTER SYSTEM``, so the server is started again without those options."""
     from tests.postgres import running_cluster
 
     with running_cluster() as cluster:
+        cluster.stop()
+        options = (
+            f"-p {cluster.port} -k {cluster.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=on -c full_page_writes=on -c max_connections=300"
+        )
+        cluster._run("pg_ctl", "-D", str(cluster.data), "-l", str(cluster.root / "log"), "-w",
+                     "-t", "60", "-o", options, "start")  # fmt: skip
         with psycopg.connect(cluster.url(), autocommit=True) as db:
-            db.execute("ALTER SYSTEM SET fsync = on")
-            db.execute("ALTER SYSTEM SET full_page_writes = on")
-            db.execute("SELECT pg_reload_conf()")
+            shown = [
+                db.execute(f"SHOW {name}").fetchone()
+                for name in ("fsync", "full_page_writes", "synchronous_commit")
+            ]
+        if any(row is None or row[0] != "on" for row in shown):
+            raise RuntimeError(f"fsync, full_page_writes, synchronous_commit: {shown}")
+        yield cluster
+
+
+@contextlib.contextmanager
+def local_postgres() -> Iterator[str]:
+    """A database on a throwaway durable cluster (`durable_postgres`)."""
+    with durable_postgres() as cluster:
         yield cluster.create_database()
 
 
