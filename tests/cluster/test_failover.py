@@ -506,14 +506,17 @@ def test_a_node_paused_inside_a_write_does_not_hold_its_space(
         space, producer, _ = make_space(nodes[0])
         paused, epoch = space_owner(database_url, space, nodes)
         made: list[httpx.Response | BaseException] = []
+        keys: list[str] = []
         stopping = threading.Event()
 
         def load() -> None:
             with httpx.Client(timeout=30, trust_env=False) as http:
                 while not stopping.is_set():
                     try:
+                        key = f"k{len(made)}"
+                        keys.append(key)
                         made.append(http.post(f"{paused.url}/api/v1/spaces/{space}/jobs",
-                                              json={"name": "w"},
+                                              json={"name": "w", "idempotencyKey": key},
                                               headers={"x-api-key": producer}))  # fmt: skip
                     except BaseException as exc:
                         made.append(exc)
@@ -551,9 +554,15 @@ def test_a_node_paused_inside_a_write_does_not_hold_its_space(
             cluster.resume(paused)
         loader.join(timeout=40)
         jobs = histories(database_url)
-        for answer in made:
+        with connect(database_url) as conn:
+            stored = {key for (key,) in conn.execute("SELECT idempotency_key FROM jobs")}
+        refused = []
+        for key, answer in zip(keys, made, strict=True):
             assert isinstance(answer, httpx.Response), answer
             if answer.status_code == 201:
                 assert answer.json()["id"] in jobs
-            else:
+            else:  # the write caught by the pause among them: it committed nothing
                 assert answer.status_code == 503, answer.text
+                assert key not in stored, answer.text
+                refused.append(answer.json()["error"]["message"])
+        print("refused:", Counter(refused))
