@@ -240,9 +240,7 @@ def test_a_claim_that_waited_on_a_live_lease_gets_nothing(db: str, conn: Conn) -
         assert claimed() is None
 
 
-def test_a_claim_gives_up_on_a_write_held_open_and_claims_once_it_ends(
-    db: str, conn: Conn
-) -> None:
+def test_a_claim_gives_up_on_a_write_held_open_and_claims_once_it_ends(db: str, conn: Conn) -> None:
     """A node stopped inside its write holds the lease row's lock: the claim waits half a
     tick at most (it must not hold up its node's renewals), claims nothing, and takes the
     space at a later try, once the server has ended that transaction."""
