@@ -78,6 +78,12 @@ class Owner(NamedTuple):
     epoch: int
 
 
+CLAIM_LOCK_WAIT = 6
+"""A claim waits for a lease row another transaction has locked at most the lease
+divided by this (half a membership tick), and at least `CLAIM_LOCK_WAIT_MIN` seconds."""
+CLAIM_LOCK_WAIT_MIN = 0.05
+
+
 def _lease(seconds: float) -> float:
     if not seconds > 0:
         raise ValueError(f"a lease must last more than 0 seconds, not {seconds!r}")
@@ -154,7 +160,8 @@ def claim(
     conn: psycopg.Connection[Any], space_id: str, node_id: str, lease_seconds: float
 ) -> int | None:
     """Claim the space for the node: its new epoch, or None while a live lease holds it
-    (another node's, or this node's own: a live lease is renewed, not claimed)."""
+    (another node's, or this node's own: a live lease is renewed, not claimed), or a
+    write stopped inside its transaction still locks it."""
     return claim_all(conn, [space_id], node_id, lease_seconds).get(space_id)
 
 
@@ -165,25 +172,34 @@ def claim_all(
     spaces = sorted(set(space_ids))
     if not spaces:
         return {}
-    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-        # The expiry is read again after the row lock is taken (a fenced write may hold
-        # it): the lease is judged, and the new one starts, when the claim really runs.
-        cur.execute(
-            """
-            INSERT INTO space_owners AS o (space_id, node_id, epoch, claimed_at, expires_at)
-            SELECT s, %(node)s, 1, clock_timestamp(),
-                   clock_timestamp() + make_interval(secs => %(lease)s)
-              FROM unnest(%(spaces)s::text[]) AS s ORDER BY s
-            ON CONFLICT (space_id) DO UPDATE
-               SET node_id = excluded.node_id, epoch = o.epoch + 1,
-                   claimed_at = clock_timestamp(),
-                   expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
-             WHERE o.expires_at <= clock_timestamp()
-            RETURNING o.space_id, o.epoch
-            """,
-            {"node": node_id, "lease": _lease(lease_seconds), "spaces": spaces},
-        )
-        return {space: epoch for space, epoch in cur.fetchall()}
+    # A fenced write holds its row's lock until it commits, a few milliseconds; one held
+    # longer is a node stopped inside its write (until the server ends its transaction:
+    # the store's `IDLE_IN_WRITE`). Waiting for it would hold up the caller's renewals:
+    # the claim gives up (claiming nothing), to be tried again at the next tick.
+    wait = max(CLAIM_LOCK_WAIT_MIN, _lease(lease_seconds) / CLAIM_LOCK_WAIT)
+    try:
+        with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait * 1000)}ms",))
+            # The expiry is read again after the row lock is taken (a fenced write may
+            # hold it): the lease is judged, and the new one starts, when the claim runs.
+            cur.execute(
+                """
+                INSERT INTO space_owners AS o (space_id, node_id, epoch, claimed_at, expires_at)
+                SELECT s, %(node)s, 1, clock_timestamp(),
+                       clock_timestamp() + make_interval(secs => %(lease)s)
+                  FROM unnest(%(spaces)s::text[]) AS s ORDER BY s
+                ON CONFLICT (space_id) DO UPDATE
+                   SET node_id = excluded.node_id, epoch = o.epoch + 1,
+                       claimed_at = clock_timestamp(),
+                       expires_at = clock_timestamp() + make_interval(secs => %(lease)s)
+                 WHERE o.expires_at <= clock_timestamp()
+                RETURNING o.space_id, o.epoch
+                """,
+                {"node": node_id, "lease": lease_seconds, "spaces": spaces},
+            )
+            return {space: epoch for space, epoch in cur.fetchall()}
+    except psycopg.errors.LockNotAvailable:
+        return {}
 
 
 def renew(

@@ -54,6 +54,12 @@ READERS = 8
 """Reader connections at most (one at least, kept open)."""
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a connection, unless the URL says otherwise (libpq waits forever)."""
+IDLE_IN_WRITE = 2.0
+"""With nodes sharing the database: seconds a write transaction may stand idle before the
+server ends its session. A write is a few round trips back to back; one idle this long
+is a node stopped (paused, swapped out) between its fence and its COMMIT, and the fence's
+lock on the lease row would keep the next owner from claiming the space for as long as
+the node stays stopped. Ended, the transaction commits nothing."""
 
 
 _JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
@@ -127,6 +133,9 @@ class PostgresStore(Store):
             settings["connect_timeout"] = CONNECT_TIMEOUT
         if "application_name" not in given:
             settings["application_name"] = "emit"
+        if self.node_id is not None:
+            idle = f"-c idle_in_transaction_session_timeout={int(IDLE_IN_WRITE * 1000)}"
+            settings["options"] = f"{given.get('options', '')} {idle}".strip()
         return settings
 
     def _connect(self) -> Connection:

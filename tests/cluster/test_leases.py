@@ -240,6 +240,22 @@ def test_a_claim_that_waited_on_a_live_lease_gets_nothing(db: str, conn: Conn) -
         assert claimed() is None
 
 
+def test_a_claim_gives_up_on_a_write_held_open_and_claims_once_it_ends(db: str, conn: Conn) -> None:
+    """A node stopped inside its write holds the lease row's lock: the claim waits half a
+    tick at most (it must not hold up its node's renewals), claims nothing, and takes the
+    space at a later try, once the server has ended that transaction."""
+    leases.claim(conn, "s", "a", 10)
+    expire(conn, node_id="a")
+    with connect(db) as writer, connect(db) as claimer:
+        with writer.transaction():
+            with pytest.raises(Fenced):  # expired, but the row stays locked till the end
+                leases.fence(writer, "s", "a", 1)
+            started = time.monotonic()
+            assert leases.claim(claimer, "s", "b", 0.3) is None
+            assert time.monotonic() - started < 1
+        assert leases.claim(claimer, "s", "b", 0.3) == 2
+
+
 def test_a_renewal_waits_for_the_nodes_own_group_commit(db: str, conn: Conn) -> None:
     spaces = {f"s{n}": 1 for n in range(5)}
     leases.claim_all(conn, spaces, "a", 10)
