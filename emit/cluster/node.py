@@ -33,6 +33,8 @@ log = logging.getLogger("emit.cluster")
 
 MOVING_RETRY_AFTER = 1.0
 """Seconds a client is told to wait for a space that has no live owner right now."""
+STALE_GAP = 0.1
+"""Seconds at least between two reads of the owners table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class OwnersRouter:
         self.nodes: dict[str, str] = {}
         """The live nodes: id → internal URL."""
         self.ticker: Callable[[], Awaitable[None]] | None = None
+        self.stale = trio.Event()
+        """Set when a request found a known space with no owner: the table may be a
+        moment behind a claim (another node's tick), so it is read again at once."""
 
     async def tick(self) -> None:
         """Another node asks: run the membership's tick now (`forwarding.TICK_PATH`)."""
@@ -77,6 +82,7 @@ class OwnersRouter:
         if owner is not None and owner.node_id != self.node_id:
             return Remote(owner.url)
         if owner is not None or space_id in self.spaces:
+            self.stale.set()
             return Moving(MOVING_RETRY_AFTER)
         return LOCAL
 
@@ -151,7 +157,13 @@ async def joined(
     async def keep_routing() -> None:
         while True:
             await refresh()
-            await trio.sleep(config.lease / 3)
+            if router is None:
+                await trio.sleep(config.lease / 3)
+                continue
+            router.stale = trio.Event()
+            with trio.move_on_after(config.lease / 3):
+                await router.stale.wait()
+            await trio.sleep(STALE_GAP)  # at most one read per gap, however many ask
 
     async def nudge_others() -> None:
         others = [] if router is None else [u for n, u in router.nodes.items() if n != config.id]
