@@ -42,6 +42,7 @@ from .records import (
     callback_from_row,
     job_events,
     job_from_row,
+    jobs_where,
     log_from_row,
     space_from_row,
     token_from_row,
@@ -477,14 +478,7 @@ class PostgresStore(Store):
         limit: int,
         offset: int,
     ) -> tuple[list[Job], int]:
-        where = "space_id = %s"
-        params: list[Any] = [space_id]
-        if status is not None:
-            where += " AND status = %s"
-            params.append(status.value)
-        if name is not None:
-            where += " AND name = %s"
-            params.append(name)
+        where, params = jobs_where(space_id, status, name, "%s")
 
         def query(db: Connection) -> tuple[list[Job], int]:
             counted = db.execute(f"SELECT count(*) FROM jobs WHERE {where}", params).fetchone()

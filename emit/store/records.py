@@ -240,6 +240,22 @@ def token_from_row(row: tuple[Any, ...]) -> Token:
     )
 
 
+def jobs_where(
+    space_id: str, status: JobStatus | None, name: str | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` of a listing of a space's jobs (`Store.list_jobs`), with ``mark`` for
+    each parameter (``?`` for SQLite, ``%s`` for PostgreSQL), and its parameters."""
+    where = f"space_id = {mark}"
+    params: list[Any] = [space_id]
+    if status is not None:
+        where += f" AND status = {mark}"
+        params.append(status.value)
+    if name is not None:
+        where += f" AND name = {mark}"
+        params.append(name)
+    return where, params
+
+
 @dataclass(slots=True)
 class Changes:
     """One batch of writes, applied in one transaction with the batches around it."""

@@ -47,6 +47,7 @@ from .records import (
     callback_from_row,
     job_events,
     job_from_row,
+    jobs_where,
     log_from_row,
     space_from_row,
     token_from_row,
@@ -502,14 +503,7 @@ class SQLiteStore(Store):
         limit: int,
         offset: int,
     ) -> tuple[list[Job], int]:
-        where = "space_id = ?"
-        params: list[Any] = [space_id]
-        if status is not None:
-            where += " AND status = ?"
-            params.append(status.value)
-        if name is not None:
-            where += " AND name = ?"
-            params.append(name)
+        where, params = jobs_where(space_id, status, name, "?")
 
         def query(db: sqlite3.Connection) -> tuple[list[Job], int]:
             db.execute("BEGIN")
