@@ -40,7 +40,7 @@ from .domain.views import space_to_wire, token_to_wire
 from .errors import EmitError, InvalidRequest, NotFound
 from .ids import ADMIN_PREFIX, new_key
 from .registry import make_space, make_token
-from .store.base import Store, StoreOpenFailed
+from .store.base import Store, StoreOpenFailed, is_postgres_url
 from .store.records import Changes
 from .store.sqlite import SQLiteStore
 from .version import __version__
@@ -87,12 +87,9 @@ def check_not_lost(data: Path) -> None:
     )
 
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
 def store_url(text: str) -> str:
     """``--store``'s value: a PostgreSQL URL (the SQLite store is the data directory's)."""
-    if not text.startswith(POSTGRES_SCHEMES):
+    if not is_postgres_url(text):
         raise argparse.ArgumentTypeError(
             f"must be a postgresql:// URL (the SQLite store is the data directory's), not {text!r}"
         )
@@ -103,7 +100,7 @@ def store_option(option: str | None) -> str | None:
     """The PostgreSQL store of a command: ``--store``, else ``$EMIT_STORE``, else none
     (the data directory's SQLite file)."""
     text = option or os.environ.get("EMIT_STORE") or None
-    if text is not None and not text.startswith(POSTGRES_SCHEMES):
+    if text is not None and not is_postgres_url(text):
         raise StartFailed(f"EMIT_STORE must be a postgresql:// URL, not {text!r}")
     return text
 

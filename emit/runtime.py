@@ -90,7 +90,7 @@ from .metrics import Metrics
 from .realtime.hub import EventHub, Key, SpaceMessage, Subscription
 from .registry import NewToken, check_name, make_space, make_token
 from .space.actor import MOVE_RETRY, SpaceActor
-from .store.base import Store
+from .store.base import Store, is_postgres_url
 from .store.memory import MemoryStore
 from .store.records import Changes
 from .store.sqlite import SQLiteStore
@@ -1003,15 +1003,19 @@ class Runtime:
             raise Unavailable(f"not ready: the store is not taking writes: {exc}") from None
 
 
-def _store(data: str | os.PathLike[str] | Store | None, synchronous: str) -> Store:
+def _store(
+    data: str | os.PathLike[str] | Store | None, synchronous: str, node: str | None
+) -> Store:
+    if node is not None and not is_postgres_url(data):
+        raise ValueError("a node of a cluster needs a PostgreSQL store (its URL as data)")
     if isinstance(data, Store):
         return data
     if data is None:
         return MemoryStore()
-    if isinstance(data, str) and data.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(data):
         from .store.postgres import PostgresStore  # psycopg only for those who use it
 
-        return PostgresStore(data)
+        return PostgresStore(data, node_id=node)
     return SQLiteStore(Path(data) / "emit.db", synchronous=synchronous)
 
 
@@ -1062,15 +1066,8 @@ async def open_runtime(
     ``node``: this node's id, on a PostgreSQL store several nodes share (``data`` its
     URL): ``shared``, and the store fences every write of a space with this node's lease
     on it. `emit.cluster.node.joined` then joins the cluster."""
-    if node is not None:
-        if not (isinstance(data, str) and data.startswith(("postgresql://", "postgres://"))):
-            raise ValueError("a node of a cluster needs a PostgreSQL store (its URL as data)")
-        from .store.postgres import PostgresStore
-
-        store: Store = PostgresStore(data, node_id=node)
-        shared = True
-    else:
-        store = _store(data, synchronous)
+    store = _store(data, synchronous, node)
+    shared = shared or node is not None
     await store.open()
     try:
         clock = Clock(start_time)

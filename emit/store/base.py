@@ -8,12 +8,19 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from ..domain.job import Job
 from ..domain.model import Event, JobStatus, LogLevel
 from ..domain.records import Callback, LogLine, Space, Token
 from .records import Changes
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: object) -> TypeGuard[str]:
+    """Whether a store's location names a PostgreSQL database (else a directory)."""
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
 
 
 class OutcomeUnknown(Exception):
