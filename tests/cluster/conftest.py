@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -49,3 +50,17 @@ def expire(conn: psycopg.Connection[Any], *, node_id: str) -> None:
         "WHERE node_id = %s AND expires_at > clock_timestamp()",
         (node_id,),
     )
+
+
+def until(condition: Callable[[], Any], seconds: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``condition`` until it gives something true, and return that; fail after
+    ``seconds``. For what has no event to wait on: another session's lock, or the state
+    of real node processes."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        time.sleep(every)

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from emit.store.records import EventRow, job_events
-from tests.cluster.conftest import connect
+from tests.cluster.conftest import connect, until
 from tests.cluster.nodes import Cluster, Node
 from tests.cluster.test_nodes import make_space
 
@@ -46,18 +46,6 @@ def check_leases(job_id: str, events: list[str]) -> None:
             leased = True
         elif kind in ENDS:
             leased = False
-
-
-def until(condition: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Poll ``condition`` until it gives something true; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        got = condition()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(0.05)
 
 
 def histories(database_url: str) -> dict[str, tuple[str, list[str]]]:

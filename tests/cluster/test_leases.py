@@ -14,7 +14,7 @@ import pytest
 
 from emit.cluster import leases
 from emit.store.base import Fenced
-from tests.cluster.conftest import connect, expire
+from tests.cluster.conftest import connect, expire, until
 
 Conn = psycopg.Connection[Any]
 
@@ -183,14 +183,6 @@ def in_thread(work: Callable[[], Any]) -> Callable[[], Any]:
     return result
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll the database: waiting on another session's lock has no event to wait on."""
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting until {what}"
-        time.sleep(0.01)
-
-
 def waiting_on_a_lock(conn: Conn) -> bool:
     row = conn.execute(
         "SELECT count(*) FROM pg_stat_activity "
@@ -212,15 +204,22 @@ def test_a_claim_waits_for_the_fenced_write_and_the_new_owner_sees_it(db: str, c
             leases.fence(writer, "s", "a", 1)
             writer.execute("INSERT INTO writes VALUES ('s', 1)")
             claimed = in_thread(lambda: leases.claim(claimer, "s", "b", 10))
-            wait_until(lambda: waiting_on_a_lock(watcher), "the claim waits on the row lock")
-            wait_until(
+            until(
+                lambda: waiting_on_a_lock(watcher),
+                10,
+                "the claim waits on the row lock",
+                every=0.01,
+            )
+            until(
                 lambda: (
                     watcher.execute(
                         "SELECT expires_at <= clock_timestamp() FROM space_owners"
                     ).fetchone()
                     == (True,)
                 ),
+                10,
                 "the lease has expired",
+                every=0.01,
             )
             assert waiting_on_a_lock(watcher)  # still: only the commit lets it go on
         assert claimed() == 2
@@ -236,7 +235,9 @@ def test_a_claim_that_waited_on_a_live_lease_gets_nothing(db: str, conn: Conn) -
         with writer.transaction():
             leases.fence(writer, "s", "a", 1)
             claimed = in_thread(lambda: leases.claim(claimer, "s", "b", 10))
-            wait_until(lambda: waiting_on_a_lock(conn), "the claim waits on the row lock")
+            until(
+                lambda: waiting_on_a_lock(conn), 10, "the claim waits on the row lock", every=0.01
+            )
         assert claimed() is None
 
 
@@ -263,7 +264,12 @@ def test_a_renewal_waits_for_the_nodes_own_group_commit(db: str, conn: Conn) -> 
         with writer.transaction():
             leases.fence_all(writer, "a", spaces)
             renewed = in_thread(lambda: leases.renew(renewer, "a", spaces, 10))
-            wait_until(lambda: waiting_on_a_lock(conn), "the renewal waits on the row locks")
+            until(
+                lambda: waiting_on_a_lock(conn),
+                10,
+                "the renewal waits on the row locks",
+                every=0.01,
+            )
         assert renewed() == set(spaces)
 
 

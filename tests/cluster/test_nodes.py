@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio_websocket
 
+from tests.cluster.conftest import until
 from tests.cluster.nodes import ADMIN_KEY, Cluster, Node
 
 
@@ -204,11 +205,10 @@ def test_a_node_that_stops_hands_its_spaces_over_at_once(database_url: str, tmp_
         staying = next(node for node in nodes if node is not leaving)
         began = time.monotonic()
         assert cluster.stop(leaving) == 0
+        spaces = [space for space, _, _ in made]
+        until(lambda: [owners(database_url).get(s) for s in spaces] == [staying.name] * 4, 10,
+              "every space held by the node that stays")  # fmt: skip
         for space, producer, worker in made:  # every space, its own or not, still works
-            for _ in range(200):
-                if owners(database_url).get(space) == staying.name:
-                    break
-                time.sleep(0.05)
             quick_start(staying, staying, space, producer, worker)
         assert time.monotonic() - began < 8  # not the lease, nor a tick
         assert set(owners(database_url).values()) == {staying.name}
