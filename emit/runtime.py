@@ -686,10 +686,7 @@ class Runtime:
             return None
         epoch = self.owned.get(space_id)
         if epoch is None:
-            raise Unavailable(
-                f"space {space_id} is not served by this node now (moving); retry",
-                retry_after=MOVE_RETRY,
-            )
+            raise _not_here(space_id)
         return epoch
 
     def _moved(self, space_id: str, epoch: int) -> None:
@@ -737,7 +734,9 @@ class Runtime:
         if ref is None:
             return
         if isinstance(ref, actors.ActorRef):
-            with contextlib.suppress(actors.ActorError):
+            # An incarnation that is ending (a write failed) refuses it: it has no
+            # parked polls to release then, and stops all the same.
+            with contextlib.suppress(actors.ActorError, EmitError):
                 await ref.ask(ReleasePollers(), timeout=ASK_TIMEOUT)
         with contextlib.suppress(actors.ChildNotFound):
             await self.spaces.stop_child(space_id)
@@ -771,7 +770,7 @@ class Runtime:
         if self.owned is not None and space_id not in self.owned:
             if await self.store.get_space(space_id) is None:
                 raise NotFound(f"no space {space_id!r}")
-            self._epoch(space_id)  # refused: another node's, or moving
+            raise _not_here(space_id)
         ref = self.spaces.whereis(space_id)
         if isinstance(ref, actors.ActorRef) and not ref.stopped:
             return ref
@@ -1001,6 +1000,14 @@ class Runtime:
             await self.store.check_writable()
         except Exception as exc:
             raise Unavailable(f"not ready: the store is not taking writes: {exc}") from None
+
+
+def _not_here(space_id: str) -> Unavailable:
+    """The refusal of a request for a space another node owns, or none yet."""
+    return Unavailable(
+        f"space {space_id} is not served by this node now (moving); retry",
+        retry_after=MOVE_RETRY,
+    )
 
 
 def _store(
