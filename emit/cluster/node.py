@@ -154,13 +154,10 @@ async def joined(
         await membership.run_once()
         await refresh()
 
-    async def keep_routing() -> None:
+    async def keep_routing(router: OwnersRouter) -> None:
         while True:
+            router.stale = trio.Event()  # before the read: an ask during it is kept
             await refresh()
-            if router is None:
-                await trio.sleep(config.lease / 3)
-                continue
-            router.stale = trio.Event()
             with trio.move_on_after(config.lease / 3):
                 await router.stale.wait()
             await trio.sleep(STALE_GAP)  # at most one read per gap, however many ask
@@ -179,7 +176,7 @@ async def joined(
         # Placed at once: this node ticks (it claims the space if the hash gives it
         # here), and asks the others to (its owner claims it), rather than leave the
         # space without an owner until their next tick.
-        await tick()
+        await tick()  # its read of the live nodes is whom the nudge goes to
         await nudge_others()
         await refresh()
 
@@ -189,7 +186,8 @@ async def joined(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(membership.run)
-            nursery.start_soon(keep_routing)
+            if router is not None:
+                nursery.start_soon(keep_routing, router)
             try:
                 yield membership
             finally:
@@ -211,4 +209,4 @@ async def _nudge(http: httpx.AsyncClient, url: str, secret: str) -> None:
     try:
         await http.post(url.rstrip("/") + TICK_PATH, headers={HOP_HEADER: secret})
     except httpx.HTTPError as exc:
-        log.info("node at %s was not reached to place a new space: %s", url, exc)
+        log.info("node at %s was not reached to ask it to tick: %s", url, exc)
