@@ -80,6 +80,11 @@ class RateLimited(EmitError):
         self.retry_after = retry_after
 
 
+MOVING_RETRY_AFTER = 1.0
+"""Seconds a caller is told to wait (``Retry-After``) while its space moves between the
+nodes of a cluster: on any node, whether it finds the space moving or has just lost it."""
+
+
 class Unavailable(EmitError):
     code = "unavailable"
     status = 503

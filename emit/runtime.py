@@ -83,13 +83,13 @@ from .domain.records import Callback, LogLine, Space, Token
 from .domain.settings import Retention, SpaceSettings, validate_settings
 from .domain.slack import Notice
 from .domain.views import Delivery, JobView
-from .errors import EmitError, InvalidRequest, NotFound, Unavailable
+from .errors import MOVING_RETRY_AFTER, EmitError, InvalidRequest, NotFound, Unavailable
 from .ids import hash_key
 from .isotime import iso, parse_iso
 from .metrics import Metrics
 from .realtime.hub import EventHub, Key, SpaceMessage, Subscription
 from .registry import NewToken, check_name, make_space, make_token
-from .space.actor import MOVE_RETRY, SpaceActor
+from .space.actor import SpaceActor
 from .store.base import Store, is_postgres_url
 from .store.memory import MemoryStore
 from .store.records import Changes
@@ -1006,7 +1006,7 @@ def _not_here(space_id: str) -> Unavailable:
     """The refusal of a request for a space another node owns, or none yet."""
     return Unavailable(
         f"space {space_id} is not served by this node now (moving); retry",
-        retry_after=MOVE_RETRY,
+        retry_after=MOVING_RETRY_AFTER,
     )
 
 

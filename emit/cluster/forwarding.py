@@ -45,7 +45,14 @@ import trio_websocket
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
-from ..errors import EmitError, Forbidden, PayloadTooLarge, Unauthorized, Unavailable
+from ..errors import (
+    MOVING_RETRY_AFTER,
+    EmitError,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from ..http.access import seen
 from ..http.auth import Authenticator, key_from_headers
 from ..http.routes import retry_after
@@ -59,9 +66,6 @@ _HOP = HOP_HEADER.encode()
 UNREACHABLE_RETRY_AFTER = 1.0
 """Seconds a client is told to wait when the owner cannot be reached (it may be dying:
 failover moves its spaces within the ownership lease)."""
-MOVED_RETRY_AFTER = 1.0
-"""Seconds a client is told to wait when a hop reaches a node that no longer holds the
-space (the sender's view of the owners is a moment behind)."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection to the owner (and, for a socket, its handshake)."""
 READ_TIMEOUT = 90.0
@@ -234,7 +238,7 @@ class Forwarder:
         if type(placement) is Local:
             await self.app(scope, receive, send)
         elif given is not None or type(placement) is Moving:
-            retry = placement.retry_after if type(placement) is Moving else MOVED_RETRY_AFTER
+            retry = placement.retry_after if type(placement) is Moving else MOVING_RETRY_AFTER
             await _refuse(
                 scope,
                 receive,

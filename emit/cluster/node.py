@@ -22,6 +22,7 @@ import psycopg
 import psycopg_pool
 import trio
 
+from ..errors import MOVING_RETRY_AFTER
 from . import leases
 from .forwarding import HOP_HEADER, LOCAL, TICK_PATH, Moving, Placement, Remote
 from .membership import DEFAULT_LEASE, Membership, MembershipConfig, all_spaces
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("emit.cluster")
 
-MOVING_RETRY_AFTER = 1.0
-"""Seconds a client is told to wait for a space that has no live owner right now."""
 STALE_GAP = 0.1
 """Seconds at least between two reads of the owners table."""
 

@@ -35,7 +35,7 @@ from ..domain.settings import SpaceSettings, read_settings
 from ..domain.slack import Notice
 from ..domain.space import Effects, LiveSpace
 from ..domain.views import Delivery
-from ..errors import NotFound, Unavailable
+from ..errors import MOVING_RETRY_AFTER, NotFound, Unavailable
 from ..metrics import Metrics
 from ..realtime.hub import EventHub
 from ..store.base import Expired, Fenced, OutcomeUnknown, Store
@@ -198,7 +198,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
             # (A space that moved still lets its parked polls go, empty, as it stops.)
             if isinstance(message, GiveBack):
                 return None  # a tell (raising would crash at once): its leases expire
-            raise Unavailable(self.ending, retry_after=MOVE_RETRY if self.lost else None)
+            raise Unavailable(self.ending, retry_after=MOVING_RETRY_AFTER if self.lost else None)
         self._watch()
         if isinstance(message, GiveBack):  # told: nobody waits for an answer
             await self._flush(self.space.give_back(message.deliveries, self.clock.now()))
@@ -312,7 +312,7 @@ class SpaceActor(actors.Actor[SpaceCommand | Written]):
                 self._end(_RESTARTING)
         else:
             if isinstance(error, Fenced):
-                failure = Unavailable(_MOVED, retry_after=MOVE_RETRY)
+                failure = Unavailable(_MOVED, retry_after=MOVING_RETRY_AFTER)
                 if not self.lost and self.moved is not None and self.fence is not None:
                     self.moved(*self.fence)
                 self.lost = True
@@ -401,8 +401,6 @@ def _changes(effects: Effects) -> Changes:
 
 
 _MOVED = "the space moved to another node; nothing was accepted, retry"
-MOVE_RETRY = 1.0
-"""Seconds a caller is told to wait (``Retry-After``) while a space moves between nodes."""
 _MAY_OR_MAY_NOT = (
     "storage failed while saving this change: it may or may not have been saved"
     " (retry with an idempotency key, or read it back)"
